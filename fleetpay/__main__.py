@@ -1,0 +1,3 @@
+from fleetpay.cli import main
+
+main()

@@ -1,0 +1,26 @@
+"""``fleetpay``: the command line of the whole system (DESIGN.md §5 is its contract)."""
+
+from __future__ import annotations
+
+import typer
+
+from fleetpay.cli import fleet, services
+
+app = typer.Typer(
+    name="fleetpay",
+    help="Queue-driven M-Pesa payment worker for vehicle fleets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(services.migrate)
+app.command()(services.ingest)
+app.command()(services.worker)
+app.command()(services.sweep)
+app.command()(fleet.balance)
+app.add_typer(fleet.vehicles, name="vehicles")
+app.add_typer(fleet.drivers, name="drivers")
+app.add_typer(fleet.unmatched, name="unmatched")
+
+
+def main() -> None:
+    app()

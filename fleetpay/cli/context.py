@@ -1,0 +1,35 @@
+"""What commands share: the settings and a database session for one command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from db.engine import make_engine, make_sessionmaker
+from fleetpay.settings import Settings, get_settings
+from schemas.parsing import business_date
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One transaction for one command: committed when the command succeeds."""
+    engine = make_engine(settings().require_database_url(), pool_size=1)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def today() -> str:
+    current = settings()
+    now = datetime.now(ZoneInfo(current.timezone))
+    return business_date(now, close_time=current.close_time, tz=current.timezone).isoformat()

@@ -1,0 +1,168 @@
+"""Fleet commands: vehicles, drivers, balances and unmatched money."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from db import fleet
+from db.balances import driver_balance
+from db.fleet import FleetError
+from fleetpay.cli import context
+from fleetpay.cli.output import emit, emit_json, emit_table, fail, kes
+from schemas.callbacks import InvalidCallback
+from schemas.parsing import InvalidField, classify_account_ref, require_msisdn
+
+vehicles = typer.Typer(help="Vehicles: a vehicle's code is the C2B account number fares are paid to.")
+drivers = typer.Typer(help="Drivers: their M-Pesa number receives their shares by B2C.")
+unmatched = typer.Typer(help="Payments in suspense, waiting for an operator to assign them.")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _vehicle_code(raw: str) -> str:
+    current = context.settings()
+    ref = classify_account_ref(raw, vehicle_code_digits=current.vehicle_code_digits,
+                               driver_code_pattern=current.driver_code_pattern)
+    if ref.kind != "vehicle":
+        raise fail(f"{raw!r} is not a vehicle code ({current.vehicle_code_digits} digits)", 2)
+    return ref.code
+
+
+def _driver_code(raw: str) -> str:
+    current = context.settings()
+    ref = classify_account_ref(raw, vehicle_code_digits=current.vehicle_code_digits,
+                               driver_code_pattern=current.driver_code_pattern)
+    if ref.kind != "driver":
+        raise fail(f"{raw!r} is not a driver code (pattern {current.driver_code_pattern})", 2)
+    return ref.code
+
+
+@vehicles.command("add")
+def vehicles_add(code: Annotated[str, typer.Option(help="e.g. 025")]) -> None:
+    """Register a vehicle."""
+    vehicle_code = _vehicle_code(code)
+    try:
+        with context.transaction() as session:
+            fleet.add_vehicle(session, vehicle_code)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    typer.echo(f"vehicle {vehicle_code} added")
+
+
+@drivers.command("add")
+def drivers_add(
+    code: Annotated[str, typer.Option(help="e.g. D112006")],
+    name: Annotated[str, typer.Option()],
+    msisdn: Annotated[str, typer.Option(help="M-Pesa number: 07…, +2547…, 2547…")],
+    vehicle: Annotated[Optional[str], typer.Option(help="Assign as regular driver of this vehicle.")] = None,
+    target_kes: Annotated[Optional[int], typer.Option(min=0, help="Own daily target (KES).")] = None,
+    fare_percent: Annotated[Optional[int], typer.Option(min=1, max=100, help="Own fare share (%).")] = None,
+) -> None:
+    """Register a driver (and optionally assign a vehicle)."""
+    driver_code = _driver_code(code)
+    try:
+        number = require_msisdn(msisdn)
+    except InvalidField as error:
+        raise fail(f"{msisdn!r} is not an M-Pesa number (2547XXXXXXXX / 2541XXXXXXXX)", 2) from error
+    try:
+        with context.transaction() as session:
+            fleet.add_driver(
+                session,
+                code=driver_code,
+                name=name,
+                msisdn=number,
+                daily_target_cents=None if target_kes is None else target_kes * 100,
+                fare_percent=fare_percent,
+            )
+            if vehicle:
+                fleet.assign(session, driver_code=driver_code, vehicle_code=_vehicle_code(vehicle), substitute=False)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    typer.echo(f"driver {driver_code} added" + (f", regular driver of {vehicle}" if vehicle else ""))
+
+
+@drivers.command("assign")
+def drivers_assign(
+    code: Annotated[str, typer.Option()],
+    vehicle: Annotated[str, typer.Option()],
+    substitute: Annotated[bool, typer.Option("--substitute", help="As the vehicle's substitute.")] = False,
+) -> None:
+    """Assign a vehicle to a driver, as regular driver or substitute."""
+    try:
+        with context.transaction() as session:
+            fleet.assign(session, driver_code=_driver_code(code), vehicle_code=_vehicle_code(vehicle), substitute=substitute)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    typer.echo(f"driver {code} assigned to {vehicle}" + (" as substitute" if substitute else ""))
+
+
+def balance(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    on: Annotated[Optional[str], typer.Option("--date", help="Business date YYYY-MM-DD (default today).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A driver's target, contribution, payable, in-flight and paid-out money, and deposit."""
+    try:
+        business_date = date.fromisoformat(on or context.today())
+    except ValueError as error:
+        raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
+    try:
+        with context.transaction() as session:
+            document = driver_balance(session, _driver_code(driver), business_date, context.settings())
+    except FleetError as error:
+        raise fail(str(error)) from error
+    emit(document, as_json, title=f"balance of {driver} on {business_date}")
+
+
+@unmatched.command("list")
+def unmatched_list(as_json: JsonFlag = False) -> None:
+    """Payments posted to suspense (unknown account, or no active driver)."""
+    from workers.unmatched import list_unmatched
+
+    with context.transaction() as session:
+        found = list_unmatched(session)
+    rows = [
+        {
+            "trans_id": p.trans_id,
+            "amount_cents": p.amount_cents,
+            "account_ref": p.account_ref,
+            "trans_time": p.trans_time.isoformat(),
+            "inbox_id": p.inbox_id,
+        }
+        for p in found
+    ]
+    if as_json:
+        emit_json({"unmatched": rows, "total_cents": sum(p.amount_cents for p in found)})
+    else:
+        emit_table("unmatched payments", [{**r, "amount": kes(r["amount_cents"])} for r in rows],
+                   ["trans_id", "amount", "account_ref", "trans_time", "inbox_id"])
+
+
+@unmatched.command("assign")
+def unmatched_assign(
+    trans_id: Annotated[str, typer.Argument(help="The M-Pesa receipt, e.g. SHK3QX7T2M")],
+    driver: Annotated[str, typer.Option(help="Driver code to give the money to.")],
+    reason: Annotated[str, typer.Option(help="Why (kept on the posting).")],
+    operator: Annotated[str, typer.Option(help="Who decided (kept on the posting).")] = "operator",
+    as_: Annotated[
+        Optional[str], typer.Option("--as", help="fare (split, paid out) or company (driver paid); default from the account typed.")
+    ] = None,
+) -> None:
+    """Assign a payment in suspense to a driver, by the normal rules, with its original time."""
+    from workers.unmatched import assign_unmatched
+
+    if as_ not in (None, "fare", "company"):
+        raise fail("--as is fare or company", 2)
+    role: Literal["fare", "company"] | None = as_  # type: ignore[assignment]
+    try:
+        with context.transaction() as session:
+            applied = assign_unmatched(
+                session, trans_id=trans_id, driver_code=_driver_code(driver), reason=reason,
+                operator=operator, settings=context.settings(), as_=role,
+            )
+    except (FleetError, InvalidCallback) as error:
+        raise fail(str(error)) from error
+    typer.echo(f"{trans_id} assigned to {driver}" + (f" (payout {applied.payout_ids[0]} reserved)" if applied.payout_ids else ""))

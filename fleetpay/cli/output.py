@@ -1,0 +1,44 @@
+"""How commands print: one JSON document on stdout with ``--json``, rich tables for people."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def emit_json(document: Any) -> None:
+    typer.echo(json.dumps(document, default=str, sort_keys=False))
+
+
+def emit_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    console.print(table)
+
+
+def emit(document: Mapping[str, Any], as_json: bool, title: str = "") -> None:
+    if as_json:
+        emit_json(document)
+    else:
+        emit_table(title, [{"field": k, "value": v} for k, v in document.items()], ["field", "value"])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a clear error on stderr; ``raise fail(...)`` ends the command with ``code``."""
+    errors.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def kes(cents: int) -> str:
+    return f"{cents // 100:,}.{cents % 100:02d}"

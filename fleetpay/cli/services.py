@@ -1,0 +1,69 @@
+"""Commands that run the system's processes, and the database migration."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from fleetpay.cli import context
+
+
+def migrate() -> None:
+    """Apply database migrations (safe to re-run)."""
+    from db.migrate import upgrade
+
+    upgrade(context.settings().require_database_url())
+    typer.echo("database is at the latest migration")
+
+
+def ingest(
+    host: Annotated[str, typer.Option()] = "0.0.0.0",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """The callback server."""
+    import uvicorn
+
+    from fleetpay.logs import configure_logging
+
+    current = context.settings()
+    configure_logging(level=current.log_level, json=current.log_json)
+    uvicorn.run(
+        "ingest.asgi:app" if workers > 1 else _ingest_app(),
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+def _ingest_app():  # type: ignore[no-untyped-def]
+    from ingest.app import build_app
+
+    return build_app(context.settings())
+
+
+def worker(
+    processes: Annotated[int, typer.Option(min=1)] = 2,
+    threads: Annotated[int, typer.Option(min=1)] = 4,
+    queues: Annotated[Optional[list[str]], typer.Option(help="Only these queues (repeatable).")] = None,
+) -> None:
+    """dramatiq workers for every actor (wraps dramatiq's own CLI)."""
+    argv = [sys.executable, "-m", "dramatiq", "workers.all", "--processes", str(processes), "--threads", str(threads)]
+    if queues:
+        argv += ["--queues", *queues]
+    os.execv(sys.executable, argv)
+
+
+def sweep(
+    older_than_s: Annotated[Optional[int], typer.Option(help="Default: FLEETPAY_INBOX_SWEEP_AFTER_S")] = None,
+) -> None:
+    """Re-enqueue inbox rows still waiting for a worker."""
+    from workers.sweep_inbox import sweep as sweep_inbox
+
+    count = sweep_inbox(older_than_s=older_than_s)
+    typer.echo(f"{count} inbox rows re-enqueued")

@@ -1,0 +1,103 @@
+"""Helpers shared by the tests: real servers on loopback, a fleet factory, payload builders."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import fleet
+from db.models import Inbox
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "mpesa" / "samples"
+TOKEN = "test-callback-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout_s: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def pending_count(sessions: sessionmaker[Session], external_ids: list[str]) -> int:
+    """How many of these callbacks are stored but not yet processed (or not stored at all)."""
+    with sessions() as session:
+        done = session.execute(
+            select(Inbox.external_id).where(Inbox.external_id.in_(external_ids), Inbox.status != "received")
+        ).scalars()
+        return len(set(external_ids) - set(done))
+
+
+_vehicle_codes = itertools.count(200)  # codes below 200 are left to tests that use a sample's code
+_receipts = itertools.count(1)
+
+
+def next_vehicle_code() -> str:
+    code = next(_vehicle_codes)
+    assert code < 1000, "the test database ran out of 3-digit vehicle codes"
+    return f"{code:03d}"
+
+
+def next_receipt(prefix: str = "T") -> str:
+    """A fresh 10-character M-Pesa-like receipt."""
+    return f"{prefix}{next(_receipts):09d}"[:10]
+
+
+def add_driver_with_vehicle(
+    session: Session,
+    *,
+    driver_code: str,
+    vehicle_code: str | None = None,
+    msisdn: str = "254700000000",
+    substitute: bool = False,
+    **terms: Any,
+) -> str:
+    vehicle_code = vehicle_code or next_vehicle_code()
+    fleet.add_vehicle(session, vehicle_code)
+    fleet.add_driver(session, code=driver_code, name=driver_code, msisdn=msisdn, **terms)
+    fleet.assign(session, driver_code=driver_code, vehicle_code=vehicle_code, substitute=substitute)
+    return vehicle_code
+
+
+def c2b_body(trans_id: str, amount: str, account: str, *, at: datetime | str = "20261124101500") -> dict[str, str]:
+    when = at if isinstance(at, str) else at.strftime("%Y%m%d%H%M%S")
+    body = json.loads((SAMPLES / "c2b_confirmation.json").read_text())
+    body.update(TransID=trans_id, TransAmount=amount, BillRefNumber=account, TransTime=when)
+    return body

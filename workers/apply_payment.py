@@ -1,0 +1,164 @@
+"""Apply one incoming payment to the books, inside the caller's transaction.
+
+Who is paid is decided by the account reference (RULES.md); how much each side gets is decided by
+``fleetpay.rules`` (the only module that computes a split). This module wires the two to the
+database: under the driver's row lock it reads today's target and contribution, posts the split
+as one balanced posting keyed by the M-Pesa receipt, moves the driver-day row, and reserves a
+payout when enough is payable.
+
+The posting key ``c2b:<receipt>`` is shared by a C2B confirmation and an STK callback for the same
+receipt, so the money counts once whichever arrives first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import fleet, ledger
+from db.fleet import Payee
+from db.models import Driver, Posting
+from db.payouts import create_payout
+from fleetpay import rules
+from fleetpay.settings import Settings
+from schemas.parsing import AccountRef
+
+log = structlog.get_logger("fleetpay.worker")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a payment did: ``status`` for the inbox row, payouts to send after COMMIT."""
+
+    status: str  # processed | unmatched
+    reason: str | None = None
+    payout_ids: tuple[int, ...] = ()
+
+
+def payment_key(receipt: str) -> str:
+    return f"c2b:{receipt}"
+
+
+def payee_for_ref(session: Session, ref: AccountRef) -> Payee | None:
+    if ref.kind == "vehicle":
+        return fleet.payee_for_vehicle(session, ref.code)
+    if ref.kind == "driver":
+        return fleet.payee_for_driver_code(session, ref.code)
+    return None
+
+
+def posting_exists(session: Session, key: str) -> bool:
+    return session.execute(select(Posting.id).where(Posting.idempotency_key == key)).first() is not None
+
+
+def apply_payment(
+    session: Session,
+    *,
+    key: str,
+    amount_cents: int,
+    business_date: date,
+    payee: Payee | None,
+    settings: Settings,
+    source_account: int,
+    inbox_id: int | None = None,
+    memo: dict[str, str] | None = None,
+) -> Applied:
+    """Post ``amount_cents`` from ``source_account`` (M-Pesa, or suspense when an operator assigns
+    unmatched money) to ``payee`` by the fleet's rules; to suspense when there is no payee."""
+    system = ledger.system_accounts(session)
+    if payee is None:
+        result = ledger.post(
+            session,
+            key=key,
+            kind="unmatched",
+            business_date=business_date,
+            inbox_id=inbox_id,
+            memo=memo,
+            legs=[(source_account, -amount_cents), (system.suspense, amount_cents)],
+        )
+        return Applied("unmatched") if result.created else Applied("processed", f"duplicate:{key}")
+
+    driver = fleet.lock_driver(session, payee.driver_id)
+    # Checked under the driver's lock: a concurrent copy of this payment has committed or not yet
+    # started, so the split below is never computed twice from two different contributions.
+    if posting_exists(session, key):
+        return Applied("processed", f"duplicate:{key}")
+
+    terms = fleet.driver_terms(driver, settings)
+    day = fleet.driver_day(session, driver, business_date, terms.base_target_cents)
+    accounts = ledger.driver_accounts(session, driver.id)
+    if payee.role == "company":
+        paid = rules.split_driver_payment(
+            amount_cents, target_cents=day.target_cents, contributed_cents=day.contributed_cents
+        )
+        contribution_cents, share_cents = paid.target_cents, 0
+        legs = [(accounts.target, paid.target_cents), (accounts.deposit, paid.deposit_cents)]
+        kind = "driver_payment"
+    else:
+        split = rules.split_fare(
+            amount_cents,
+            role=payee.role,
+            fare_percent=terms.fare_percent,
+            target_cents=day.target_cents,
+            contributed_cents=day.contributed_cents,
+            target_sharing=terms.target_sharing,
+            split_mode=settings.split_mode,
+        )
+        contribution_cents, share_cents = split.contribution_cents, split.driver_share_cents
+        legs = [(accounts.payable, share_cents), (accounts.target, contribution_cents)]
+        kind = "fare"
+
+    result = ledger.post(
+        session,
+        key=key,
+        kind=kind,
+        business_date=business_date,
+        driver_id=driver.id,
+        inbox_id=inbox_id,
+        memo=memo,
+        legs=[(source_account, -amount_cents), *legs],
+    )
+    if not result.created:  # the same receipt, attributed identically by a concurrent copy
+        return Applied("processed", f"duplicate:{key}")
+    fleet.add_contribution(session, driver.id, business_date, contribution_cents)
+    log.info(
+        "payment_applied",
+        key=key,
+        driver=driver.code,
+        amount_cents=amount_cents,
+        share_cents=share_cents,
+        contribution_cents=contribution_cents,
+    )
+    payout_ids = ()
+    if share_cents:
+        payout_id = reserve_payout(session, driver, terms, settings, cause_key=f"share:{key}", business_date=business_date)
+        payout_ids = (payout_id,) if payout_id else ()
+    return Applied("processed", payout_ids=payout_ids)
+
+
+def reserve_payout(
+    session: Session,
+    driver: Driver,
+    terms: fleet.DriverTerms,
+    settings: Settings,
+    *,
+    cause_key: str,
+    business_date: date,
+) -> int | None:
+    """Reserve a payout of everything payable in whole shillings, when instant payouts are on and
+    it reaches the B2C minimum; smaller shares accrue and go out with a later one."""
+    if not terms.instant_payouts:
+        return None
+    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
+    amount_cents = rules.payout_amount_cents(payable_cents, minimum_cents=settings.b2c_minimum_cents)
+    if amount_cents == 0:
+        return None
+    payout = create_payout(
+        session, driver=driver, amount_cents=amount_cents, cause_key=cause_key, business_date=business_date
+    )
+    log.info("payout_reserved", payout_id=payout.id, driver=driver.code, amount_cents=amount_cents)
+    return payout.id

@@ -1,0 +1,33 @@
+"""The worker process's context: settings, dramatiq's broker and one database engine.
+
+dramatiq binds actors to the global broker when their module is imported, so this module sets
+the broker up on import; every actor module imports it first. The engine opens lazily.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import dramatiq
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine, make_sessionmaker
+from fleetpay.logs import configure_logging
+from fleetpay.settings import get_settings
+from workers.broker import build_broker
+
+settings = get_settings()
+configure_logging(level=settings.log_level, json=settings.log_json)
+broker = build_broker(settings)
+dramatiq.set_broker(broker)
+
+RETRY_OPTIONS = {
+    "max_retries": settings.message_retries_max,
+    "min_backoff": settings.message_min_backoff_ms,
+    "max_backoff": settings.message_max_backoff_ms,
+}
+
+
+@lru_cache(maxsize=1)
+def sessions() -> sessionmaker[Session]:
+    return make_sessionmaker(make_engine(settings.require_database_url(), pool_size=settings.database_pool_size))

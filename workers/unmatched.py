@@ -1,0 +1,106 @@
+"""Money in suspense: list it, and let an operator assign it to a driver.
+
+Assigning applies the fleet's normal rules with the payment's original M-Pesa time (its business
+day), moving the money out of ``suspense`` by a posting keyed ``assign:<TransID>``: assigning twice
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import fleet, ledger
+from db.fleet import FleetError, Payee
+from db.models import Inbox, Vehicle
+from fleetpay.settings import Settings
+from schemas.callbacks import C2BPayment, parse_c2b, parse_stk
+from schemas.json_body import decode_json
+from schemas.parsing import business_date, classify_account_ref
+from workers.apply_payment import Applied, apply_payment
+
+
+@dataclass(frozen=True)
+class UnmatchedPayment:
+    inbox_id: int
+    trans_id: str
+    amount_cents: int
+    account_ref: str
+    trans_time: datetime
+    received_at: datetime
+
+
+def _payment(row: Inbox) -> tuple[str, int, str, datetime]:
+    body = decode_json(row.body.encode())
+    if row.kind == "stk_result":
+        stk = parse_stk(body)
+        assert stk.receipt and stk.amount_cents and stk.paid_at
+        return stk.receipt, stk.amount_cents, "", stk.paid_at
+    payment: C2BPayment = parse_c2b(body)
+    return payment.trans_id, payment.amount_cents, payment.bill_ref, payment.trans_time
+
+
+def list_unmatched(session: Session, *, limit: int = 1000) -> list[UnmatchedPayment]:
+    rows = session.execute(
+        select(Inbox).where(Inbox.status == "unmatched").order_by(Inbox.received_at).limit(limit)
+    ).scalars()
+    found = []
+    for row in rows:
+        trans_id, amount_cents, ref, at = _payment(row)
+        found.append(UnmatchedPayment(row.id, trans_id, amount_cents, ref, at, row.received_at))
+    return found
+
+
+def assign_unmatched(
+    session: Session,
+    *,
+    trans_id: str,
+    driver_code: str,
+    reason: str,
+    operator: str,
+    settings: Settings,
+    as_: Literal["fare", "company"] | None = None,
+) -> Applied:
+    """Assign the unmatched payment ``trans_id`` to a driver. ``as_`` says whether it was a fare
+    (split, paid out) or the driver paying the company; by default it follows the account
+    reference the payer typed (a driver code means the driver paid)."""
+    row = session.execute(
+        select(Inbox)
+        .where(Inbox.external_id == trans_id, Inbox.kind.in_(("c2b_confirmation", "stk_result")))
+        .with_for_update()
+    ).scalars().first()
+    key = f"assign:{trans_id}"
+    if row is None:
+        raise FleetError(f"no payment {trans_id}")
+    if row.status != "unmatched":
+        if row.reason and row.reason.startswith("assigned:"):
+            return Applied("processed", row.reason)  # assigned before: nothing to do
+        raise FleetError(f"payment {trans_id} is {row.status}, not unmatched")
+    _, amount_cents, ref_text, at = _payment(row)
+    driver = fleet.get_driver(session, driver_code)
+    ref = classify_account_ref(ref_text, vehicle_code_digits=settings.vehicle_code_digits,
+                               driver_code_pattern=settings.driver_code_pattern)
+    role = as_ or ("company" if ref.kind == "driver" else "fare")
+    payee = Payee(driver.id, "company" if role == "company" else _fare_role(session, driver.id))
+    applied = apply_payment(
+        session,
+        key=key,
+        amount_cents=amount_cents,
+        business_date=business_date(at, close_time=settings.close_time, tz=settings.timezone),
+        payee=payee,
+        settings=settings,
+        source_account=ledger.system_accounts(session).suspense,
+        inbox_id=row.id,
+        memo={"operator": operator, "reason": reason, "trans_id": trans_id},
+    )
+    row.status, row.reason = "processed", f"assigned:{driver_code}:{operator}:{reason}"
+    return applied
+
+
+def _fare_role(session: Session, driver_id: int) -> Literal["regular", "substitute"]:
+    regular = session.execute(select(Vehicle.id).where(Vehicle.regular_driver_id == driver_id)).first()
+    return "regular" if regular else "substitute"
