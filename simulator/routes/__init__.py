@@ -1,0 +1,1 @@
+"""The simulator's HTTP routes, one module per API (plus ``admin`` for the ``/sim/...`` routes)."""
