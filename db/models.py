@@ -164,6 +164,18 @@ class Payout(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PayoutStatusQuery(Base):
+    """A Transaction Status query we sent about a payout, by the id Daraja gave the query: a
+    "not found" result carries nothing else that names the payout."""
+
+    __tablename__ = "payout_status_queries"
+
+    originator_conversation_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    payout_id: Mapped[int] = mapped_column(ForeignKey("payouts.id"), index=True)
+    created_at: Mapped[datetime] = _now()
 
 
 class Posting(Base):

@@ -11,10 +11,23 @@ from __future__ import annotations
 import secrets
 from datetime import date
 
+import structlog
+
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db import ledger
-from db.models import Driver, Payout
+from db.fleet import lock_driver
+from db.models import Driver, Payout, Posting
+from fleetpay import rules
+from fleetpay.payout_states import PayoutEvent, Transition, transition
+from fleetpay.settings import Settings
+
+log = structlog.get_logger("fleetpay.payouts")
+
+
+class PayoutError(ValueError):
+    """An operator asked for something a payout's state does not allow."""
 
 
 def new_originator_conversation_id() -> str:
@@ -61,3 +74,111 @@ def create_payout(
         ],
     )
     return payout
+
+
+def reserve_payable(
+    session: Session, driver: Driver, settings: Settings, *, cause_key: str, business_date: date
+) -> Payout | None:
+    """A payout of everything the driver is owed, in whole shillings, once it reaches the B2C
+    minimum; smaller amounts accrue and go out with a later payout. Call under the driver's lock."""
+    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
+    amount_cents = rules.payout_amount_cents(payable_cents, minimum_cents=settings.b2c_minimum_cents)
+    if amount_cents == 0:
+        return None
+    payout = create_payout(
+        session, driver=driver, amount_cents=amount_cents, cause_key=cause_key, business_date=business_date
+    )
+    log.info("payout_reserved", payout_id=payout.id, driver=driver.code, amount_cents=amount_cents)
+    return payout
+
+
+def retry_failed(session: Session, payout_id: int, settings: Settings, *, business_date: date) -> Payout:
+    """Pay again what a *failed* payout (proven unpaid; its money is back in ``payable``) owed.
+    Only once per failed payout (``retry:<id>``)."""
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one_or_none()
+    if driver_id is None:
+        raise PayoutError(f"no payout {payout_id}")
+    driver = lock_driver(session, driver_id)
+    failed = session.get(Payout, payout_id)
+    assert failed is not None
+    if failed.state != "failed":
+        raise PayoutError(f"payout {payout_id} is {failed.state}: only a failed payout is proven unpaid")
+    if session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{payout_id}")).first():
+        raise PayoutError(f"payout {payout_id} was retried already")
+    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver_id).payable)
+    if payable_cents < failed.amount_cents:
+        raise PayoutError(f"driver {driver.code} is owed {payable_cents} cents, less than {failed.amount_cents}")
+    return create_payout(
+        session, driver=driver, amount_cents=failed.amount_cents, cause_key=f"retry:{payout_id}", business_date=business_date
+    )
+
+
+def claim(session: Session, payout_id: int) -> Payout | None:
+    """Take a ``pending`` payout to send it: a conditional UPDATE, so one attempt is in flight per
+    payout whatever number of workers got the message. None: not ours to send (any more)."""
+    return session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.state == "pending", Payout.requires_approval.is_(False))
+        .values(state="submitting", attempts=Payout.attempts + 1, updated_at=func.now())
+        .returning(Payout)
+    ).scalar_one_or_none()
+
+
+def payout_by_originator_id(session: Session, originator_conversation_id: str) -> Payout | None:
+    return session.execute(
+        select(Payout).where(Payout.originator_conversation_id == originator_conversation_id)
+    ).scalar_one_or_none()
+
+
+def apply_event(
+    session: Session,
+    payout_id: int,
+    event: PayoutEvent,
+    *,
+    conversation_id: str | None = None,
+    receipt: str | None = None,
+    result_code: str | None = None,
+    result_desc: str | None = None,
+) -> Transition:
+    """Move a payout by ``event`` (``fleetpay.payout_states``) and post the money that goes with
+    its new state: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to
+    ``payable`` (the driver is still owed it). Locks the driver, then the payout."""
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one()
+    lock_driver(session, driver_id)
+    payout = session.execute(select(Payout).where(Payout.id == payout_id).with_for_update()).scalar_one()
+    moved = transition(payout.state, event)  # type: ignore[arg-type]
+    if not moved.changed:
+        return moved
+    payout.state = moved.new_state
+    payout.updated_at = func.now()  # type: ignore[assignment]
+    payout.conversation_id = conversation_id or payout.conversation_id
+    payout.receipt = receipt or payout.receipt
+    payout.result_code = result_code if result_code is not None else payout.result_code
+    payout.result_desc = result_desc or payout.result_desc
+    system = ledger.system_accounts(session)
+    if moved.new_state == "paid":
+        payout.completed_at = func.now()  # type: ignore[assignment]
+        legs = [(system.payouts_in_flight, -payout.amount_cents), (system.mpesa, payout.amount_cents)]
+    elif moved.new_state == "failed":
+        payout.completed_at = func.now()  # type: ignore[assignment]
+        payable = ledger.driver_accounts(session, driver_id).payable
+        legs = [(system.payouts_in_flight, -payout.amount_cents), (payable, payout.amount_cents)]
+    else:
+        return moved
+    ledger.post(
+        session,
+        key=f"payout:{payout.id}:{moved.new_state}",
+        kind=f"payout_{moved.new_state}",
+        business_date=reserved_on(session, payout.id),
+        driver_id=driver_id,
+        payout_id=payout.id,
+        legs=legs,
+    )
+    return moved
+
+
+def reserved_on(session: Session, payout_id: int) -> date:
+    """The business date of the payout's reserve posting: its later postings share it."""
+    return session.execute(
+        select(Posting.business_date).where(Posting.idempotency_key == f"payout:{payout_id}:reserve")
+    ).scalar_one()

@@ -3,7 +3,8 @@
 Two kinds of event drive it:
 
 - our own sender's: ``claim`` (take the payout to send it), then exactly one HTTP outcome:
-  ``accepted``, ``rejected`` (a definite rejection) or ``ambiguous`` (timeout, 5xx, reset);
+  ``accepted``, ``rejected`` (a definite rejection), ``ambiguous`` (timeout, 5xx, reset) or
+  ``not_sent`` (the request surely never left: connect error, no token; back to ``pending``);
 - Safaricom's, which may come late, twice, or out of order (DARAJA.md §4.6, §8.12):
   ``result_success``, ``result_failure``, ``queue_timeout``, ``status_paid``, ``status_not_found``.
 
@@ -38,6 +39,7 @@ from typing import Literal, get_args
 PayoutState = Literal["pending", "submitting", "submitted", "paid", "failed", "unknown"]
 PayoutEvent = Literal[
     "claim",
+    "not_sent",
     "accepted",
     "rejected",
     "ambiguous",
@@ -52,10 +54,11 @@ STATES: frozenset[PayoutState] = frozenset(get_args(PayoutState))
 EVENTS: frozenset[PayoutEvent] = frozenset(get_args(PayoutEvent))
 TERMINAL: frozenset[PayoutState] = frozenset({"paid", "failed"})
 OPEN: frozenset[PayoutState] = STATES - TERMINAL
-_HTTP_OUTCOMES: frozenset[PayoutEvent] = frozenset({"accepted", "rejected", "ambiguous"})
+_HTTP_OUTCOMES: frozenset[PayoutEvent] = frozenset({"not_sent", "accepted", "rejected", "ambiguous"})
 
 _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("pending", "claim"): "submitting",
+    ("submitting", "not_sent"): "pending",
     ("submitting", "accepted"): "submitted",
     ("submitting", "rejected"): "failed",
     ("submitting", "ambiguous"): "unknown",

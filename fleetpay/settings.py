@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     daraja_initiator_name: str = "apiuser"
     daraja_initiator_password: SecretStr = SecretStr("sim-initiator-password")
     daraja_certificate_path: str | None = None
+    daraja_timeout_s: float = Field(default=15.0, gt=0, description="Read timeout of a Daraja call.")
+    daraja_connect_timeout_s: float = Field(default=3.0, gt=0)
+    daraja_retries_max: int = Field(default=5, ge=1, le=20, description="Attempts for what surely was not sent.")
+    daraja_status_not_found_codes: tuple[str, ...] = Field(
+        default=("R000001",),
+        description="Transaction Status result codes that prove a request never reached M-Pesa.",
+    )
+    payout_pending_after_s: int = Field(default=30, ge=1, description="Pending payouts older than this are (re)sent.")
+    payout_submitting_stale_s: int = Field(default=120, ge=1, description="A claim this old lost its worker: unknown.")
+    payout_submitted_stale_s: int = Field(default=300, ge=1, description="Accepted, no result this long: ask status.")
+    payout_status_interval_s: int = Field(default=60, ge=1, description="Least time between two status queries.")
 
     # --- logs ------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

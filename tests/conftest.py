@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from db.migrate import upgrade
 from fleetpay.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
 from fleetpay.settings import sqlalchemy_url
+from tests.support import TOKEN, free_port
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -43,6 +44,8 @@ class Servers:
             .render_as_string(hide_password=False)
         )
         self.redis_url = self._redis_url()
+        self.ingest_port = free_port()
+        self.simulator_port = free_port()
 
     def _postgres_admin_url(self) -> str:
         url = os.environ.get("FLEETPAY_TEST_DATABASE_URL", DEFAULT_ADMIN_URL)
@@ -91,8 +94,21 @@ def pytest_configure(config: pytest.Config) -> None:
     global _servers
     _servers = Servers()
     _servers.create_database()
-    os.environ["FLEETPAY_DATABASE_URL"] = _servers.database_url
-    os.environ["FLEETPAY_REDIS_URL"] = _servers.redis_url
+    # The workers' settings come from the environment when ``workers`` is imported; the ingest
+    # and the Daraja simulator the tests start listen where these say.
+    os.environ.update(
+        FLEETPAY_DATABASE_URL=_servers.database_url,
+        FLEETPAY_REDIS_URL=_servers.redis_url,
+        FLEETPAY_CALLBACK_TOKEN=TOKEN,
+        FLEETPAY_PUBLIC_BASE_URL=f"http://127.0.0.1:{_servers.ingest_port}",
+        FLEETPAY_DARAJA_BASE_URL=f"http://127.0.0.1:{_servers.simulator_port}",
+        FLEETPAY_DARAJA_CERTIFICATE_PATH=str(_servers.tmp / "simulator-cert.pem"),
+        FLEETPAY_DARAJA_TIMEOUT_S="1",
+        FLEETPAY_DARAJA_CONNECT_TIMEOUT_S="1",
+        FLEETPAY_PAYOUT_STATUS_INTERVAL_S="1",
+        FLEETPAY_MESSAGE_MIN_BACKOFF_MS="100",
+        FLEETPAY_MESSAGE_MAX_BACKOFF_MS="2000",
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

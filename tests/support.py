@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet
-from db.models import Inbox
+from db.models import Driver, Inbox, Payout
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "mpesa" / "samples"
 TOKEN = "test-callback-token"
@@ -31,9 +31,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
-    port = free_port()
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on a loopback port (free, by default) in a thread; yields its
+    base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -101,3 +102,14 @@ def c2b_body(trans_id: str, amount: str, account: str, *, at: datetime | str = "
     body = json.loads((SAMPLES / "c2b_confirmation.json").read_text())
     body.update(TransID=trans_id, TransAmount=amount, BillRefNumber=account, TransTime=when)
     return body
+
+
+def open_payouts(sessions: sessionmaker[Session], driver_code: str) -> int:
+    with sessions() as session:
+        return len(
+            session.execute(
+                select(Payout.id)
+                .join(Driver, Driver.id == Payout.driver_id)
+                .where(Driver.code == driver_code, Payout.state.not_in(("paid", "failed")))
+            ).all()
+        )

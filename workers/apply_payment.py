@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from db import fleet, ledger
 from db.fleet import Payee
-from db.models import Driver, Posting
-from db.payouts import create_payout
+from db.models import Posting
+from db.payouts import reserve_payable
 from fleetpay import rules
 from fleetpay.settings import Settings
 from schemas.parsing import AccountRef
@@ -133,32 +133,9 @@ def apply_payment(
         share_cents=share_cents,
         contribution_cents=contribution_cents,
     )
-    payout_ids = ()
-    if share_cents:
-        payout_id = reserve_payout(session, driver, terms, settings, cause_key=f"share:{key}", business_date=business_date)
-        payout_ids = (payout_id,) if payout_id else ()
+    payout_ids: tuple[int, ...] = ()
+    if share_cents and terms.instant_payouts:
+        payout = reserve_payable(session, driver, settings, cause_key=f"share:{key}", business_date=business_date)
+        payout_ids = (payout.id,) if payout else ()
     return Applied("processed", payout_ids=payout_ids)
 
-
-def reserve_payout(
-    session: Session,
-    driver: Driver,
-    terms: fleet.DriverTerms,
-    settings: Settings,
-    *,
-    cause_key: str,
-    business_date: date,
-) -> int | None:
-    """Reserve a payout of everything payable in whole shillings, when instant payouts are on and
-    it reaches the B2C minimum; smaller shares accrue and go out with a later one."""
-    if not terms.instant_payouts:
-        return None
-    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
-    amount_cents = rules.payout_amount_cents(payable_cents, minimum_cents=settings.b2c_minimum_cents)
-    if amount_cents == 0:
-        return None
-    payout = create_payout(
-        session, driver=driver, amount_cents=amount_cents, cause_key=cause_key, business_date=business_date
-    )
-    log.info("payout_reserved", payout_id=payout.id, driver=driver.code, amount_cents=amount_cents)
-    return payout.id

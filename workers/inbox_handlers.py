@@ -13,6 +13,7 @@ from db.models import Inbox
 from fleetpay.settings import Settings
 from schemas.callbacks import parse_c2b, parse_stk
 from schemas.parsing import business_date, classify_account_ref
+from workers import payout_results
 from workers.apply_payment import Applied, apply_payment, payee_for_ref, payment_key
 
 Handler = Callable[[Session, Inbox, Any, Settings], Applied]
@@ -61,4 +62,8 @@ def stk_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
 HANDLERS: Mapping[str, Handler] = {
     "c2b_confirmation": c2b_confirmation,
     "stk_result": stk_result,
+    "b2c_result": payout_results.b2c_result,
+    "b2c_timeout": payout_results.b2c_timeout,
+    "status_result": payout_results.status_result,
+    "status_timeout": payout_results.status_timeout,
 }

@@ -26,6 +26,7 @@ from workers import runtime
 from workers.apply_payment import Applied
 from workers.inbox_handlers import HANDLERS
 from workers.messages import PROCESS_CALLBACK
+from workers.send_payout import send_payout
 
 log = structlog.get_logger("fleetpay.worker")
 
@@ -73,3 +74,5 @@ def process_callback(inbox_id: int) -> None:
             log.info("callback_already_processed")
             return
         log.info("callback_processed", status=applied.status, reason=applied.reason, payout_ids=applied.payout_ids)
+        for payout_id in applied.payout_ids:  # committed: if this is lost, sweep_payouts sends it
+            send_payout.send(payout_id)

@@ -15,6 +15,7 @@ from db.engine import make_engine, make_sessionmaker
 from fleetpay.logs import configure_logging
 from fleetpay.settings import get_settings
 from workers.broker import build_broker
+from workers.daraja.client import DarajaClient
 
 settings = get_settings()
 configure_logging(level=settings.log_level, json=settings.log_json)
@@ -31,3 +32,8 @@ RETRY_OPTIONS = {
 @lru_cache(maxsize=1)
 def sessions() -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(settings.require_database_url(), pool_size=settings.database_pool_size))
+
+
+@lru_cache(maxsize=1)
+def daraja() -> DarajaClient:
+    return DarajaClient.from_settings(settings, broker.client)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetpay.cli import fleet, services
+from fleetpay.cli import fleet, payouts, services, simulation
 
 app = typer.Typer(
     name="fleetpay",
@@ -20,6 +20,9 @@ app.command()(fleet.balance)
 app.add_typer(fleet.vehicles, name="vehicles")
 app.add_typer(fleet.drivers, name="drivers")
 app.add_typer(fleet.unmatched, name="unmatched")
+app.add_typer(payouts.payouts, name="payouts")
+app.command()(simulation.simulator)
+app.add_typer(simulation.simulate, name="simulate")
 
 
 def main() -> None:

@@ -22,22 +22,23 @@ unmatched = typer.Typer(help="Payments in suspense, waiting for an operator to a
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-def _vehicle_code(raw: str) -> str:
+def _code(raw: str, kind: Literal["vehicle", "driver"]) -> str:
+    """The normalised code of a vehicle or driver, or a usage error (exit 2)."""
     current = context.settings()
     ref = classify_account_ref(raw, vehicle_code_digits=current.vehicle_code_digits,
                                driver_code_pattern=current.driver_code_pattern)
-    if ref.kind != "vehicle":
-        raise fail(f"{raw!r} is not a vehicle code ({current.vehicle_code_digits} digits)", 2)
+    if ref.kind != kind:
+        shape = f"{current.vehicle_code_digits} digits" if kind == "vehicle" else f"pattern {current.driver_code_pattern}"
+        raise fail(f"{raw!r} is not a {kind} code ({shape})", 2)
     return ref.code
+
+
+def _vehicle_code(raw: str) -> str:
+    return _code(raw, "vehicle")
 
 
 def _driver_code(raw: str) -> str:
-    current = context.settings()
-    ref = classify_account_ref(raw, vehicle_code_digits=current.vehicle_code_digits,
-                               driver_code_pattern=current.driver_code_pattern)
-    if ref.kind != "driver":
-        raise fail(f"{raw!r} is not a driver code (pattern {current.driver_code_pattern})", 2)
-    return ref.code
+    return _code(raw, "driver")
 
 
 @vehicles.command("add")
@@ -165,4 +166,9 @@ def unmatched_assign(
             )
     except (FleetError, InvalidCallback) as error:
         raise fail(str(error)) from error
-    typer.echo(f"{trans_id} assigned to {driver}" + (f" (payout {applied.payout_ids[0]} reserved)" if applied.payout_ids else ""))
+    if applied.payout_ids:
+        from workers.send_payout import send_payout
+
+        for payout_id in applied.payout_ids:  # committed; if Redis is down the payout sweep sends it
+            send_payout.send(payout_id)
+    typer.echo(f"{trans_id} assigned to {driver}" + (f" (payout {applied.payout_ids[0]} sent)" if applied.payout_ids else ""))

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import dramatiq
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from fleetpay.settings import Settings
 from tests.support import TOKEN, serve
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url, callback_token=SecretStr(TOKEN))
+def settings() -> Settings:
+    """The settings the workers run with (from the environment ``tests/conftest.py`` set)."""
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def simulator(servers, settings: Settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The Daraja simulator, where the workers' settings expect it; its certificate is written
+    where ``FLEETPAY_DARAJA_CERTIFICATE_PATH`` points."""
+    from simulator import SimulatorConfig, build_app
+
+    with serve(build_app(SimulatorConfig(result_delay_ms=20)), port=servers.simulator_port) as url:
+        Path(settings.daraja_certificate_path or "").write_bytes(httpx.get(f"{url}/sim/cert.pem").content)
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -27,16 +39,17 @@ def broker():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def ingest_url(settings: Settings, engine, broker) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def ingest_url(servers, settings: Settings, engine, broker) -> Iterator[str]:  # type: ignore[no-untyped-def]
     from ingest.app import build_app
 
-    with serve(build_app(settings, engine=engine, broker=broker)) as url:
+    with serve(build_app(settings, engine=engine, broker=broker), port=servers.ingest_port) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def worker(broker) -> Iterator[dramatiq.Worker]:  # type: ignore[no-untyped-def]
-    """Four real dramatiq worker threads consuming the test Redis, for the whole session."""
+def worker(broker, simulator, ingest_url) -> Iterator[dramatiq.Worker]:  # type: ignore[no-untyped-def]
+    """Four real dramatiq worker threads consuming the test Redis, for the whole session; payouts
+    go to the simulator, whose results come back through the ingest."""
     broker.flush_all()
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()

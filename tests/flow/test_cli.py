@@ -10,7 +10,7 @@ import sys
 from sqlalchemy import select
 
 from db.models import Inbox
-from tests.support import next_receipt, next_vehicle_code, pending_count, wait_until
+from tests.support import next_receipt, next_vehicle_code, open_payouts, pending_count, wait_until
 
 
 def fleetpay(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -51,6 +51,7 @@ def test_register_pay_assign_and_read_balance(database_url, http, worker, sessio
     again = fleetpay("unmatched", "assign", stray, "--driver", code, "--reason", "twice", database_url=database_url)
     assert again.returncode == 0  # idempotent
 
+    wait_until(lambda: open_payouts(sessions, code) == 0, what="the shares to be paid out")
     balance = json.loads(fleetpay("balance", code, "--date", "2026-11-24", "--json", database_url=database_url).stdout)
     # 500 at 60 %: 300 share, 200 towards the 1,000 target; the assigned 700 fare: 420 share, 280.
     assert balance == {
@@ -60,8 +61,8 @@ def test_register_pay_assign_and_read_balance(database_url, http, worker, sessio
         "contributed_cents": 48_000,
         "left_to_target_cents": 52_000,
         "payable_cents": 0,
-        "in_flight_cents": 72_000,
-        "paid_out_cents": 0,
+        "in_flight_cents": 0,
+        "paid_out_cents": 72_000,
         "deposit_cents": 0,
         "consecutive_misses": 0,
     }

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from db import fleet
 from db.balances import driver_balance
 from db.models import Inbox, Payout, Posting
-from tests.support import SAMPLES, add_driver_with_vehicle, wait_until
+from tests.support import SAMPLES, add_driver_with_vehicle, open_payouts, wait_until
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared/mpesa/samples is not beside the repo")
 
@@ -61,20 +61,31 @@ def test_every_sample_callback(http, worker, sessions, settings) -> None:  # typ
     wait_until(lambda: status_of(sessions, "stk_result", "ws_CO_191220191020363925")[0] != "received", what="stk")
     wait_until(lambda: status_of(sessions, "stk_result", "ws_CO_21072024125243250722943992")[0] != "received", what="stk")
 
+    wait_until(lambda: open_payouts(sessions, "D112006") == 0, what="the driver's share to be paid")
     with sessions() as session:
         # 200 KES fare at 50 %: 100 to the driver (paid out: above the KES 10 minimum), 100 to the target.
         fare = driver_balance(session, "D112006", date(2024, 8, 15), settings)
         assert fare["contributed_cents"] == 10_000 + 100_000  # the fare's half plus the driver's own 1,000
-        assert fare["in_flight_cents"] == 10_000 and fare["payable_cents"] == 0
+        assert (fare["payable_cents"], fare["in_flight_cents"], fare["paid_out_cents"]) == (0, 0, 10_000)
         assert fare["deposit_cents"] == 0
         payout = session.execute(select(Payout).where(Payout.cause_key == "share:c2b:SHK3QX7T2M")).scalar_one()
-        assert (payout.amount_cents, payout.state, payout.msisdn) == (10_000, "pending", "254705912645")
+        assert (payout.amount_cents, payout.state, payout.msisdn) == (10_000, "paid", "254705912645")
+        assert payout.receipt
 
         # STK: KES 1 from driver D112007's own number: the driver paying the company.
         stk = driver_balance(session, "D112007", date(2019, 12, 19), settings)
         assert stk["contributed_cents"] == 100
         assert session.execute(select(Posting.kind).where(Posting.idempotency_key == "c2b:NLJ7RT61SV")).scalar_one() == "driver_payment"
     assert status_of(sessions, "stk_result", "ws_CO_21072024125243250722943992") == ("processed", "stk_failed:1032")
+    # The B2C and status samples name payouts fleetpay never made: kept, and refused as not ours.
+    for kind, external_id in [
+        ("b2c_result", "po_01J5Z7K2M9"),
+        ("b2c_result", "po_01J5Z7K2MA"),
+        ("b2c_timeout", "timeout:po_01J5Z7K2MB"),
+        ("status_result", "ts_01J5Z9Q4R2"),
+    ]:
+        wait_until(lambda: status_of(sessions, kind, external_id)[0] != "received", what=kind)
+        assert status_of(sessions, kind, external_id) == ("rejected", "unknown_payout")
 
     # The validation sample's account becomes valid once vehicle 114 has a driver.
     with sessions.begin() as session:

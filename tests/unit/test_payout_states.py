@@ -20,6 +20,7 @@ from fleetpay.payout_states import (
 MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     # DESIGN.md §3
     ("pending", "claim"): "submitting",
+    ("submitting", "not_sent"): "pending",  # the request surely never left: send again later
     ("submitting", "accepted"): "submitted",
     ("submitting", "rejected"): "failed",
     ("submitting", "ambiguous"): "unknown",
@@ -41,7 +42,7 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
 ILLEGAL = {
     (state, event)
     for state in ("pending", "submitted", "unknown")
-    for event in ("accepted", "rejected", "ambiguous")
+    for event in ("not_sent", "accepted", "rejected", "ambiguous")
 }
 
 

@@ -1,0 +1,56 @@
+"""The Daraja simulator, and driving payments through it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from fleetpay.cli import context
+from fleetpay.cli.output import fail
+
+simulate = typer.Typer(help="Ask the Daraja simulator (or the sandbox) to make payments.")
+
+
+def simulator(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8010,
+    result_delay_ms: Annotated[int, typer.Option(min=0)] = 200,
+) -> None:
+    """The Daraja simulator: OAuth, C2B, B2C, Transaction Status, Account Balance, Pull, and
+    fault injection at /sim/faults. Its credentials match fleetpay's defaults."""
+    import uvicorn
+
+    from simulator import SimulatorConfig, build_app
+
+    current = context.settings()
+    config = SimulatorConfig(
+        consumer_key=current.daraja_consumer_key.get_secret_value(),
+        consumer_secret=current.daraja_consumer_secret.get_secret_value(),
+        short_code=current.daraja_short_code,
+        initiator_name=current.daraja_initiator_name,
+        initiator_password=current.daraja_initiator_password.get_secret_value(),
+        result_delay_ms=result_delay_ms,
+    )
+    uvicorn.run(build_app(config), host=host, port=port, log_level="warning")
+
+
+@simulate.command("c2b")
+def simulate_c2b(
+    account: Annotated[str, typer.Option(help="The account number the customer types, e.g. 025.")],
+    amount: Annotated[int, typer.Option(min=1, help="Whole shillings.")],
+    msisdn: Annotated[str, typer.Option()] = "254708374149",
+    trans_id: Annotated[Optional[str], typer.Option(help="Replay a known receipt (simulator only).")] = None,
+) -> None:
+    """A customer pays the paybill: Daraja calls our confirmation URL, and the money flows."""
+    from workers import runtime
+    from workers.daraja.outcomes import Outcome
+
+    daraja = runtime.daraja()
+    registered = daraja.register_c2b_urls()
+    if registered.outcome is not Outcome.ACCEPTED:
+        raise fail(f"registering the C2B URLs failed: {registered.code} {registered.description}")
+    answer = daraja.simulate_c2b(account=account, amount_kes=amount, msisdn=msisdn, trans_id=trans_id)
+    if answer.outcome is not Outcome.ACCEPTED:
+        raise fail(f"the simulator refused: {answer.code} {answer.description}")
+    typer.echo(f"paid KES {amount} to account {account} ({answer.description})")

@@ -1,0 +1,57 @@
+"""Operators' payout commands and ``fleetpay simulate c2b``, run as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+from sqlalchemy import select
+
+from db.models import Inbox, Payout
+from tests.flow.test_cli import fleetpay
+from tests.flow.test_payouts import pay_fares, settle, sim_payments
+from tests.support import add_driver_with_vehicle, pending_count, wait_until
+
+
+def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
+    code = f"D3{uuid.uuid4().int % 10**5:05d}"
+    with sessions.begin() as session:
+        vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254733000123")
+    httpx.post(f"{simulator}/sim/faults", json={"mode": "result_failure", "result_code": 2001}, timeout=10)
+    [failed_id] = pay_fares(ingest_url, sessions, vehicle, 1, amount="300.00")
+    settle(sessions, [failed_id])
+
+    listed = json.loads(fleetpay("payouts", "list", "--state", "failed", "--driver", code, "--json", database_url=database_url).stdout)
+    assert [(p["id"], p["result_code"]) for p in listed["payouts"]] == [(failed_id, "2001")]
+
+    refused = fleetpay("payouts", "resolve", str(failed_id), database_url=database_url, check=False)
+    assert refused.returncode == 1 and "failed" in refused.stderr
+
+    retried = fleetpay("payouts", "retry", str(failed_id), database_url=database_url)
+    new_id = int(retried.stdout.split()[-1])
+    again = fleetpay("payouts", "retry", str(failed_id), database_url=database_url, check=False)
+    assert again.returncode == 1 and "retried already" in again.stderr
+    settle(sessions, [new_id])
+    with sessions() as session:
+        new = session.get(Payout, new_id)
+        assert (new.state, new.amount_cents) == ("paid", 15_000)
+    assert sim_payments(simulator)[new.originator_conversation_id] == 1
+
+    missing = fleetpay("payouts", "retry", "999999999", database_url=database_url, check=False)
+    assert missing.returncode == 1 and "no payout" in missing.stderr
+
+
+def test_simulate_c2b_drives_a_payment_end_to_end(database_url, ingest_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
+    code = f"D2{uuid.uuid4().int % 10**5:05d}"
+    with sessions.begin() as session:
+        vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254744000321")
+    receipt = f"SIM{uuid.uuid4().hex[:7].upper()}"
+    fleetpay("simulate", "c2b", "--account", vehicle, "--amount", "200", "--trans-id", receipt, database_url=database_url)
+    wait_until(lambda: pending_count(sessions, [receipt]) == 0, what="the simulated payment")
+    with sessions() as session:
+        assert session.execute(select(Inbox.status).where(Inbox.external_id == receipt)).scalar_one() == "processed"
+        [payout_id] = session.execute(select(Payout.id).where(Payout.cause_key == f"share:c2b:{receipt}")).scalars().all()
+    settle(sessions, [payout_id])
+    balance = json.loads(fleetpay("balance", code, "--json", database_url=database_url).stdout)
+    assert balance["paid_out_cents"] == 10_000

@@ -1,0 +1,68 @@
+"""``send_payout(payout_id)``: send one B2C payment for a payout.
+
+Idempotency: the payout is claimed by a conditional UPDATE (``pending → submitting``) before
+anything is sent, so a redelivered message, a sweeper re-send or a second worker finds it claimed
+and sends nothing. The request carries the payout's own OriginatorConversationID, the same on every
+attempt, so Daraja refuses a true duplicate as well (``500.002.1001``).
+
+What the answer means is ``workers.daraja.outcomes``: accepted → ``submitted``; a definite rejection
+→ ``failed`` (the money returns to ``payable``); anything ambiguous → ``unknown``, which only a
+Transaction Status query resolves; surely not sent → ``pending`` again. A worker that dies between
+the claim and the answer leaves ``submitting``, which ``sweep_payouts`` turns into ``unknown``.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import structlog
+
+from db.payouts import apply_event, claim
+from fleetpay.payout_states import IllegalTransition, PayoutEvent
+from workers import runtime
+from workers.daraja.client import DarajaError
+from workers.daraja.outcomes import Answer, Outcome
+from workers.messages import SEND_PAYOUT
+
+log = structlog.get_logger("fleetpay.payouts")
+
+EVENT_BY_OUTCOME: dict[Outcome, PayoutEvent] = {
+    Outcome.ACCEPTED: "accepted",
+    Outcome.REJECTED: "rejected",
+    Outcome.AMBIGUOUS: "ambiguous",
+    Outcome.NOT_SENT: "not_sent",
+}
+
+
+@dramatiq.actor(actor_name=SEND_PAYOUT, queue_name=runtime.settings.payout_queue_name, **runtime.RETRY_OPTIONS)
+def send_payout(payout_id: int) -> None:
+    with structlog.contextvars.bound_contextvars(payout_id=payout_id):
+        sessions = runtime.sessions()
+        with sessions.begin() as session:
+            payout = claim(session, payout_id)
+        if payout is None:
+            log.info("payout_not_pending")
+            return
+        try:
+            answer = runtime.daraja().b2c_payment(
+                originator_conversation_id=payout.originator_conversation_id,
+                msisdn=payout.msisdn,
+                amount_cents=payout.amount_cents,
+                remarks=f"fleetpay payout {payout.id}",
+            )
+        except DarajaError as error:  # no token or no certificate: nothing left this process
+            answer = Answer(Outcome.NOT_SENT, description=str(error))
+        log.info("payout_sent", outcome=answer.outcome, code=answer.code, occ=payout.originator_conversation_id)
+        try:
+            with sessions.begin() as session:
+                apply_event(
+                    session,
+                    payout_id,
+                    EVENT_BY_OUTCOME[answer.outcome],
+                    conversation_id=answer.conversation_id,
+                    result_code=answer.code,
+                    result_desc=answer.description,
+                )
+        except IllegalTransition as error:
+            # The claim was given up meanwhile (the sweeper judged it stale): the payout is
+            # ``unknown`` and a status query settles it; the late answer changes nothing.
+            log.warning("payout_answer_after_claim_lost", error=str(error))
