@@ -223,3 +223,62 @@ class DriverDay(Base):
     misses_carried: Mapped[int] = mapped_column(Integer, server_default="0")
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     close_outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class ReconciliationRun(Base):
+    """One reconciliation: a check (never changes money) or a fix (by the operator named)."""
+
+    __tablename__ = "reconciliation_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)  # check | fix | mpesa
+    operator: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    discrepancies: Mapped[int] = mapped_column(Integer, server_default="0")
+    fixed: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class ReconciliationDiscrepancy(Base):
+    """One difference a reconciliation found: what the ledger says, what the cache or the
+    payout (or M-Pesa) says, and the difference."""
+
+    __tablename__ = "reconciliation_discrepancies"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_runs.id"), index=True)
+    kind: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    expected_cents: Mapped[int | None] = mapped_column(BigInteger)
+    actual_cents: Mapped[int | None] = mapped_column(BigInteger)
+    difference_cents: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ReconciliationFix(Base):
+    """A correction an operator's fix made: keyed by the discrepancy, so it is made once."""
+
+    __tablename__ = "reconciliation_fixes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_runs.id"))
+    kind: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    delta_cents: Mapped[int] = mapped_column(BigInteger)
+    operator: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class SchedulerFiring(Base):
+    """A scheduled job fired for one period: the unique key makes each period fire once."""
+
+    __tablename__ = "scheduler_firings"
+    __table_args__ = (UniqueConstraint("job", "period"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job: Mapped[str] = mapped_column(Text)
+    period: Mapped[str] = mapped_column(Text)
+    instance: Mapped[str] = mapped_column(Text)
+    fired_at: Mapped[datetime] = _now()

@@ -155,26 +155,31 @@ def apply_event(
     payout.receipt = receipt or payout.receipt
     payout.result_code = result_code if result_code is not None else payout.result_code
     payout.result_desc = result_desc or payout.result_desc
+    if moved.new_state in ("paid", "failed"):
+        payout.completed_at = func.now()  # type: ignore[assignment]
+        post_settlement(session, payout)
+    return moved
+
+
+def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | None = None) -> None:
+    """The money of a terminal payout: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed``
+    returns the amount to ``payable``. Keyed ``payout:<id>:<state>``: posted once."""
     system = ledger.system_accounts(session)
-    if moved.new_state == "paid":
-        payout.completed_at = func.now()  # type: ignore[assignment]
-        legs = [(system.payouts_in_flight, -payout.amount_cents), (system.mpesa, payout.amount_cents)]
-    elif moved.new_state == "failed":
-        payout.completed_at = func.now()  # type: ignore[assignment]
-        payable = ledger.driver_accounts(session, driver_id).payable
-        legs = [(system.payouts_in_flight, -payout.amount_cents), (payable, payout.amount_cents)]
+    if payout.state == "paid":
+        to_account = system.mpesa
     else:
-        return moved
+        assert payout.state == "failed", payout.state
+        to_account = ledger.driver_accounts(session, payout.driver_id).payable
     ledger.post(
         session,
-        key=f"payout:{payout.id}:{moved.new_state}",
-        kind=f"payout_{moved.new_state}",
+        key=f"payout:{payout.id}:{payout.state}",
+        kind=f"payout_{payout.state}",
         business_date=reserved_on(session, payout.id),
-        driver_id=driver_id,
+        driver_id=payout.driver_id,
         payout_id=payout.id,
-        legs=legs,
+        memo=memo,
+        legs=[(system.payouts_in_flight, -payout.amount_cents), (to_account, payout.amount_cents)],
     )
-    return moved
 
 
 def reserved_on(session: Session, payout_id: int) -> date:

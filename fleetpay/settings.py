@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     )
     sweep_batch_max: int = Field(default=1000, ge=1, le=100_000)
 
+    # --- the scheduler ------------------------------------------------------------------
+    schedule_sweep_s: int = Field(default=30, ge=1, description="Inbox and payout sweeps.")
+    schedule_reconcile_s: int = Field(default=900, ge=1, description="Reconciliation check.")
+    schedule_mpesa_reconcile_s: int = Field(default=900, ge=1, description="Pull Transactions reconciliation.")
+    close_delay_s: int = Field(default=300, ge=0, description="The daily close runs this long after the close time.")
+    scheduler_standby_poll_s: float = Field(default=5.0, gt=0, description="How often a standby tries to take over.")
+
     # --- the fleet's business rules (RULES.md) -----------------------------------------------
     timezone: str = "Africa/Nairobi"
     daily_target_cents: int = Field(default=300_000, ge=0)

@@ -44,6 +44,7 @@ class Servers:
             .render_as_string(hide_password=False)
         )
         self.redis_url = self._redis_url()
+        self.extra_databases: list[str] = []
         self.ingest_port = free_port()
         self.simulator_port = free_port()
 
@@ -69,19 +70,25 @@ class Servers:
         self.embedded.append(server)
         return server.url
 
-    def create_database(self) -> None:
+    def url_of(self, name: str) -> str:
+        return str(make_url(self.database_url).set(database=name).render_as_string(hide_password=False))
+
+    def admin(self, statement: str) -> None:
         engine = create_engine(sqlalchemy_url(self.admin_url), isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{self.database_name}"'))
+            connection.execute(text(statement))
         engine.dispose()
-        upgrade(self.database_url)
+
+    def create_database(self) -> None:
+        """The run's database, and a migrated empty template that ``fresh_database`` copies."""
+        self.admin(f'CREATE DATABASE "{self.database_name}_tpl"')
+        upgrade(self.url_of(f"{self.database_name}_tpl"))
+        self.admin(f'CREATE DATABASE "{self.database_name}" TEMPLATE "{self.database_name}_tpl"')
 
     def close(self) -> None:
         redis.Redis.from_url(self.redis_url).flushdb()
-        engine = create_engine(sqlalchemy_url(self.admin_url), isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'))
-        engine.dispose()
+        for name in [self.database_name, f"{self.database_name}_tpl", *self.extra_databases]:
+            self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         for server in self.embedded:
             server.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -146,6 +153,20 @@ def sessions(engine):  # type: ignore[no-untyped-def]
     from db.engine import make_sessionmaker
 
     return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def fresh_sessions(servers: Servers) -> Iterator:
+    """Sessions on a database of this test's own (migrated, empty): for tests of whole-fleet
+    operations, such as the daily close, that must not touch other tests' drivers."""
+    from db.engine import make_engine, make_sessionmaker
+
+    name = f"{servers.database_name}_{uuid.uuid4().hex[:6]}"
+    servers.admin(f'CREATE DATABASE "{name}" TEMPLATE "{servers.database_name}_tpl"')
+    servers.extra_databases.append(name)
+    engine = make_engine(servers.url_of(name), pool_size=5)
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -91,12 +91,15 @@ def apply_payment(
     terms = fleet.driver_terms(driver, settings)
     day = fleet.driver_day(session, driver, business_date, terms.base_target_cents)
     accounts = ledger.driver_accounts(session, driver.id)
+    # A day already closed has moved its contributions to revenue: a late payment's company
+    # part goes there directly, and the closed day's row stays as it was closed.
+    contribution_account = accounts.target if day.closed_at is None else system.revenue
     if payee.role == "company":
         paid = rules.split_driver_payment(
             amount_cents, target_cents=day.target_cents, contributed_cents=day.contributed_cents
         )
         contribution_cents, share_cents = paid.target_cents, 0
-        legs = [(accounts.target, paid.target_cents), (accounts.deposit, paid.deposit_cents)]
+        legs = [(contribution_account, paid.target_cents), (accounts.deposit, paid.deposit_cents)]
         kind = "driver_payment"
     else:
         split = rules.split_fare(
@@ -109,7 +112,7 @@ def apply_payment(
             split_mode=settings.split_mode,
         )
         contribution_cents, share_cents = split.contribution_cents, split.driver_share_cents
-        legs = [(accounts.payable, share_cents), (accounts.target, contribution_cents)]
+        legs = [(accounts.payable, share_cents), (contribution_account, contribution_cents)]
         kind = "fare"
 
     result = ledger.post(
@@ -124,7 +127,8 @@ def apply_payment(
     )
     if not result.created:  # the same receipt, attributed identically by a concurrent copy
         return Applied("processed", f"duplicate:{key}")
-    fleet.add_contribution(session, driver.id, business_date, contribution_cents)
+    if day.closed_at is None:
+        fleet.add_contribution(session, driver.id, business_date, contribution_cents)
     log.info(
         "payment_applied",
         key=key,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetpay.cli import fleet, payouts, services, simulation
+from fleetpay.cli import books, fleet, payouts, services, simulation
 
 app = typer.Typer(
     name="fleetpay",
@@ -16,6 +16,9 @@ app.command()(services.migrate)
 app.command()(services.ingest)
 app.command()(services.worker)
 app.command()(services.sweep)
+app.command()(books.scheduler)
+app.command()(books.reconcile)
+app.command("close-day")(books.close_day)
 app.command()(fleet.balance)
 app.add_typer(fleet.vehicles, name="vehicles")
 app.add_typer(fleet.drivers, name="drivers")

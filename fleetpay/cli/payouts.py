@@ -6,6 +6,7 @@ import secrets
 from datetime import date
 from typing import Annotated, Optional
 
+import structlog
 import typer
 from sqlalchemy import select
 
@@ -92,6 +93,30 @@ def payouts_retry(payout_id: Annotated[int, typer.Argument()]) -> None:
         raise fail(str(error)) from error
     send_payout.send(new_id)
     typer.echo(f"payout {payout_id} retried as payout {new_id}")
+
+
+@payouts.command("approve")
+def payouts_approve(
+    payout_id: Annotated[int, typer.Argument()],
+    operator: Annotated[str, typer.Option(help="Who approves (logged).")],
+) -> None:
+    """Release a payout that waits for approval (a deposit refund on exit) to be sent."""
+    from sqlalchemy import update
+
+    from workers.send_payout import send_payout
+
+    with context.transaction() as session:
+        approved = session.execute(
+            update(Payout)
+            .where(Payout.id == payout_id, Payout.requires_approval.is_(True), Payout.state == "pending")
+            .values(requires_approval=False)
+            .returning(Payout.id)
+        ).scalar_one_or_none()
+    if approved is None:
+        raise fail(f"payout {payout_id} is not a pending payout waiting for approval")
+    structlog.get_logger("fleetpay.payouts").warning("payout_approved", payout_id=payout_id, operator=operator)
+    send_payout.send(payout_id)
+    typer.echo(f"payout {payout_id} approved by {operator} and sent")
 
 
 @payouts.command("send")

@@ -1,0 +1,282 @@
+"""Reconciliation: prove the books from the ledger, in four set-based queries.
+
+The entries are the truth: append-only, each posting balanced, enforced by PostgreSQL. Everything
+else is a cache of them, and the check proves each cache against them:
+
+1. every posting sums to zero with two or more entries, and all entries sum to zero;
+   every driver account's cached balance equals the sum of its entries (one scan of ``entries``);
+2. every driver-day row's contribution equals the contributions posted for that business day;
+3. every payout's share of ``payouts_in_flight`` matches its state (its amount while open, zero
+   once paid or failed);
+4. postings without any entry.
+
+The check runs in one REPEATABLE READ snapshot and never writes money. A fix corrects what a
+cache got wrong with an atomic ``+ delta`` under the driver's lock (never an overwrite), or posts
+the missing payout settlement; each correction is recorded once per discrepancy with the
+operator and reason. A broken posting cannot be fixed by a program: it is reported for a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import Connection, func, insert, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import fleet, ledger
+from db.models import (
+    Account,
+    DriverDay,
+    Payout,
+    ReconciliationDiscrepancy,
+    ReconciliationFix,
+    ReconciliationRun,
+)
+from db.payouts import post_settlement
+from fleetpay.settings import Settings
+
+LEDGER_SQL = text("""
+WITH sums AS (
+    SELECT posting_id, account_id, sum(amount_cents)::bigint AS total, count(*) AS n,
+           GROUPING(posting_id, account_id) AS grouped
+      FROM entries
+     GROUP BY GROUPING SETS ((posting_id), (account_id), ())
+)
+SELECT 'posting_unbalanced' AS kind, posting_id::text AS subject, NULL::bigint AS ref_id,
+       0::bigint AS expected, total AS actual
+  FROM sums WHERE grouped = 1 AND (total <> 0 OR n < 2)
+UNION ALL
+SELECT 'ledger_total', 'all entries', NULL, 0, total FROM sums WHERE grouped = 3 AND total <> 0
+UNION ALL
+SELECT 'cached_balance', a.code, a.id, coalesce(s.total, 0), a.balance_cents
+  FROM accounts a LEFT JOIN sums s ON s.grouped = 2 AND s.account_id = a.id
+ WHERE a.driver_id IS NOT NULL AND a.balance_cents <> coalesce(s.total, 0)
+""")
+
+DRIVER_DAYS_SQL = text("""
+WITH contributed AS (
+    SELECT a.driver_id, p.business_date, sum(e.amount_cents)::bigint AS total
+      FROM entries e
+      JOIN accounts a ON a.id = e.account_id AND a.kind = 'target'
+      JOIN postings p ON p.id = e.posting_id AND p.kind IN ('fare', 'driver_payment')
+     GROUP BY a.driver_id, p.business_date
+)
+SELECT 'driver_day' AS kind,
+       d.code || ' ' || coalesce(dd.business_date, c.business_date)::text AS subject,
+       d.id AS ref_id, coalesce(c.total, 0) AS expected, coalesce(dd.contributed_cents, 0) AS actual
+  FROM driver_days dd
+  FULL JOIN contributed c ON c.driver_id = dd.driver_id AND c.business_date = dd.business_date
+  JOIN drivers d ON d.id = coalesce(dd.driver_id, c.driver_id)
+ WHERE coalesce(dd.contributed_cents, 0) <> coalesce(c.total, 0)
+""")
+
+PAYOUTS_SQL = text("""
+WITH flight AS (
+    SELECT p.payout_id, sum(e.amount_cents)::bigint AS total
+      FROM entries e JOIN postings p ON p.id = e.posting_id
+     WHERE e.account_id = (SELECT id FROM accounts WHERE code = 'payouts_in_flight')
+       AND p.payout_id IS NOT NULL
+     GROUP BY p.payout_id
+)
+SELECT 'payout_in_flight' AS kind, po.id::text AS subject, po.id AS ref_id,
+       CASE WHEN po.state IN ('paid', 'failed') THEN 0 ELSE po.amount_cents END AS expected,
+       coalesce(f.total, 0) AS actual
+  FROM payouts po LEFT JOIN flight f ON f.payout_id = po.id
+ WHERE coalesce(f.total, 0) <> CASE WHEN po.state IN ('paid', 'failed') THEN 0 ELSE po.amount_cents END
+""")
+
+EMPTY_POSTINGS_SQL = text("""
+SELECT 'posting_unbalanced' AS kind, p.id::text AS subject, NULL::bigint AS ref_id,
+       0::bigint AS expected, 0::bigint AS actual
+  FROM postings p WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.posting_id = p.id)
+""")
+
+CHECKS = (LEDGER_SQL, DRIVER_DAYS_SQL, PAYOUTS_SQL, EMPTY_POSTINGS_SQL)
+FIXABLE = frozenset({"cached_balance", "driver_day", "payout_in_flight"})
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    kind: str
+    subject: str
+    ref_id: int | None  # account id, driver id or payout id, by kind
+    expected_cents: int
+    actual_cents: int
+
+    @property
+    def difference_cents(self) -> int:
+        return self.actual_cents - self.expected_cents
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "expected_cents": self.expected_cents,
+            "actual_cents": self.actual_cents,
+            "difference_cents": self.difference_cents,
+            "fixable": self.kind in FIXABLE,
+        }
+
+
+def check(connection: Connection) -> list[Discrepancy]:
+    """Every discrepancy, from one consistent snapshot. Writes nothing."""
+    connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+    found: list[Discrepancy] = []
+    for query in CHECKS:
+        found.extend(Discrepancy(*row) for row in connection.execute(query).all())
+    return found
+
+
+@dataclass(frozen=True)
+class FixBy:
+    operator: str
+    reason: str
+    run_id: int
+    settings: Settings
+
+
+def fix(session: Session, found: Discrepancy, by: FixBy) -> bool:
+    """Correct one discrepancy, re-measured under the driver's lock; True if something changed.
+
+    Idempotent: the correction is recorded under a key naming the discrepancy, so a second fix
+    of the same discrepancy (or of one already mended) changes nothing.
+    """
+    if found.kind == "cached_balance":
+        return _fix_cached_balance(session, found, by)
+    if found.kind == "driver_day":
+        return _fix_driver_day(session, found, by)
+    if found.kind == "payout_in_flight":
+        return _fix_payout(session, found, by)
+    return False
+
+
+def _record(session: Session, found: Discrepancy, by: FixBy, delta_cents: int) -> bool:
+    key = f"{found.kind}:{found.subject}:{found.expected_cents}:{found.actual_cents}"
+    inserted = session.execute(
+        pg_insert(ReconciliationFix)
+        .values(key=key, run_id=by.run_id, kind=found.kind, subject=found.subject,
+                delta_cents=delta_cents, operator=by.operator, reason=by.reason)
+        .on_conflict_do_nothing()
+        .returning(ReconciliationFix.id)
+    ).scalar_one_or_none()
+    return inserted is not None
+
+
+def _fix_cached_balance(session: Session, found: Discrepancy, by: FixBy) -> bool:
+    account = session.get(Account, found.ref_id)
+    assert account is not None and account.driver_id is not None
+    fleet.lock_driver(session, account.driver_id)
+    summed = session.execute(
+        text("SELECT coalesce(sum(amount_cents), 0) FROM entries WHERE account_id = :a"), {"a": account.id}
+    ).scalar_one()
+    cached = ledger.balance_cents(session, account.id)
+    delta = summed - cached
+    if delta == 0 or not _record(session, found, by, delta):
+        return False
+    session.execute(
+        update(Account).where(Account.id == account.id).values(balance_cents=Account.balance_cents + delta)
+    )
+    return True
+
+
+def _fix_driver_day(session: Session, found: Discrepancy, by: FixBy) -> bool:
+    assert found.ref_id is not None
+    day = date.fromisoformat(found.subject.rsplit(" ", 1)[1])
+    driver = fleet.lock_driver(session, found.ref_id)
+    posted = session.execute(
+        text("""
+        SELECT coalesce(sum(e.amount_cents), 0) FROM entries e
+          JOIN accounts a ON a.id = e.account_id AND a.kind = 'target' AND a.driver_id = :d
+          JOIN postings p ON p.id = e.posting_id AND p.kind IN ('fare', 'driver_payment')
+         WHERE p.business_date = :day
+        """),
+        {"d": driver.id, "day": day},
+    ).scalar_one()
+    row = fleet.driver_day(session, driver, day, fleet.driver_terms(driver, by.settings).base_target_cents)
+    delta = posted - row.contributed_cents
+    if delta == 0 or not _record(session, found, by, delta):
+        return False
+    session.execute(
+        update(DriverDay)
+        .where(DriverDay.driver_id == driver.id, DriverDay.business_date == day)
+        .values(contributed_cents=DriverDay.contributed_cents + delta)
+    )
+    return True
+
+
+def _fix_payout(session: Session, found: Discrepancy, by: FixBy) -> bool:
+    """A terminal payout whose settlement posting is missing gets it; anything else about a
+    payout's money needs a person (reported, not guessed)."""
+    payout = session.get(Payout, found.ref_id)
+    assert payout is not None
+    if payout.state not in ("paid", "failed") or found.actual_cents != payout.amount_cents:
+        return False
+    if not _record(session, found, by, -payout.amount_cents):
+        return False
+    fleet.lock_driver(session, payout.driver_id)
+    post_settlement(session, payout, memo={"operator": by.operator, "reason": by.reason})
+    return True
+
+
+def record_run(
+    session: Session,
+    *,
+    kind: str,
+    found: list[Discrepancy],
+    operator: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """Keep what a reconciliation found (this writes no money)."""
+    run = ReconciliationRun(kind=kind, operator=operator, reason=reason, discrepancies=len(found), finished_at=func.now())
+    session.add(run)
+    session.flush()
+    if found:
+        session.execute(
+            insert(ReconciliationDiscrepancy),
+            [
+                {"run_id": run.id, "kind": d.kind, "subject": d.subject, "expected_cents": d.expected_cents,
+                 "actual_cents": d.actual_cents, "difference_cents": d.difference_cents}
+                for d in found
+            ],
+        )
+    return run.id
+
+
+def run_check(sessions: sessionmaker[Session]) -> tuple[int, list[Discrepancy]]:
+    with sessions() as session:
+        found = check(session.connection())
+        session.rollback()
+    with sessions.begin() as session:
+        run_id = record_run(session, kind="check", found=found)
+    return run_id, found
+
+
+def run_fix(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    operator: str,
+    reason: str,
+    on_each: Callable[[Discrepancy, bool], None] | None = None,
+) -> tuple[int, list[Discrepancy], int]:
+    """Check, then correct every fixable discrepancy in a transaction of its own.
+    Returns the run id, what was found, and how many corrections were made."""
+    with sessions() as session:
+        found = check(session.connection())
+        session.rollback()
+    with sessions.begin() as session:
+        run_id = record_run(session, kind="fix", found=found, operator=operator, reason=reason)
+    by = FixBy(operator=operator, reason=reason, run_id=run_id, settings=settings)
+    fixed = 0
+    for discrepancy in found:
+        with sessions.begin() as session:
+            changed = fix(session, discrepancy, by)
+        fixed += changed
+        if on_each:
+            on_each(discrepancy, changed)
+    with sessions.begin() as session:
+        session.execute(update(ReconciliationRun).where(ReconciliationRun.id == run_id).values(fixed=fixed))
+    return run_id, found, fixed

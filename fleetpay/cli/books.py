@@ -1,0 +1,141 @@
+"""The scheduled side, by hand: reconciliation, the daily close and the scheduler itself."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from datetime import date
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import Progress
+
+from fleetpay.cli import context
+from fleetpay.cli.output import console, emit_json, emit_table, errors, fail
+
+DISCREPANCIES_EXIT = 3  # `fleetpay reconcile` exits 3 when the books do not reconcile
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    from db.engine import make_engine, make_sessionmaker
+
+    return make_sessionmaker(make_engine(context.settings().require_database_url(), pool_size=2))
+
+
+def reconcile(
+    fix: Annotated[bool, typer.Option("--fix", help="Correct what can be corrected (needs --reason and --operator).")] = False,
+    reason: Annotated[Optional[str], typer.Option(help="Why the fix is made (kept with every correction).")] = None,
+    operator: Annotated[Optional[str], typer.Option(help="Who decided the fix.")] = None,
+    mpesa: Annotated[bool, typer.Option("--mpesa", help="Also compare with M-Pesa (Pull Transactions, 48 h) and recover missed confirmations.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Prove the books: every posting balances, every cached balance and driver day equals its
+    entries, every payout agrees with the in-flight account. A check never writes money.
+    Exits 0 when clean, 3 when there are discrepancies."""
+    from db.reconcile import run_check, run_fix
+
+    if fix and not (reason and operator):
+        raise fail("--fix needs --reason and --operator: every correction names who and why", 2)
+    sessions = _sessions()
+    document: dict[str, object] = {}
+    if fix:
+        with Progress(console=errors, transient=True, disable=as_json) as progress:
+            task = progress.add_task("fixing", total=None)
+            run_id, found, fixed = run_fix(
+                sessions, context.settings(), operator=operator or "", reason=reason or "",
+                on_each=lambda d, changed: progress.advance(task),
+            )
+        document |= {"fix_run_id": run_id, "fixed": fixed}
+    if mpesa:
+        document["mpesa"] = _reconcile_mpesa(sessions)
+    run_id, found = run_check(sessions)
+    document |= {
+        "run_id": run_id,
+        "ok": not found,
+        "counts": dict(Counter(d.kind for d in found)),
+        "discrepancies": [d.as_dict() for d in found],
+    }
+    if as_json:
+        emit_json(document)
+    elif found:
+        emit_table(f"reconciliation run {run_id}: the books do NOT reconcile", [d.as_dict() for d in found],
+                   ["kind", "subject", "expected_cents", "actual_cents", "difference_cents", "fixable"])
+    else:
+        console.print(f"reconciliation run {run_id}: the books reconcile" + (f" ({document['fixed']} corrections made)" if fix else ""))
+    if found:
+        raise typer.Exit(DISCREPANCIES_EXIT)
+
+
+def _reconcile_mpesa(sessions) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from workers import runtime
+    from workers.mpesa_pull import reconcile_with_mpesa
+    from workers.process_callback import process_callback
+
+    report = reconcile_with_mpesa(sessions, runtime.daraja(), context.settings())
+    for inbox_id in report.recovered_inbox_ids:
+        process_callback.send(inbox_id)
+    return {
+        "run_id": report.run_id,
+        "listed_by_mpesa": report.listed,
+        "recovered": len(report.recovered_inbox_ids),
+        "missing_at_mpesa": [d.subject for d in report.missing_at_mpesa],
+    }
+
+
+def close_day(
+    on: Annotated[Optional[str], typer.Option("--date", help="Business date YYYY-MM-DD (default: the day that ended last).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The daily close (idempotent: safe to re-run, finishes a close that crashed half-way)."""
+    from sqlalchemy import func, select
+
+    from db.models import Driver
+    from workers.daily_close import close_business_day, yesterday
+
+    current = context.settings()
+    try:
+        day = date.fromisoformat(on) if on else yesterday(current)
+    except ValueError as error:
+        raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
+    sessions = _sessions()
+    with sessions() as session:
+        drivers_n = session.execute(select(func.count()).select_from(Driver)).scalar_one()
+    with Progress(console=errors, transient=True, disable=as_json) as progress:
+        task = progress.add_task(f"closing {day}", total=drivers_n)
+        summary = close_business_day(sessions, day, current, after_each=lambda _: progress.advance(task))
+    sent = _send_payouts(summary.payout_ids)
+    document = {"business_date": str(day), **summary.closed, "flagged": summary.flagged,
+                "payouts": summary.payout_ids, "payouts_enqueued": sent}
+    if as_json:
+        emit_json(document)
+    else:
+        console.print(document)
+
+
+def _send_payouts(payout_ids: list[int]) -> bool:
+    if not payout_ids:
+        return True
+    try:
+        from workers.send_payout import send_payout
+
+        for payout_id in payout_ids:
+            send_payout.send(payout_id)
+        return True
+    except Exception as error:  # noqa: BLE001 — committed: the payout sweep sends them later
+        errors.print(f"[yellow]payouts not enqueued ({error}); the payout sweep will send them[/]")
+        return False
+
+
+def scheduler() -> None:
+    """The scheduler (one active instance; start others as standbys)."""
+    from db.engine import make_engine
+    from fleetpay.scheduler import Scheduler
+    from workers import all as _actors  # noqa: F401 — declares every actor on the broker
+    from workers import runtime
+
+    current = context.settings()
+    running = Scheduler(current, make_engine(current.require_database_url(), pool_size=2),
+                        lambda name: runtime.broker.get_actor(name).send())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: running.stop())
+    running.run()

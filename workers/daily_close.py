@@ -1,0 +1,144 @@
+"""The daily close of RULES.md, once per driver per business day (the ``close_day`` actor and
+``fleetpay close-day`` run it).
+
+Idempotency: each driver is closed in a transaction of their own, under their row lock, and only
+if their day row is not closed yet (``driver_days.closed_at``); every posting and payout it makes
+has a key naming the driver and the day (``close:``, ``bonus:``, ``refund:``). A close that crashes
+half-way is finished by running it again; a second run changes nothing.
+
+Per driver (regular drivers; a driver with no vehicle, or only a substitute's seat, is paused):
+- the day's contributions move ``target → revenue``;
+- missed: consecutive misses + 1, the shortfall rolls over (tomorrow = base + shortfall, never
+  yesterday's target + shortfall); at ``termination_misses`` the driver is flagged, their vehicle
+  freed, and a deposit refund payout waits for an operator's approval;
+- met: misses reset, the rollover cleared, and a bonus payout when bonuses are on;
+- what has accrued in ``payable`` is paid out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import fleet, ledger
+from db.models import Driver, DriverDay, Vehicle
+from db.payouts import create_payout, reserve_payable
+from fleetpay import rules
+from fleetpay.settings import Settings
+from schemas.parsing import business_date as business_date_of
+
+log = structlog.get_logger("fleetpay.close")
+
+
+@dataclass
+class CloseSummary:
+    business_date: date
+    closed: dict[str, int] = field(default_factory=lambda: {"met": 0, "missed": 0, "paused": 0, "already": 0})
+    flagged: list[str] = field(default_factory=list)
+    payout_ids: list[int] = field(default_factory=list)
+
+
+def is_regular(session: Session, driver_id: int) -> bool:
+    return session.execute(select(Vehicle.id).where(Vehicle.regular_driver_id == driver_id)).first() is not None
+
+
+def close_driver_day(session: Session, driver_id: int, day: date, settings: Settings, summary: CloseSummary) -> None:
+    driver = fleet.lock_driver(session, driver_id)
+    terms = fleet.driver_terms(driver, settings)
+    row = fleet.driver_day(session, driver, day, terms.base_target_cents)
+    if row.closed_at is not None:
+        summary.closed["already"] += 1
+        return
+    paused = driver.status != "active" or not is_regular(session, driver.id)
+    outcome = rules.close_day(
+        target_cents=row.target_cents,
+        contributed_cents=row.contributed_cents,
+        base_target_cents=terms.base_target_cents,
+        consecutive_misses=driver.consecutive_misses,
+        termination_misses=settings.termination_misses,
+        role_paused=paused,
+    )
+    accounts = ledger.driver_accounts(session, driver.id)
+    system = ledger.system_accounts(session)
+    if row.contributed_cents:
+        ledger.post(
+            session, key=f"close:{driver.code}:{day}", kind="close", business_date=day, driver_id=driver.id,
+            legs=[(accounts.target, -row.contributed_cents), (system.revenue, row.contributed_cents)],
+        )
+    verdict = "paused" if paused else ("met" if outcome.met else "missed")
+    row.closed_at, row.close_outcome = datetime.now(ZoneInfo(settings.timezone)), verdict
+    summary.closed[verdict] += 1
+    if not paused:
+        driver.consecutive_misses = outcome.consecutive_misses
+        driver.rollover_cents = outcome.shortfall_cents
+        # A row for the next day may exist already (payments after midnight): its target must
+        # carry today's shortfall.
+        session.execute(
+            update(DriverDay)
+            .where(DriverDay.driver_id == driver.id, DriverDay.business_date == day + timedelta(days=1))
+            .values(target_cents=outcome.next_target_cents, carried_cents=outcome.shortfall_cents,
+                    misses_carried=outcome.consecutive_misses)
+        )
+    if outcome.met and settings.bonus_enabled and settings.bonus_cents > 0:
+        ledger.post(
+            session, key=f"bonus:{driver.code}:{day}", kind="bonus", business_date=day, driver_id=driver.id,
+            legs=[(system.revenue, -settings.bonus_cents), (accounts.payable, settings.bonus_cents)],
+        )
+    if outcome.flag_termination and driver.status == "active":
+        _flag_for_termination(session, driver, day, accounts, summary)
+    payout = reserve_payable(session, driver, settings, cause_key=f"close:{driver.code}:{day}", business_date=day)
+    if payout is not None:
+        summary.payout_ids.append(payout.id)
+    log.info("driver_day_closed", driver=driver.code, business_date=str(day), outcome=verdict,
+             contributed_cents=row.contributed_cents, target_cents=row.target_cents)
+
+
+def _flag_for_termination(
+    session: Session, driver: Driver, day: date, accounts: ledger.DriverAccounts, summary: CloseSummary
+) -> None:
+    """Flag, free the vehicle, and prepare the deposit refund for an operator to approve."""
+    driver.status = "flagged"
+    session.execute(update(Vehicle).where(Vehicle.regular_driver_id == driver.id).values(regular_driver_id=None))
+    refund_cents = rules.payout_amount_cents(ledger.balance_cents(session, accounts.deposit), minimum_cents=100)
+    if refund_cents:
+        ledger.post(
+            session, key=f"refund:{driver.code}", kind="deposit_refund", business_date=day, driver_id=driver.id,
+            legs=[(accounts.deposit, -refund_cents), (accounts.payable, refund_cents)],
+        )
+        create_payout(session, driver=driver, amount_cents=refund_cents, cause_key=f"refund:{driver.code}",
+                      business_date=day, requires_approval=True)
+    summary.flagged.append(driver.code)
+    log.warning("driver_flagged_for_termination", driver=driver.code, misses=driver.consecutive_misses,
+                refund_cents=refund_cents)
+
+
+def close_business_day(
+    sessions: sessionmaker[Session],
+    day: date,
+    settings: Settings,
+    *,
+    after_each: Callable[[int], None] | None = None,
+) -> CloseSummary:
+    """Close ``day`` for every driver not yet closed, one transaction per driver.
+    ``after_each(driver_id)`` is called after each commit (progress bars, tests)."""
+    summary = CloseSummary(day)
+    with sessions() as session:
+        driver_ids = session.execute(select(Driver.id).where(Driver.status != "exited").order_by(Driver.id)).scalars().all()
+    for driver_id in driver_ids:
+        with sessions.begin() as session:
+            close_driver_day(session, driver_id, day, settings, summary)
+        if after_each:
+            after_each(driver_id)
+    return summary
+
+
+def yesterday(settings: Settings, now: datetime | None = None) -> date:
+    """The business day that ended at the last close time."""
+    current = now or datetime.now(ZoneInfo(settings.timezone))
+    return business_date_of(current, close_time=settings.close_time, tz=settings.timezone) - timedelta(days=1)

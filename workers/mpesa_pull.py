@@ -1,0 +1,130 @@
+"""M-Pesa-side reconciliation: what M-Pesa has against what our inbox has (Pull Transactions).
+
+Daraja does not retry a failed callback (DARAJA.md §2.4): a confirmation we never received is
+money we would never see. Every receipt M-Pesa lists for the last 48 hours that our inbox lacks is
+inserted as if its confirmation had arrived (the same inbox key, so a late real callback is a
+duplicate) and applied by the workers as usual. Every confirmation we hold that M-Pesa does not
+list is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Inbox
+from db.reconcile import Discrepancy, record_run
+from fleetpay.settings import Settings
+from schemas.callbacks import parse_c2b
+from schemas.json_body import decode_json
+from workers.daraja.client import DarajaClient
+
+log = structlog.get_logger("fleetpay.reconcile")
+
+WINDOW = timedelta(hours=48)
+PAGES_MAX = 10_000
+# Our confirmations this young may simply not be listed yet.
+SETTLING = timedelta(minutes=5)
+
+
+@dataclass
+class PullReport:
+    listed: int = 0
+    recovered_inbox_ids: list[int] = field(default_factory=list)
+    missing_at_mpesa: list[Discrepancy] = field(default_factory=list)
+    run_id: int | None = None
+
+
+def pull_rows(client: DarajaClient, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for _ in range(PAGES_MAX):
+        page = client.pull_transactions(
+            start=start.strftime("%Y-%m-%d %H:%M:%S"), end=end.strftime("%Y-%m-%d %H:%M:%S"), offset=len(rows)
+        )
+        found = [row for group in page.get("Response") or [] for row in (group or [])]
+        if str(page.get("ResponseCode")) != "1000" or not found:
+            return rows
+        rows.extend(found)
+    raise RuntimeError("Pull Transactions kept paging past its bound")
+
+
+def confirmation_from_pull(row: dict[str, Any], settings: Settings) -> dict[str, str]:
+    """The confirmation body M-Pesa would have sent for a pulled row."""
+    at = datetime.fromisoformat(str(row["trxDate"]).replace("Z", "+00:00"))
+    tz = ZoneInfo(settings.timezone)
+    at = at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
+    return {
+        "TransactionType": "Pay Bill",
+        "TransID": str(row["transactionId"]),
+        "TransTime": at.strftime("%Y%m%d%H%M%S"),
+        "TransAmount": str(row["amount"]),
+        "BusinessShortCode": settings.daraja_short_code,
+        "BillRefNumber": str(row.get("billreference") or ""),
+        "InvoiceNumber": "",
+        "OrgAccountBalance": "",
+        "ThirdPartyTransID": "",
+        "MSISDN": str(row.get("msisdn") or ""),
+        "FirstName": str(row.get("sender") or ""),
+        "MiddleName": "",
+        "LastName": "",
+        "FleetpayRecoveredFrom": "pull_transactions",
+    }
+
+
+def reconcile_with_mpesa(
+    sessions: sessionmaker[Session], client: DarajaClient, settings: Settings, *, now: datetime | None = None
+) -> PullReport:
+    end = now or datetime.now(ZoneInfo(settings.timezone))
+    start = end - WINDOW
+    rows = pull_rows(client, start, end)
+    report = PullReport(listed=len(rows))
+    listed = {str(row["transactionId"]): row for row in rows}
+    with sessions.begin() as session:
+        have = set(
+            session.execute(
+                select(Inbox.external_id).where(Inbox.kind == "c2b_confirmation", Inbox.external_id.in_(list(listed)))
+            ).scalars()
+        )
+        for trans_id in sorted(set(listed) - have):
+            body = json.dumps(confirmation_from_pull(listed[trans_id], settings))
+            inbox_id = session.execute(
+                pg_insert(Inbox)
+                .values(kind="c2b_confirmation", external_id=trans_id, body=body, source_ip="pull_transactions")
+                .on_conflict_do_nothing()
+                .returning(Inbox.id)
+            ).scalar_one_or_none()
+            if inbox_id is not None:
+                report.recovered_inbox_ids.append(inbox_id)
+        ours = session.execute(
+            select(Inbox.external_id, Inbox.body).where(
+                Inbox.kind == "c2b_confirmation",
+                Inbox.status != "rejected",
+                Inbox.received_at >= start,
+                Inbox.received_at < end - SETTLING,
+            )
+        ).all()
+        for trans_id, body in ours:
+            if trans_id in listed:
+                continue
+            payment = parse_c2b(decode_json(body.encode()))
+            if start <= payment.trans_time <= end - SETTLING:
+                report.missing_at_mpesa.append(
+                    Discrepancy("mpesa_missing", trans_id, None, 0, payment.amount_cents)
+                )
+        recovered = [
+            Discrepancy("recovered_from_mpesa", listed_id, None, 0, 0)
+            for listed_id in sorted(set(listed) - have)
+        ]
+        report.run_id = record_run(session, kind="mpesa", found=report.missing_at_mpesa + recovered)
+    if report.recovered_inbox_ids or report.missing_at_mpesa:
+        log.warning("mpesa_reconciliation", recovered=len(report.recovered_inbox_ids),
+                    missing_at_mpesa=len(report.missing_at_mpesa))
+    return report
