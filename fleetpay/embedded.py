@@ -7,23 +7,33 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 
+STOP_TIMEOUT_S = 30
+
+
 @dataclass
 class EmbeddedServer:
     url: str
     handle: Any  # keeps the server alive; the server stops when this object is released
+    pid_file: Path | None = None  # present while the server runs
 
     def stop(self) -> None:
+        """Stop the server and return only once it has exited: pgserver reuses a data folder's
+        server while its pid file exists, so a restart right after a stop would find a dying one."""
         with contextlib.suppress(Exception):
             if hasattr(self.handle, "cleanup"):
                 self.handle.cleanup()
             elif hasattr(self.handle, "shutdown"):
                 self.handle.shutdown()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self.pid_file is not None and self.pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def start_postgres(data_dir: Path, *, keep: bool) -> EmbeddedServer:
@@ -32,7 +42,7 @@ def start_postgres(data_dir: Path, *, keep: bool) -> EmbeddedServer:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir, cleanup_mode="stop" if keep else "delete")
-    return EmbeddedServer(server.get_uri(), server)
+    return EmbeddedServer(server.get_uri(), server, data_dir / "postmaster.pid")
 
 
 def start_redis(data_dir: Path, *, appendonly: bool) -> EmbeddedServer:

@@ -39,9 +39,14 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+# Written by `fleetpay dev` so that commands run beside it reach the same system; a `.env` of
+# the user's own, and real environment variables, take precedence over it.
+DEV_ENV_FILE = ".fleetpay/dev.env"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FLEETPAY_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="FLEETPAY_", env_file=(DEV_ENV_FILE, ".env"), extra="ignore", frozen=True
     )
 
     # --- where things live -----------------------------------------------------------------
@@ -139,6 +144,10 @@ class Settings(BaseSettings):
     payout_submitting_stale_s: int = Field(default=120, ge=1, description="A claim this old lost its worker: unknown.")
     payout_submitted_stale_s: int = Field(default=300, ge=1, description="Accepted, no result this long: ask status.")
     payout_status_interval_s: int = Field(default=60, ge=1, description="Least time between two status queries.")
+
+    worker_metrics_enabled: bool = Field(
+        default=False, description="Workers export dramatiq's Prometheus metrics on port 9191."
+    )
 
     # --- logs ------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import anyio.to_thread
 import structlog
 from dramatiq import Broker
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
@@ -42,6 +42,8 @@ from db import fleet
 from db.engine import make_engine
 from fleetpay.settings import Settings
 from ingest import metrics
+from ingest.admin import admin_routes, dlq_metrics
+from ingest.books_metrics import books_metrics
 from ingest.bodies import BodyTooLarge, body_text, is_json_content_type, read_limited
 from ingest.callers import client_ip, ip_allowed, token_matches
 from ingest.enqueuer import Enqueuer
@@ -76,6 +78,16 @@ CALLBACK_ROUTES = (
 VALIDATION_KIND = "c2b_validation"
 
 
+def log_ids(kind: str, external_id: str) -> dict[str, str]:
+    """How a callback is named in logs: ``trans_id`` for payments (grep one M-Pesa receipt from
+    the ingest through the worker to its payout), ``originator_conversation_id`` for payouts."""
+    if kind in ("c2b_confirmation", "c2b_validation"):
+        return {"trans_id": external_id}
+    if kind.startswith("b2c_"):
+        return {"originator_conversation_id": external_id.removeprefix("timeout:")}
+    return {"external_id": external_id}
+
+
 def rejected(reason: str, status_code: int = 400) -> JSONResponse:
     return JSONResponse({"ResultCode": 1, "ResultDesc": f"Rejected: {reason}"}, status_code)
 
@@ -99,6 +111,7 @@ class Ingest:
         self.engine = engine
         self.broker = broker
         self.tz = ZoneInfo(settings.timezone)
+        self.metric_registries: list[CollectorRegistry] = [REGISTRY]
         self.writer = InboxWriter(
             engine,
             on_committed=Enqueuer(broker, queue_name=settings.queue_name),
@@ -157,7 +170,7 @@ class Ingest:
             except InvalidCallback as error:
                 await self.keep(rejected_record(route.kind, raw, error.reason, source_ip))
                 return rejected(error.reason)
-            with structlog.contextvars.bound_contextvars(kind=route.kind, external_id=external_id):
+            with structlog.contextvars.bound_contextvars(kind=route.kind, **log_ids(route.kind, external_id)):
                 try:
                     inbox_id = await self.writer.write(
                         InboxRecord(route.kind, external_id, body_text(raw), source_ip=source_ip)
@@ -245,7 +258,11 @@ class Ingest:
             return False
 
     async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        # Off the event loop: a collector reads Redis at scrape time (the dead-letter depth).
+        body = await anyio.to_thread.run_sync(
+            lambda: b"".join(generate_latest(registry) for registry in self.metric_registries)
+        )
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def measured(route_name: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -283,6 +300,9 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Broke
         Route("/readyz", ingest.readyz),
         Route("/metrics", ingest.metrics),
     ]
+    routes += admin_routes(settings, broker)  # type: ignore[arg-type]
+    ingest.metric_registries.append(dlq_metrics(settings, broker))  # type: ignore[arg-type]
+    ingest.metric_registries.append(books_metrics(engine))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import structlog
 from sqlalchemy.orm import Session
 
 from db import fleet, ledger
@@ -21,6 +22,7 @@ Handler = Callable[[Session, Inbox, Any, Settings], Applied]
 
 def c2b_confirmation(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
     payment = parse_c2b(body, max_amount_cents=settings.amount_max_cents)
+    structlog.contextvars.bind_contextvars(trans_id=payment.trans_id)
     ref = classify_account_ref(
         payment.bill_ref,
         vehicle_code_digits=settings.vehicle_code_digits,
@@ -46,6 +48,7 @@ def stk_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
     if result.result_code != 0:
         return Applied("processed", f"stk_failed:{result.result_code}")
     assert result.receipt and result.amount_cents and result.paid_at, "parse_stk checks success fields"
+    structlog.contextvars.bind_contextvars(trans_id=result.receipt)
     payee = fleet.payee_for_msisdn(session, result.phone) if result.phone else None
     return apply_payment(
         session,

@@ -55,7 +55,8 @@ def finish(session: Session, inbox_id: int, status: str, reason: str | None) -> 
 
 @dramatiq.actor(actor_name=PROCESS_CALLBACK, queue_name=runtime.settings.queue_name, **runtime.RETRY_OPTIONS)
 def process_callback(inbox_id: int) -> None:
-    with structlog.contextvars.bound_contextvars(inbox_id=inbox_id):
+    # trans_id is bound by the handler once the body is read; cleared with this context.
+    with structlog.contextvars.bound_contextvars(inbox_id=inbox_id, trans_id=None):
         sessions = runtime.sessions()
         try:
             with sessions.begin() as session:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import dramatiq
+from dramatiq.middleware.prometheus import Prometheus
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_sessionmaker
@@ -20,6 +21,9 @@ from workers.daraja.client import DarajaClient
 settings = get_settings()
 configure_logging(level=settings.log_level, json=settings.log_json)
 broker = build_broker(settings)
+if settings.worker_metrics_enabled:
+    # dramatiq's own: messages, errors, retries, durations; served on dramatiq_prom_port (9191).
+    broker.add_middleware(Prometheus())
 dramatiq.set_broker(broker)
 
 RETRY_OPTIONS = {

@@ -51,7 +51,8 @@ def send_payout(payout_id: int) -> None:
             )
         except DarajaError as error:  # no token or no certificate: nothing left this process
             answer = Answer(Outcome.NOT_SENT, description=str(error))
-        log.info("payout_sent", outcome=answer.outcome, code=answer.code, occ=payout.originator_conversation_id)
+        log.info("payout_sent", outcome=answer.outcome, code=answer.code, cause=payout.cause_key,
+                 originator_conversation_id=payout.originator_conversation_id)
         try:
             with sessions.begin() as session:
                 apply_event(

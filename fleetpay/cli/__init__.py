@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from fleetpay.cli import books, fleet, payouts, services, simulation
+from fleetpay.cli.dlq import dlq
 
 app = typer.Typer(
     name="fleetpay",
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command()(services.dev)
 app.command()(services.migrate)
 app.command()(services.ingest)
 app.command()(services.worker)
@@ -24,6 +26,7 @@ app.add_typer(fleet.vehicles, name="vehicles")
 app.add_typer(fleet.drivers, name="drivers")
 app.add_typer(fleet.unmatched, name="unmatched")
 app.add_typer(payouts.payouts, name="payouts")
+app.add_typer(dlq, name="dlq")
 app.command()(simulation.simulator)
 app.add_typer(simulation.simulate, name="simulate")
 

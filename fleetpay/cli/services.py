@@ -11,6 +11,21 @@ import typer
 from fleetpay.cli import context
 
 
+def dev(
+    demo: Annotated[bool, typer.Option("--demo", help="Register a small fleet to try things with.")] = False,
+    ingest_port: Annotated[int, typer.Option()] = 8000,
+    simulator_port: Annotated[int, typer.Option()] = 8010,
+) -> None:
+    """The whole system in one process tree: embedded PostgreSQL and Redis (unless their URLs are
+    set), the Daraja simulator, the ingest, a worker and the scheduler. Ctrl-C stops it all."""
+    from fleetpay.dev import DevPorts, run
+    from fleetpay.settings import Settings
+
+    # Not the dev.env of an earlier run: it names servers that are gone.
+    own = Settings(_env_file=".env")  # type: ignore[call-arg]
+    raise typer.Exit(run(own, demo=demo, ports=DevPorts(ingest_port, simulator_port)))
+
+
 def migrate() -> None:
     """Apply database migrations (safe to re-run)."""
     from db.migrate import upgrade
@@ -51,9 +66,13 @@ def worker(
     processes: Annotated[int, typer.Option(min=1)] = 2,
     threads: Annotated[int, typer.Option(min=1)] = 4,
     queues: Annotated[Optional[list[str]], typer.Option(help="Only these queues (repeatable).")] = None,
+    shutdown_timeout_s: Annotated[
+        int, typer.Option(min=1, help="On SIGTERM, how long work in flight may finish before it is cut (it is redelivered).")
+    ] = 60,
 ) -> None:
     """dramatiq workers for every actor (wraps dramatiq's own CLI)."""
-    argv = [sys.executable, "-m", "dramatiq", "workers.all", "--processes", str(processes), "--threads", str(threads)]
+    argv = [sys.executable, "-m", "dramatiq", "workers.all", "--processes", str(processes), "--threads", str(threads),
+            "--worker-shutdown-timeout", str(shutdown_timeout_s * 1000)]
     if queues:
         argv += ["--queues", *queues]
     os.execv(sys.executable, argv)

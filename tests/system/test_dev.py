@@ -1,0 +1,84 @@
+"""``fleetpay dev`` as a new user runs it: embedded servers, a simulated payment paid out,
+Ctrl-C leaves no process behind, and a restart keeps the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support import free_port, wait_until
+
+
+def fleetpay(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleetpay", *args], cwd=cwd, env=bare_env(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def bare_env() -> dict[str, str]:
+    """No database or Redis configured: ``fleetpay dev`` must start its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLEETPAY_")} | {"FLEETPAY_LOG_LEVEL": "WARNING"}
+
+
+def start_dev(cwd: Path, ingest_port: int, simulator_port: int) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetpay", "dev", "--demo", "--ingest-port", str(ingest_port),
+         "--simulator-port", str(simulator_port)],
+        cwd=cwd, env=bare_env(), stdout=subprocess.PIPE, stderr=(cwd / "dev-stderr.log").open("a"), text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if line.startswith("fleetpay dev is running"):
+            return process
+        assert time.monotonic() < deadline and process.poll() is None, "fleetpay dev did not start"
+    raise AssertionError("fleetpay dev exited before it was running")
+
+
+def everything_of(process: subprocess.Popen[str], cwd: Path) -> set[int]:
+    """The dev process's tree, plus the embedded servers (daemons, not children) of this folder."""
+    pids = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+    for candidate in psutil.process_iter(["pid", "cmdline"]):
+        if any(str(cwd) in part for part in candidate.info["cmdline"] or []):
+            pids.add(candidate.info["pid"])
+    return pids
+
+
+def stop(process: subprocess.Popen[str], cwd: Path) -> None:
+    tree = everything_of(process, cwd)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    wait_until(lambda: not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
+               timeout_s=30, what="every process of fleetpay dev to exit")
+
+
+def balance(cwd: Path) -> dict:  # type: ignore[type-arg]
+    result = fleetpay(cwd, "balance", "D112006", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_dev_runs_a_payment_end_to_end_and_keeps_its_data(tmp_path: Path) -> None:
+    ports = (free_port(), free_port())
+    dev = start_dev(tmp_path, *ports)
+    try:
+        paid = fleetpay(tmp_path, "simulate", "c2b", "--account", "025", "--amount", "200")
+        assert paid.returncode == 0, paid.stderr
+        wait_until(lambda: balance(tmp_path)["paid_out_cents"] == 10_000, timeout_s=60, what="the share to be paid")
+        assert balance(tmp_path)["contributed_cents"] == 10_000
+    finally:
+        stop(dev, tmp_path)
+
+    dev = start_dev(tmp_path, *ports)  # the data survived the restart
+    try:
+        assert balance(tmp_path)["paid_out_cents"] == 10_000
+    finally:
+        stop(dev, tmp_path)

@@ -1,0 +1,418 @@
+"""The dead-letter queue: messages dramatiq gave up on, for operators to read, requeue or purge.
+
+Where dramatiq keeps them (``dramatiq/brokers/redis/dispatch.lua``, ``nack``): when a worker rejects
+a message after its last retry, ``<namespace>:<queue>.XQ`` (a sorted set) gets the message's Redis
+id scored by the dead-letter time in ms, and ``<namespace>:<queue>.XQ.msgs`` (a hash) the message.
+Broker maintenance deletes both after ``dead_message_ttl`` (30 days, ``workers.broker``).
+
+What is recorded, exactly: the hash keeps the message *as it was last enqueued*; the options the
+``Retries`` middleware sets on the final failure never reach Redis. So ``retries`` is the number
+of retries made (0: it failed on its only attempt), and ``traceback`` / ``requeue_timestamp`` are
+those of the last failure that was *retried*, not of the final one (which is only in the worker's
+log, ``Failed to process message …``). A message never retried carries no error at all.
+
+Times: ``enqueued_at`` (the message's own timestamp) and ``dead_lettered_at`` (the final failure)
+always exist. dramatiq overwrites the failure time on each retry, so ``first_failed_at`` is exact
+only when ``retries <= 1`` and ``None`` otherwise (it then lies after ``enqueued_at``).
+
+Ids: operators name a dead letter by dramatiq's ``message_id``, the id the worker logs print. It is
+stable across retries and across a requeue; the Redis member id is an internal detail.
+
+Requeue: one atomic script removes the entry from the dead set and returns it, so of two operators
+requeuing the same id only one gets it, and it is enqueued once; the copy goes back on its queue
+with ``retries``, ``traceback`` and the delay options removed (the message id and the sender's
+options are kept). Every actor is idempotent by the key its docstring names, so a requeued message
+never applies anything twice.
+
+Limits: a read examines at most ``SCAN_MAX`` entries per queue and returns at most
+``LIST_LIMIT_MAX``; older entries past the scan bound are reachable by purging newer ones first.
+"""
+from __future__ import annotations
+
+import builtins
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import structlog
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
+from dramatiq.errors import DecodeError
+
+from fleetpay.settings import Settings
+from workers.messages import PROCESS_CALLBACK, SEND_PAYOUT
+
+log = structlog.get_logger("fleetpay.dlq")
+
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 10_000  # also the most one requeue --all / purge --older-than moves
+SCAN_MAX = 100_000  # dead entries examined per queue by one read
+PAGE_SIZE = 500
+LAST_ERROR_MAX_CHARS = 300
+
+# What the actor's first argument names, shown as e.g. ``inbox:42`` / ``payout:7``.
+REFERENCE_KIND_BY_ACTOR = {
+    PROCESS_CALLBACK: "inbox",
+    SEND_PAYOUT: "payout",
+    "check_payout_status": "payout",
+}
+REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id"}
+
+# Options a requeue drops: the failure record (Retries) and the delay and Redis bookkeeping the
+# broker sets again when it enqueues.
+RESET_OPTIONS = frozenset({"retries", "traceback", "requeue_timestamp", "eta", "redis_message_id"})
+
+# Take an entry out of the dead set; only the caller that removed it gets its data.
+CLAIM_SCRIPT = """
+if redis.call("zrem", KEYS[1], ARGV[1]) == 1 then
+    local data = redis.call("hget", KEYS[2], ARGV[1])
+    redis.call("hdel", KEYS[2], ARGV[1])
+    return data or false
+end
+return false
+"""
+MESSAGE_ID_PATTERN = re.compile(rb'"message_id"\s*:\s*"([^"]{1,64})"')
+DURATION_PATTERN = re.compile(r"(\d{1,6})([smhdw])")
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+class DeadLetterError(Exception):
+    """A request about dead letters that cannot be answered; the message says why."""
+
+
+class InvalidId(DeadLetterError, ValueError):
+    def __init__(self, raw: str) -> None:
+        super().__init__(f"{raw!r} is not a message id (a UUID such as 3f2b8c1e-0d4a-4b7e-9c55-1a2b3c4d5e6f)")
+        self.raw = raw
+
+
+class DeadLetterNotFound(DeadLetterError, LookupError):
+    def __init__(self, message_ids: Sequence[str]) -> None:
+        listed = ", ".join(message_ids)
+        super().__init__(
+            f"no dead letter {listed} (requeued, purged, expired after the retention, or never dead-lettered)"
+        )
+        self.message_ids = list(message_ids)
+
+
+def parse_message_id(raw: str) -> str:
+    """The canonical form of a message id, or ``InvalidId``."""
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except (ValueError, AttributeError) as error:
+        raise InvalidId(str(raw)) from error
+
+
+def parse_duration(raw: str) -> timedelta:
+    """``30m``, ``12h``, ``7d``, ``2w`` or combined ``1d12h``; ``ValueError`` otherwise."""
+    text = raw.strip().lower()
+    parts = DURATION_PATTERN.findall(text)
+    if not text or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{raw!r} is not a duration (e.g. 30m, 12h, 7d, 2w)")
+    return timedelta(seconds=sum(int(number) * DURATION_UNITS_S[unit] for number, unit in parts))
+
+
+def _utc_from_ms(ms: float | int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(float(ms) / 1000, tz=timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One entry of a dead set: a message and what dramatiq recorded of its failures."""
+
+    message: Message[Any]
+    queue: str  # the canonical queue whose dead set holds it
+    redis_id: str  # the member of the dead set (internal)
+    dead_lettered_at: datetime
+
+    @property
+    def id(self) -> str:
+        return self.message.message_id
+
+    @property
+    def actor(self) -> str:
+        return self.message.actor_name
+
+    @property
+    def retries(self) -> int:
+        return int(self.message.options.get("retries", 0))
+
+    @property
+    def traceback(self) -> str | None:
+        return self.message.options.get("traceback")
+
+    @property
+    def enqueued_at(self) -> datetime:
+        return _utc_from_ms(self.message.message_timestamp)  # type: ignore[return-value]
+
+    @property
+    def first_failed_at(self) -> datetime | None:
+        """Exact when it was retried at most once; ``None`` when dramatiq overwrote it."""
+        if self.retries == 0:
+            return self.dead_lettered_at
+        if self.retries == 1:
+            return _utc_from_ms(self.message.options.get("requeue_timestamp"))
+        return None
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error kept with the message (``ExceptionType: message``): that of the last
+        retried failure; None when it was never retried or failed without an exception."""
+        # The exception's own line: the first unindented line after the last traceback header
+        # (drivers and SQLAlchemy add context lines after it).
+        lines = (self.traceback or "").splitlines()
+        headers = [n for n, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+        after = lines[headers[-1] + 1 :] if headers else lines
+        found = next((line for line in after if line.strip() and not line[0].isspace()), None)
+        return found.strip()[:LAST_ERROR_MAX_CHARS] if found else None
+
+    @property
+    def reference(self) -> str | None:
+        """``inbox:<id>`` or ``payout:<id>``: the row the actor works on, from its first argument."""
+        kind = REFERENCE_KIND_BY_ACTOR.get(self.actor)
+        if kind is None:
+            return None
+        if self.message.args:
+            value = self.message.args[0]
+        else:
+            value = self.message.kwargs.get(REFERENCE_KWARG_BY_KIND[kind])
+        return None if value is None else f"{kind}:{value}"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "actor": self.actor,
+            "queue": self.queue,
+            "reference": self.reference,
+            "retries": self.retries,
+            "last_error": self.last_error,
+            "enqueued_at": _iso(self.enqueued_at),
+            "first_failed_at": _iso(self.first_failed_at),
+            "dead_lettered_at": _iso(self.dead_lettered_at),
+        }
+
+    def document(self) -> dict[str, Any]:
+        """Everything: the summary, the full message as dramatiq stored it, the traceback."""
+        return {**self.summary(), "traceback": self.traceback, "message": self.message.asdict()}
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a requeue or a purge did: ``done`` ids, and ``gone`` ids another caller took first."""
+
+    done: list[str]
+    gone: list[str]
+
+
+class DeadLetters:
+    """Dramatiq's dead-letter sets of some queues, on one Redis broker.
+
+    Parameters:
+      broker: the Redis broker; its namespace and client are used, and requeues go through its
+        ``enqueue`` (so middleware sees them as any other enqueue).
+      queues: the queues whose dead sets are read by default (canonical names; ``.DQ`` and
+        ``.XQ`` suffixes are dropped).
+    """
+
+    def __init__(self, broker: RedisBroker, *, queues: Iterable[str]) -> None:
+        if not isinstance(broker, RedisBroker):
+            raise TypeError("dead letters are read from dramatiq's Redis broker")
+        self.broker = broker
+        self.client = broker.client
+        self.namespace = broker.namespace
+        self.queues = tuple(dict.fromkeys(q_name(queue) for queue in queues))
+        assert self.queues, "at least one queue"
+        self._claim = self.client.register_script(CLAIM_SCRIPT)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, broker: RedisBroker) -> DeadLetters:
+        """The queues of ``settings`` and any other queue ``broker`` has declared."""
+        declared = sorted(q_name(queue) for queue in broker.get_declared_queues())
+        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, *declared])
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def _dead_set(self, queue: str) -> str:
+        return f"{self.namespace}:{queue}.XQ"
+
+    def _dead_messages(self, queue: str) -> str:
+        return f"{self.namespace}:{queue}.XQ.msgs"
+
+    def _queues(self, queue: str | None) -> tuple[str, ...]:
+        if queue is None:
+            return self.queues
+        if not queue.strip():
+            raise DeadLetterError("the queue name is empty")
+        return (q_name(queue.strip()),)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def depth(self) -> dict[str, int]:
+        """How many dead letters each queue holds."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in self.queues:
+            pipe.zcard(self._dead_set(queue))
+        return {queue: int(count) for queue, count in zip(self.queues, pipe.execute())}
+
+    def list(
+        self,
+        *,
+        queue: str | None = None,
+        actor: str | None = None,
+        older_than: timedelta | None = None,
+        limit: int = LIST_LIMIT_DEFAULT,
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first: of one queue or all, of one actor or all, only those
+        dead-lettered more than ``older_than`` ago; at most ``limit``."""
+        if not 1 <= limit <= LIST_LIMIT_MAX:
+            raise DeadLetterError(f"the limit is between 1 and {LIST_LIMIT_MAX}")
+        newest_ms = "+inf" if older_than is None else (time.time() - older_than.total_seconds()) * 1000
+        found: list[DeadLetter] = []
+        for name in self._queues(queue):
+            matched = 0
+            for letter in self._scan(name, newest_ms):
+                if actor is None or letter.actor == actor:
+                    found.append(letter)
+                    matched += 1
+                    if matched == limit:
+                        break
+        found.sort(key=lambda letter: letter.dead_lettered_at, reverse=True)
+        return found[:limit]
+
+    def _scan(self, queue: str, newest_ms: float | str) -> Iterator[DeadLetter]:
+        """The entries of one dead set, newest first, in pages; at most ``SCAN_MAX``."""
+        for start in range(0, SCAN_MAX, PAGE_SIZE):
+            members = self.client.zrevrangebyscore(
+                self._dead_set(queue), newest_ms, "-inf", start=start, num=PAGE_SIZE, withscores=True
+            )
+            if not members:
+                return
+            datas = self.client.hmget(self._dead_messages(queue), [member for member, _ in members])
+            for (member, score), data in zip(members, datas):
+                letter = self._decode(queue, member, score, data)
+                if letter is not None:
+                    yield letter
+            if len(members) < PAGE_SIZE:
+                return
+
+    def _decode(self, queue: str, member: bytes | str, score: float, data: bytes | None) -> DeadLetter | None:
+        redis_id = member.decode() if isinstance(member, bytes) else member
+        if data is None:  # expired between the two reads
+            return None
+        try:
+            message = Message.decode(data)
+        except DecodeError:
+            log.warning("dead_letter_undecodable", queue=queue, redis_id=redis_id)
+            return None
+        return DeadLetter(message, queue, redis_id, _utc_from_ms(score))  # type: ignore[arg-type]
+
+    def get(self, message_id: str) -> DeadLetter:
+        """The newest dead entry of this message; ``InvalidId`` or ``DeadLetterNotFound``."""
+        return self.find([message_id])[0]
+
+    def find(self, message_ids: Sequence[str]) -> builtins.list[DeadLetter]:
+        """Every dead entry of these messages (normally one each), newest first, in the order
+        asked; ``DeadLetterNotFound`` naming all the missing ones if any is missing."""
+        wanted = list(dict.fromkeys(parse_message_id(raw) for raw in message_ids))
+        if not wanted:
+            raise DeadLetterError("no message ids given")
+        by_id: dict[str, dict[tuple[str, str], DeadLetter]] = {message_id: {} for message_id in wanted}
+        for queue in self.queues:
+            for member, data in self._entries(queue):
+                match = MESSAGE_ID_PATTERN.search(data)  # cheap, before decoding the message
+                if match is None or match.group(1).decode() not in by_id:
+                    continue
+                score = self.client.zscore(self._dead_set(queue), member)
+                letter = None if score is None else self._decode(queue, member, score, data)
+                if letter is not None and letter.id in by_id:
+                    # HSCAN may return an entry twice; key by (queue, member).
+                    by_id[letter.id][(queue, letter.redis_id)] = letter
+        missing = [message_id for message_id, letters in by_id.items() if not letters]
+        if missing:
+            raise DeadLetterNotFound(missing)
+        return [
+            letter
+            for letters in by_id.values()
+            for letter in sorted(letters.values(), key=lambda item: item.dead_lettered_at, reverse=True)
+        ]
+
+    def _entries(self, queue: str) -> Iterator[tuple[bytes, bytes]]:
+        for count, (member, data) in enumerate(
+            self.client.hscan_iter(self._dead_messages(queue), count=PAGE_SIZE), start=1
+        ):
+            if count > SCAN_MAX:
+                log.warning("dead_letter_scan_truncated", queue=queue, scan_max=SCAN_MAX)
+                return
+            yield member, data
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def requeue(self, letters: Iterable[DeadLetter]) -> Moved:
+        """Put these dead letters back on their queues, with their failure record reset. An entry
+        another caller requeued or purged meanwhile is reported ``gone`` and not enqueued."""
+        done: list[str] = []
+        gone: list[str] = []
+        for letter in letters:
+            if letter.id in done:  # a second dead entry of the same message: drop it, send once
+                self._take(letter)
+                continue
+            data = self._take(letter)
+            if data is None:
+                gone.append(letter.id)
+                continue
+            message = Message.decode(data)
+            options = {key: value for key, value in message.options.items() if key not in RESET_OPTIONS}
+            options["dlq_requeues"] = int(options.get("dlq_requeues", 0)) + 1
+            fresh = Message(
+                queue_name=letter.queue,
+                actor_name=message.actor_name,
+                args=message.args,
+                kwargs=message.kwargs,
+                options=options,
+                message_id=message.message_id,
+                message_timestamp=message.message_timestamp,
+            )
+            try:
+                self.broker.enqueue(fresh)
+            except Exception:
+                self._restore(letter, data)  # never lose a message between the two steps
+                raise
+            log.info("dead_letter_requeued", message_id=letter.id, actor=letter.actor, queue=letter.queue,
+                     reference=letter.reference, retries=letter.retries)
+            done.append(letter.id)
+        return Moved(done=done, gone=[message_id for message_id in gone if message_id not in done])
+
+    def purge(self, letters: Iterable[DeadLetter]) -> Moved:
+        """Delete these dead letters for good."""
+        done: list[str] = []
+        gone: list[str] = []
+        for letter in letters:
+            if self._take(letter) is None:
+                gone.append(letter.id)
+                continue
+            log.info("dead_letter_purged", message_id=letter.id, actor=letter.actor, queue=letter.queue,
+                     reference=letter.reference)
+            if letter.id not in done:
+                done.append(letter.id)
+        return Moved(done=done, gone=[message_id for message_id in gone if message_id not in done])
+
+    def _take(self, letter: DeadLetter) -> bytes | None:
+        keys = [self._dead_set(letter.queue), self._dead_messages(letter.queue)]
+        data = self._claim(keys=keys, args=[letter.redis_id])
+        return data or None
+
+    def _restore(self, letter: DeadLetter, data: bytes) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._dead_messages(letter.queue), letter.redis_id, data)
+        pipe.zadd(self._dead_set(letter.queue), {letter.redis_id: letter.dead_lettered_at.timestamp() * 1000})
+        pipe.execute()
+
