@@ -136,6 +136,10 @@ class Inbox(Base):
     received_at: Mapped[datetime] = _now()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The sweeper's last re-enqueue and how many it made: it backs off, so a backlog in the
+    # queue is not multiplied by duplicate messages.
+    swept_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sweeps: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Payout(Base):

@@ -28,6 +28,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.models import SchedulerFiring
@@ -80,12 +81,15 @@ class Scheduler:
     def run(self) -> None:
         """Wait to lead, lead until the lock's connection is lost or ``stop()``, and repeat."""
         while not self.stopping.is_set():
-            with self.engine.connect() as leader:
-                if leader.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LEADER_LOCK_ID}).scalar_one():
-                    leader.commit()
-                    self._lead(leader)
-                else:
-                    leader.rollback()
+            try:
+                with self.engine.connect() as leader:
+                    if leader.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LEADER_LOCK_ID}).scalar_one():
+                        leader.commit()
+                        self._lead(leader)
+                    else:
+                        leader.rollback()
+            except DBAPIError as error:  # PostgreSQL unreachable (restarting): keep trying
+                log.warning("scheduler_waiting_for_database", error=str(error.orig))
             self.stopping.wait(self.settings.scheduler_standby_poll_s)
 
     def stop(self) -> None:

@@ -2,16 +2,15 @@
 
 Idempotency: asking is harmless; the answer arrives at ``status/result`` and moves the payout
 only by ``fleetpay.payout_states`` (paid wins; "not found" sends an ``unknown`` payout again with
-the same OriginatorConversationID). Queries are spaced by ``payout_status_interval_s``.
+the same OriginatorConversationID). ``sweep_payouts`` spaces the queries by
+``payout_status_interval_s``; an operator's ``fleetpay payouts resolve`` asks at once.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import dramatiq
 import structlog
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.models import Payout, PayoutStatusQuery
@@ -25,19 +24,10 @@ log = structlog.get_logger("fleetpay.payouts")
 @dramatiq.actor(queue_name=runtime.settings.payout_queue_name, **runtime.RETRY_OPTIONS)
 def check_payout_status(payout_id: int) -> None:
     with structlog.contextvars.bound_contextvars(payout_id=payout_id):
-        settings = runtime.settings
         with runtime.sessions().begin() as session:
-            # Take the right to ask now (spaced queries, one asker at a time).
             occ = session.execute(
                 update(Payout)
-                .where(
-                    Payout.id == payout_id,
-                    Payout.state.in_(("submitted", "unknown")),
-                    or_(
-                        Payout.status_checked_at.is_(None),
-                        Payout.status_checked_at < func.now() - timedelta(seconds=settings.payout_status_interval_s),
-                    ),
-                )
+                .where(Payout.id == payout_id, Payout.state.in_(("submitted", "unknown")))
                 .values(status_checked_at=func.now())
                 .returning(Payout.originator_conversation_id)
             ).scalar_one_or_none()

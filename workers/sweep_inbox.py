@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import dramatiq
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Inbox
@@ -21,13 +21,34 @@ from workers.process_callback import process_callback
 log = structlog.get_logger("fleetpay.worker")
 
 
-def stale_inbox_ids(session: Session, *, older_than_s: int, limit: int) -> list[int]:
+BACKOFF_DOUBLINGS_MAX = 6
+
+
+def take_stale_inbox_ids(session: Session, *, older_than_s: int, limit: int) -> list[int]:
+    """Rows still ``received`` after ``older_than_s``, that were not re-enqueued recently: a row
+    swept n times waits ``older_than_s × 2ⁿ`` (at most 64×) before the next time, so a queue that
+    is merely behind is not flooded with copies of what it already holds."""
+    after = timedelta(seconds=older_than_s)
+    due = (
+        select(Inbox.id)
+        .where(
+            Inbox.status == "received",
+            Inbox.received_at < func.now() - after,
+            or_(
+                Inbox.swept_at.is_(None),
+                Inbox.swept_at < func.now() - after * func.power(2, func.least(Inbox.sweeps, BACKOFF_DOUBLINGS_MAX)),
+            ),
+        )
+        .order_by(Inbox.received_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     return list(
         session.execute(
-            select(Inbox.id)
-            .where(Inbox.status == "received", Inbox.received_at < func.now() - timedelta(seconds=older_than_s))
-            .order_by(Inbox.received_at)
-            .limit(limit)
+            update(Inbox)
+            .where(Inbox.id.in_(due.scalar_subquery()))
+            .values(swept_at=func.now(), sweeps=Inbox.sweeps + 1)
+            .returning(Inbox.id)
         ).scalars()
     )
 
@@ -35,8 +56,8 @@ def stale_inbox_ids(session: Session, *, older_than_s: int, limit: int) -> list[
 def sweep(*, older_than_s: int | None = None) -> int:
     """Enqueue stale rows; returns how many. Also run by ``fleetpay sweep``."""
     settings = runtime.settings
-    with runtime.sessions()() as session:
-        ids = stale_inbox_ids(
+    with runtime.sessions().begin() as session:
+        ids = take_stale_inbox_ids(
             session,
             older_than_s=settings.inbox_sweep_after_s if older_than_s is None else older_than_s,
             limit=settings.sweep_batch_max,

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import dramatiq
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 
 from db.models import Payout
 from db.payouts import apply_event
@@ -43,10 +43,18 @@ def sweep(*, age_s: int | None = None) -> dict[str, int]:
     )
     limit = settings.sweep_batch_max
     sessions = runtime.sessions()
-    with sessions() as session:
+    with sessions.begin() as session:
+        # Re-sent at most once per pending_s: the resend moves updated_at.
+        due = (
+            select(Payout.id)
+            .where(Payout.state == "pending", Payout.requires_approval.is_(False), _older_than(pending_s))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         pending = session.execute(
-            select(Payout.id).where(Payout.state == "pending", Payout.requires_approval.is_(False), _older_than(pending_s)).limit(limit)
+            update(Payout).where(Payout.id.in_(due.scalar_subquery())).values(updated_at=func.now()).returning(Payout.id)
         ).scalars().all()
+    with sessions() as session:
         stale = session.execute(
             select(Payout.id).where(Payout.state == "submitting", _older_than(submitting_s)).limit(limit)
         ).scalars().all()
@@ -56,11 +64,23 @@ def sweep(*, age_s: int | None = None) -> dict[str, int]:
                 apply_event(session, payout_id, "ambiguous", result_desc="claim went stale: worker lost")
         except IllegalTransition:
             pass  # answered meanwhile
-    with sessions() as session:
-        to_check = session.execute(
+    with sessions.begin() as session:
+        # The right to ask is taken here (stamped), so a slow queue never holds two checks of a
+        # payout: at most one status query per payout_status_interval_s.
+        due = (
             select(Payout.id)
-            .where(or_(Payout.state == "unknown", and_(Payout.state == "submitted", _older_than(submitted_s))))
+            .where(
+                or_(Payout.state == "unknown", and_(Payout.state == "submitted", _older_than(submitted_s))),
+                or_(
+                    Payout.status_checked_at.is_(None),
+                    Payout.status_checked_at < func.now() - timedelta(seconds=settings.payout_status_interval_s),
+                ),
+            )
             .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        to_check = session.execute(
+            update(Payout).where(Payout.id.in_(due.scalar_subquery())).values(status_checked_at=func.now()).returning(Payout.id)
         ).scalars().all()
     for payout_id in pending:
         send_payout.send(payout_id)
