@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from db import fleet, ledger
+from db import ledger
 from db.models import Inbox
 from fleetpay.settings import Settings
 from schemas.callbacks import parse_c2b, parse_stk
@@ -41,25 +41,15 @@ def c2b_confirmation(session: Session, row: Inbox, body: Any, settings: Settings
 
 
 def stk_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
-    """An STK push result. It carries no account reference, so a successful one is attributed to
-    the driver whose M-Pesa number paid (a driver paying the company), else to suspense. The
-    paybill also sends a C2B confirmation for the same receipt; the shared key counts it once."""
+    """An STK push result is recorded, never posted. It carries no account reference, so it
+    cannot say whose money it is; the paybill sends a C2B confirmation for the same receipt, which
+    does (and Pull Transactions recovers that confirmation if it is lost). Posting from both
+    would race: whichever came first would decide who is paid."""
     result = parse_stk(body)
     if result.result_code != 0:
         return Applied("processed", f"stk_failed:{result.result_code}")
-    assert result.receipt and result.amount_cents and result.paid_at, "parse_stk checks success fields"
     structlog.contextvars.bind_contextvars(trans_id=result.receipt)
-    payee = fleet.payee_for_msisdn(session, result.phone) if result.phone else None
-    return apply_payment(
-        session,
-        key=payment_key(result.receipt),
-        amount_cents=result.amount_cents,
-        business_date=business_date(result.paid_at, close_time=settings.close_time, tz=settings.timezone),
-        payee=payee,
-        settings=settings,
-        source_account=ledger.system_accounts(session).mpesa,
-        inbox_id=row.id,
-    )
+    return Applied("processed", f"stk_paid:{result.receipt}:applied_by_c2b_confirmation")
 
 
 HANDLERS: Mapping[str, Handler] = {

@@ -72,10 +72,11 @@ def test_every_sample_callback(http, worker, sessions, settings) -> None:  # typ
         assert (payout.amount_cents, payout.state, payout.msisdn) == (10_000, "paid", "254705912645")
         assert payout.receipt
 
-        # STK: KES 1 from driver D112007's own number: the driver paying the company.
-        stk = driver_balance(session, "D112007", date(2019, 12, 19), settings)
-        assert stk["contributed_cents"] == 100
-        assert session.execute(select(Posting.kind).where(Posting.idempotency_key == "c2b:NLJ7RT61SV")).scalar_one() == "driver_payment"
+        # STK: recorded; its money is posted by the C2B confirmation of the same receipt.
+        assert session.execute(select(Posting.id).where(Posting.idempotency_key == "c2b:NLJ7RT61SV")).first() is None
+    assert status_of(sessions, "stk_result", "ws_CO_191220191020363925") == (
+        "processed", "stk_paid:NLJ7RT61SV:applied_by_c2b_confirmation"
+    )
     assert status_of(sessions, "stk_result", "ws_CO_21072024125243250722943992") == ("processed", "stk_failed:1032")
     # The B2C and status samples name payouts fleetpay never made: kept, and refused as not ours.
     for kind, external_id in [
@@ -86,6 +87,15 @@ def test_every_sample_callback(http, worker, sessions, settings) -> None:  # typ
     ]:
         wait_until(lambda: status_of(sessions, kind, external_id)[0] != "received", what=kind)
         assert status_of(sessions, kind, external_id) == ("rejected", "unknown_payout")
+
+    # The paybill's C2B confirmation for the STK receipt posts it, once: D112007 paid the company.
+    confirmation = json.loads(sample("c2b_confirmation.json")) | {
+        "TransID": "NLJ7RT61SV", "TransAmount": "1.00", "BillRefNumber": "D112007", "TransTime": "20191219102115"
+    }
+    assert http.post("c2b/confirm", json=confirmation).json()["ResultCode"] == 0
+    wait_until(lambda: status_of(sessions, "c2b_confirmation", "NLJ7RT61SV")[0] != "received", what="stk's c2b")
+    with sessions() as session:
+        assert driver_balance(session, "D112007", date(2019, 12, 19), settings)["contributed_cents"] == 100
 
     # The validation sample's account becomes valid once vehicle 114 has a driver.
     with sessions.begin() as session:
