@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Optional
 
 import typer
@@ -16,6 +17,11 @@ def simulator(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8010,
     result_delay_ms: Annotated[int, typer.Option(min=0)] = 200,
+    fault_mix: Annotated[
+        Optional[str], typer.Option(help='Random B2C faults, JSON: {"http_5xx": 0.05, "result_failure:2001": 0.01}.')
+    ] = None,
+    fault_seed: Annotated[Optional[int], typer.Option(help="Seed of the fault draws (replayable runs).")] = None,
+    hang_s: Annotated[float, typer.Option(min=0, help="How long an http_timeout_after_accept answer hangs.")] = 30.0,
 ) -> None:
     """The Daraja simulator: OAuth, C2B, B2C, Transaction Status, Account Balance, Pull, and
     fault injection at /sim/faults. Its credentials match fleetpay's defaults."""
@@ -31,6 +37,9 @@ def simulator(
         initiator_name=current.daraja_initiator_name,
         initiator_password=current.daraja_initiator_password.get_secret_value(),
         result_delay_ms=result_delay_ms,
+        fault_mix=json.loads(fault_mix) if fault_mix else {},
+        fault_seed=fault_seed,
+        hang_s=hang_s,
     )
     uvicorn.run(build_app(config), host=host, port=port, log_level="warning")
 

@@ -1,0 +1,26 @@
+"""``python -m tests.chaos [--callbacks N]``: the chaos run; prints its summary table and exits 1
+when any check fails."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tests.chaos.harness import ChaosConfig, chaos
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--callbacks", type=int, default=10_000)
+    parser.add_argument("--traffic-s", type=float, default=None, help="spread the callbacks over this long")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
+    args = parser.parse_args()
+    traffic_s = args.traffic_s or max(10.0, args.callbacks / 150)
+    report = chaos(ChaosConfig(callbacks=args.callbacks, drivers=min(200, max(40, args.callbacks // 50)), traffic_s=traffic_s))
+    print(json.dumps(report.figures, default=str) if args.json else report.table())
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
