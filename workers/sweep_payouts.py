@@ -19,7 +19,7 @@ import dramatiq
 import structlog
 from sqlalchemy import and_, func, or_, select, update
 
-from db.models import Payout
+from db.models import Inbox, Payout
 from db.payouts import apply_event
 from fleetpay.payout_states import IllegalTransition
 from workers import runtime
@@ -75,6 +75,11 @@ def sweep(*, age_s: int | None = None) -> dict[str, int]:
                     Payout.status_checked_at.is_(None),
                     Payout.status_checked_at < func.now() - timedelta(seconds=settings.payout_status_interval_s),
                 ),
+                # Its result has arrived and waits for a worker: asking again would only add work.
+                ~select(Inbox.id)
+                .where(Inbox.kind == "b2c_result", Inbox.external_id == Payout.originator_conversation_id,
+                       Inbox.status == "received")
+                .exists(),
             )
             .limit(limit)
             .with_for_update(skip_locked=True)

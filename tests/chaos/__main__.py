@@ -17,7 +17,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args()
     traffic_s = args.traffic_s or max(10.0, args.callbacks / 150)
-    report = chaos(ChaosConfig(callbacks=args.callbacks, drivers=min(200, max(40, args.callbacks // 50)), traffic_s=traffic_s))
+    config = ChaosConfig(callbacks=args.callbacks, drivers=min(200, max(40, args.callbacks // 50)), traffic_s=traffic_s,
+                         settle_timeout_s=max(300.0, args.callbacks * 0.12))
+    report = chaos(config)
     print(json.dumps(report.figures, default=str) if args.json else report.table())
     return 1 if report.failures else 0
 
