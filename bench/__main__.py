@@ -1,0 +1,122 @@
+"""fleetpay benchmarks: one command, one JSON document.
+
+    .venv/bin/python -m bench [ingest|apply|payouts|memory|all] [--quick]
+
+Prints ONE JSON document on stdout (progress on stderr) and saves it as
+``bench/results/<name>.json`` (``<name>-quick.json`` with ``--quick``). Every figure comes with a
+baseline measured in the same run and their ratio; see docs/benchmarks.md.
+
+Needs: the venv of the project (``pip install -e '.[dev]'``: uvicorn, starlette, dramatiq, httpx,
+psycopg2, psutil come with it), a PostgreSQL the admin URL ``FLEETPAY_BENCH_ADMIN_URL`` can
+create databases on (default ``postgresql://postgres@127.0.0.1:5432/postgres``), a Redis at
+``FLEETPAY_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379``) with one empty db among 10–14.
+No other tool: the HTTP load generator is pure Python. It creates databases ``fpbench_<run>_*`` and
+drops them, and flushes the Redis db it used, also after a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from bench.common import Resources, machine, resources, save, say
+
+BENCHES = ("ingest", "apply", "payouts", "memory")
+
+
+def run_one(name: str, res: Resources, quick: bool) -> dict[str, Any]:
+    started = time.monotonic()
+    if name == "ingest":
+        from bench import ingest as module
+    elif name == "apply":
+        from bench import apply as module  # type: ignore[no-redef]
+    elif name == "payouts":
+        from bench import payouts as module  # type: ignore[no-redef]
+    else:
+        from bench import memory as module  # type: ignore[no-redef]
+    say(f"=== {name} ({'quick' if quick else 'full'}) ===")
+    result = module.run(res, quick=quick)
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bench", nargs="?", default="all", choices=(*BENCHES, "all"))
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run (about a minute)")
+    args = parser.parse_args(argv)
+
+    names = BENCHES if args.bench == "all" else (args.bench,)
+    document: dict[str, Any] = {
+        "command": "python -m bench " + args.bench + (" --quick" if args.quick else ""),
+        "mode": "quick" if args.quick else "full",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "results": {},
+    }
+    status = 0
+    with resources() as res:
+        for name in names:
+            try:
+                document["results"][name] = run_one(name, res, args.quick)
+            except Exception as error:  # noqa: BLE001 — report it, go on with the next bench
+                import traceback
+
+                say(f"{name} failed: {error!r}")
+                traceback.print_exc(file=sys.stderr)
+                for child in res.processes:
+                    say(f"--- last lines of {child.name} ---\n{child.tail(15)}")
+                document["results"][name] = {"error": repr(error)}
+                status = 1
+            finally:
+                for child in list(res.processes):
+                    child.stop()
+                res.processes.clear()
+    document["summary"] = summary(document["results"])
+    out = save(f"{args.bench}{'-quick' if args.quick else ''}", document)
+    say(f"saved {out}")
+    json.dump(document, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    return status
+
+
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table of docs/benchmarks.md: figure, value, baseline, ratio, target, met."""
+    rows: list[dict[str, Any]] = []
+
+    def row(figure: str, value: Any, baseline: Any, ratio: Any, target: str, met: bool | None) -> None:
+        rows.append({"figure": figure, "value": value, "baseline": baseline, "ratio": ratio, "target": target, "met": met})
+
+    ingest = results.get("ingest", {}).get("figures")
+    if ingest:
+        m, o = ingest["max_rate"], ingest["offered_rate"]
+        row(f"ingest max-rate throughput, req/s ({m['connections']} conns)", m["ingest_rps"], m["bare_rps"], m["ratio"],
+            "ratio >= 0.40", m["met"])
+        for q in ("p50", "p95", "p99"):
+            row(f"ingest latency {q} at {o['rate_rps']} req/s, ms", o[f"ingest_{q}_ms"], o[f"bare_{q}_ms"], o[f"ratio_{q}_ms"],
+                "< 25 ms" if q == "p99" else "-", o["met"] if q == "p99" else None)
+    apply = results.get("apply", {}).get("figures")
+    if apply:
+        sp, hot = apply["spread"], apply["hot"]
+        row(f"apply, spread over {sp['drivers']} drivers, payments/s ({apply['workers']})", sp["workers_pps"],
+            sp["baseline_pps"], sp["ratio"], ">= 1000/s and ratio >= 0.50", sp["met"])
+        row("apply, one hot driver, payments/s", hot["workers_pps"], sp["workers_pps"], hot["ratio_to_spread"],
+            "ratio to spread >= 0.50", hot["met"])
+        row("apply, one hot driver, plain SQL baseline, payments/s", hot["baseline_pps"], sp["baseline_pps"],
+            hot["baseline_ratio_to_spread"], "- (context)", None)
+    payouts = results.get("payouts", {}).get("figures")
+    if payouts:
+        row("payouts settled (paid) per second", payouts["settled_per_s"], payouts["baseline_per_s"], payouts["ratio"],
+            "- (no target)", None)
+    memory = results.get("memory", {}).get("figures")
+    if memory:
+        row("worker RSS after load, MB (largest process)", memory["max_worker_rss_mb"], memory["max_idle_rss_mb"],
+            memory["ratio_to_idle"], "< 150 MB", memory["met"])
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
