@@ -4,7 +4,8 @@ The entries are the truth: append-only, each posting balanced, enforced by Postg
 else is a cache of them, and the check proves each cache against them:
 
 1. every posting sums to zero with two or more entries, and all entries sum to zero;
-   every driver account's cached balance equals the sum of its entries (one scan of ``entries``);
+   every driver account's cached balance equals the sum of its entries (two aggregates over
+   ``entries``: by posting, and by account, whose total is the grand total);
 2. every driver-day row's contribution equals the contributions posted for that business day;
 3. every payout's share of ``payouts_in_flight`` matches its state (its amount while open, zero
    once paid or failed);
@@ -39,20 +40,18 @@ from db.payouts import post_settlement
 from fleetpay.settings import Settings
 
 LEDGER_SQL = text("""
-WITH sums AS (
-    SELECT posting_id, account_id, sum(amount_cents)::bigint AS total, count(*) AS n,
-           GROUPING(posting_id, account_id) AS grouped
-      FROM entries
-     GROUP BY GROUPING SETS ((posting_id), (account_id), ())
+WITH by_account AS MATERIALIZED (
+    SELECT account_id, sum(amount_cents)::bigint AS total FROM entries GROUP BY account_id
 )
 SELECT 'posting_unbalanced' AS kind, posting_id::text AS subject, NULL::bigint AS ref_id,
-       0::bigint AS expected, total AS actual
-  FROM sums WHERE grouped = 1 AND (total <> 0 OR n < 2)
+       0::bigint AS expected, sum(amount_cents)::bigint AS actual
+  FROM entries GROUP BY posting_id HAVING sum(amount_cents) <> 0 OR count(*) < 2
 UNION ALL
-SELECT 'ledger_total', 'all entries', NULL, 0, total FROM sums WHERE grouped = 3 AND total <> 0
+SELECT 'ledger_total', 'all entries', NULL, 0, total
+  FROM (SELECT coalesce(sum(total), 0)::bigint AS total FROM by_account) t WHERE total <> 0
 UNION ALL
 SELECT 'cached_balance', a.code, a.id, coalesce(s.total, 0), a.balance_cents
-  FROM accounts a LEFT JOIN sums s ON s.grouped = 2 AND s.account_id = a.id
+  FROM accounts a LEFT JOIN by_account s ON s.account_id = a.id
  WHERE a.driver_id IS NOT NULL AND a.balance_cents <> coalesce(s.total, 0)
 """)
 

@@ -156,3 +156,30 @@ def test_yesterday_is_the_business_day_that_ended_at_the_close_time() -> None:
     at = datetime(2026, 11, 24, 2, 30, tzinfo=EAT)
     assert yesterday(settings(), at) == date(2026, 11, 23)
     assert yesterday(settings(close_time=time(3, 0)), at) == date(2026, 11, 22)
+
+
+def test_the_check_finds_what_only_a_bypassed_trigger_could_write(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    """With the ledger's triggers switched off (what a careless superuser could do), the check
+    still names the unbalanced posting, the empty one and the broken grand total."""
+    from sqlalchemy import text
+
+    driver_id = add(fresh_sessions, "D500001", "501")
+    with fresh_sessions.begin() as session:
+        session.execute(text("SET LOCAL session_replication_role = replica"))
+        payable = ledger.driver_accounts(session, driver_id).payable
+        one_leg = session.execute(text(
+            "INSERT INTO postings (idempotency_key, kind, body_sha256, business_date) VALUES ('bad:1', 'raw', '', :d) RETURNING id"
+        ), {"d": D1}).scalar_one()
+        session.execute(text("INSERT INTO entries (posting_id, account_id, amount_cents) VALUES (:p, :a, 700)"),
+                        {"p": one_leg, "a": payable})
+        empty = session.execute(text(
+            "INSERT INTO postings (idempotency_key, kind, body_sha256, business_date) VALUES ('bad:2', 'raw', '', :d) RETURNING id"
+        ), {"d": D1}).scalar_one()
+    with fresh_sessions() as session:
+        found = {(d.kind, d.subject, d.actual_cents) for d in check(session.connection())}
+    assert found == {
+        ("posting_unbalanced", str(one_leg), 700),
+        ("posting_unbalanced", str(empty), 0),
+        ("ledger_total", "all entries", 700),
+        ("cached_balance", "driver:D500001:payable", 0),  # the trigger that moves the cache was off too
+    }
