@@ -422,7 +422,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
         },
         "books_ok": all(r["books"]["ok"] for sc in runs.values() for side in sc.values() for r in side),
     }
-    profile = profile_in_process(res, s)
+    profile = profile_in_process(res, s, name=None if quick else "apply-profile.txt")
     say(f"apply: single-thread CPU per payment: actor body {profile['cpu_ms_per_payment']['actor_body']} ms, "
         f"plain SQL {profile['cpu_ms_per_payment']['baseline']} ms")
     diagnostics = {
@@ -443,7 +443,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     return {"sizes": s, "figures": figures, "diagnostics": diagnostics, "trace": trace, "runs": runs}
 
 
-def profile_in_process(res: Resources, s: dict[str, Any]) -> dict[str, Any]:
+def profile_in_process(res: Resources, s: dict[str, Any], *, name: str | None) -> dict[str, Any]:
     """``bench.profile_apply``: single-thread CPU per payment of the actor body and of the plain
     SQL, and a cProfile of the actor (CPU clock), in a fresh database."""
     database = res.create_database("apply_profile", template=fleet_template(res, s["drivers"]))
@@ -462,5 +462,7 @@ def profile_in_process(res: Resources, s: dict[str, Any]) -> dict[str, Any]:
     from bench.common import RESULTS
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "apply-profile.txt").write_text(text)
+    if name:  # the full run's profile is kept beside its results; a quick run's is not
+        (RESULTS / name).write_text(text)
+    result["pstats_file"] = f"bench/results/{name}" if name else None
     return result
