@@ -348,20 +348,12 @@ class Child:
 
 
 def wait_http(url: str, child: Child | None = None, timeout_s: float = 60) -> None:
-    import httpx
+    from fleetpay.dev import wait_http as wait_answer
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if child is not None and not child.alive():
-            raise RuntimeError(f"{child.name} exited:\n{child.tail()}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer within {timeout_s} s")
-        time.sleep(0.1)
+    def gone() -> str | None:
+        return f"{child.name} exited:\n{child.tail()}" if child is not None and not child.alive() else None
+
+    wait_answer(url, timeout_s, gone=gone)
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout_s: float, what: str, poll_s: float = 0.1) -> None:

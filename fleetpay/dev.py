@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +98,12 @@ class Children:
                 process.wait()
 
 
-def wait_http(url: str, timeout_s: float = 30) -> None:
+def wait_http(url: str, timeout_s: float = 30, *, gone: Callable[[], str | None] | None = None) -> None:
+    """Wait until ``url`` answers below 500; ``gone`` says why the server died, if it did."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if gone is not None and (why := gone()):
+            raise RuntimeError(why)
         try:
             if httpx.get(url, timeout=2).status_code < 500:
                 return
