@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -99,13 +99,29 @@ class Payee:
     role: Literal["regular", "substitute", "company"]
 
 
+# The statements of the payment path are built once: building one per call cost more CPU than
+# PostgreSQL spent running it (docs/benchmarks.md, "Apply").
+_VEHICLE_DRIVERS = select(Vehicle.__table__.c.regular_driver_id, Vehicle.__table__.c.substitute_driver_id).where(
+    Vehicle.__table__.c.code == bindparam("code")
+)
+_LOCK_DRIVER = select(Driver).where(Driver.id == bindparam("driver_id")).with_for_update()
+_DRIVER_DAY = (
+    select(DriverDay)
+    .where(DriverDay.driver_id == bindparam("driver_id"), DriverDay.business_date == bindparam("business_date"))
+    .execution_options(populate_existing=True)
+)
+_NEW_DRIVER_DAY = pg_insert(DriverDay.__table__).on_conflict_do_nothing()
+_day = DriverDay.__table__.c
+_ADD_CONTRIBUTION = (
+    update(DriverDay.__table__)
+    .where(_day.driver_id == bindparam("day_driver_id"), _day.business_date == bindparam("day_date"))
+    .values(contributed_cents=_day.contributed_cents + bindparam("amount_cents"))
+)
+
+
 def payee_for_vehicle(session: Session, vehicle_code: str) -> Payee | None:
     """The vehicle's active driver: its substitute if one is assigned, else its regular driver."""
-    row = session.execute(
-        select(Vehicle.regular_driver_id, Vehicle.substitute_driver_id).where(
-            Vehicle.code == vehicle_code
-        )
-    ).first()
+    row = session.execute(_VEHICLE_DRIVERS, {"code": vehicle_code}).first()
     if row is None:
         return None
     regular_id, substitute_id = row
@@ -137,9 +153,7 @@ def payee_for_msisdn(session: Session, msisdn: str) -> Payee | None:
 def lock_driver(session: Session, driver_id: int) -> Driver:
     """Take the driver's row lock for the rest of the transaction: every money decision about a
     driver (target met? how much payable?) is made under it."""
-    return session.execute(
-        select(Driver).where(Driver.id == driver_id).with_for_update()
-    ).scalar_one()
+    return session.execute(_LOCK_DRIVER, {"driver_id": driver_id}).scalar_one()
 
 
 @dataclass(frozen=True)
@@ -168,28 +182,25 @@ def _own_or(own: T | None, default: T) -> T:
 def driver_day(session: Session, driver: Driver, business_date: date, base_target_cents: int) -> DriverDay:
     """The driver's row for ``business_date``, created with today's target (base + carried
     shortfall) on first use. Call under the driver's lock."""
+    key = {"driver_id": driver.id, "business_date": business_date}
+    day = session.execute(_DRIVER_DAY, key).scalar_one_or_none()
+    if day is not None:
+        return day
     session.execute(
-        pg_insert(DriverDay)
-        .values(
-            driver_id=driver.id,
-            business_date=business_date,
-            target_cents=base_target_cents + driver.rollover_cents,
-            carried_cents=driver.rollover_cents,
-            misses_carried=driver.consecutive_misses,
-        )
-        .on_conflict_do_nothing()
+        _NEW_DRIVER_DAY,
+        {
+            **key,
+            "target_cents": base_target_cents + driver.rollover_cents,
+            "carried_cents": driver.rollover_cents,
+            "misses_carried": driver.consecutive_misses,
+        },
     )
-    return session.execute(
-        select(DriverDay)
-        .where(DriverDay.driver_id == driver.id, DriverDay.business_date == business_date)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
+    return session.execute(_DRIVER_DAY, key).scalar_one()
 
 
 def add_contribution(session: Session, driver_id: int, business_date: date, amount_cents: int) -> None:
+    """Core UPDATE: the session holds no day row to keep in step (``driver_day`` reloads it)."""
     if amount_cents:
         session.execute(
-            update(DriverDay)
-            .where(DriverDay.driver_id == driver_id, DriverDay.business_date == business_date)
-            .values(contributed_cents=DriverDay.contributed_cents + amount_cents)
+            _ADD_CONTRIBUTION, {"day_driver_id": driver_id, "day_date": business_date, "amount_cents": amount_cents}
         )

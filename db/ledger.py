@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -58,6 +58,18 @@ def body_sha256(kind: str, business_date: date, legs: tuple[tuple[int, int], ...
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Built once: the payment path posts on every message, and building these per call cost more CPU
+# than running them (docs/benchmarks.md, "Apply").
+_postings = Posting.__table__.c
+_INSERT_POSTING = (
+    pg_insert(Posting.__table__)
+    .on_conflict_do_nothing(index_elements=[_postings.idempotency_key])
+    .returning(_postings.id)
+)
+_POSTING_BY_KEY = select(_postings.id, _postings.body_sha256).where(_postings.idempotency_key == bindparam("key"))
+_INSERT_ENTRIES = insert(Entry.__table__)
+
+
 def post(
     session: Session,
     *,
@@ -79,30 +91,26 @@ def post(
     normalised = normalise_legs(legs)
     digest = body_sha256(kind, business_date, normalised)
     posting_id = session.execute(
-        pg_insert(Posting)
-        .values(
-            idempotency_key=key,
-            kind=kind,
-            body_sha256=digest,
-            business_date=business_date,
-            driver_id=driver_id,
-            inbox_id=inbox_id,
-            payout_id=payout_id,
-            corrects_posting_id=corrects_posting_id,
-            memo=dict(memo) if memo else None,
-        )
-        .on_conflict_do_nothing(index_elements=[Posting.idempotency_key])
-        .returning(Posting.id)
+        _INSERT_POSTING,
+        {
+            "idempotency_key": key,
+            "kind": kind,
+            "body_sha256": digest,
+            "business_date": business_date,
+            "driver_id": driver_id,
+            "inbox_id": inbox_id,
+            "payout_id": payout_id,
+            "corrects_posting_id": corrects_posting_id,
+            "memo": dict(memo) if memo else None,
+        },
     ).scalar_one_or_none()
     if posting_id is None:
-        existing_id, existing_digest = session.execute(
-            select(Posting.id, Posting.body_sha256).where(Posting.idempotency_key == key)
-        ).one()
+        existing_id, existing_digest = session.execute(_POSTING_BY_KEY, {"key": key}).one()
         if existing_digest != digest:
             raise PostingConflict(key, existing_id)
         return PostingResult(existing_id, created=False)
     session.execute(
-        insert(Entry),
+        _INSERT_ENTRIES,
         [{"posting_id": posting_id, "account_id": a, "amount_cents": c} for a, c in normalised],
     )
     return PostingResult(posting_id, created=True)
@@ -139,11 +147,25 @@ class DriverAccounts:
     target: int
 
 
+_DRIVER_ACCOUNTS = select(Account.__table__.c.kind, Account.__table__.c.id).where(
+    Account.__table__.c.driver_id == bindparam("driver_id")
+)
+_driver_accounts: dict[tuple[str, int], DriverAccounts] = {}
+DRIVER_ACCOUNTS_CACHED_MAX = 200_000
+
+
 def driver_accounts(session: Session, driver_id: int) -> DriverAccounts:
-    rows = session.execute(
-        select(Account.kind, Account.id).where(Account.driver_id == driver_id)
-    ).all()
-    return DriverAccounts(**{kind: account_id for kind, account_id in rows})
+    """A driver's three accounts, cached per database: they are created with the driver
+    (``db.fleet.add_driver``) and never change, and ids are never reused."""
+    cache_key = (str(session.get_bind().url), driver_id)
+    found = _driver_accounts.get(cache_key)
+    if found is None:
+        rows = session.execute(_DRIVER_ACCOUNTS, {"driver_id": driver_id}).all()
+        found = DriverAccounts(**{kind: account_id for kind, account_id in rows})
+        if len(_driver_accounts) >= DRIVER_ACCOUNTS_CACHED_MAX:
+            _driver_accounts.clear()
+        _driver_accounts[cache_key] = found
+    return found
 
 
 def balance_cents(session: Session, account_id: int) -> int:

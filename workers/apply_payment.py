@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from db import fleet, ledger
@@ -51,8 +51,11 @@ def payee_for_ref(session: Session, ref: AccountRef) -> Payee | None:
     return None
 
 
+_POSTING_EXISTS = select(Posting.__table__.c.id).where(Posting.__table__.c.idempotency_key == bindparam("key"))
+
+
 def posting_exists(session: Session, key: str) -> bool:
-    return session.execute(select(Posting.id).where(Posting.idempotency_key == key)).first() is not None
+    return session.execute(_POSTING_EXISTS, {"key": key}).first() is not None
 
 
 def apply_payment(

@@ -35,7 +35,8 @@ RETRY_OPTIONS = {
 
 @lru_cache(maxsize=1)
 def sessions() -> sessionmaker[Session]:
-    return make_sessionmaker(make_engine(settings.require_database_url(), pool_size=settings.database_pool_size))
+    engine = make_engine(settings.require_database_url(), pool_size=settings.database_pool_size, pre_ping=False)
+    return make_sessionmaker(engine)
 
 
 @lru_cache(maxsize=1)
