@@ -1,6 +1,6 @@
 """fleetpay benchmarks: one command, one JSON document.
 
-    .venv/bin/python -m bench [ingest|apply|payouts|memory|all] [--quick]
+    .venv/bin/python -m bench [ingest|apply|payouts|memory|reconcile|all] [--quick]
 
 Prints ONE JSON document on stdout (progress on stderr) and saves it as
 ``bench/results/<name>.json`` (``<name>-quick.json`` with ``--quick``). Every figure comes with a
@@ -10,7 +10,9 @@ Needs: the venv of the project (``pip install -e '.[dev]'``: uvicorn, starlette,
 psycopg2, psutil come with it), a PostgreSQL the admin URL ``FLEETPAY_BENCH_ADMIN_URL`` can
 create databases on (default ``postgresql://postgres@127.0.0.1:5432/postgres``), a Redis at
 ``FLEETPAY_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379``) with one empty db among 10–14.
-No other tool: the HTTP load generator is pure Python. It creates databases ``fpbench_<run>_*`` and
+No other tool: the HTTP load generator is pure Python. ``reconcile`` is ``bench.reconcile`` at its
+defaults (100,000 drivers / 10,000,000 entries; with ``--quick`` 5,000 / 100,000); its own command
+takes more options. It creates databases ``fpbench_<run>_*`` and
 drops them, and flushes the Redis db it used, also after a failure.
 """
 
@@ -25,11 +27,25 @@ from typing import Any
 
 from bench.common import Resources, machine, resources, save, say
 
-BENCHES = ("ingest", "apply", "payouts", "memory")
+BENCHES = ("ingest", "apply", "payouts", "memory", "reconcile")
+RECONCILE_QUICK = ["--drivers", "5000", "--entries-per-driver", "20", "--baseline-sample", "500", "--check-runs", "1"]
+
+
+def run_reconcile(quick: bool) -> dict[str, Any]:
+    from bench import reconcile
+
+    parser = argparse.ArgumentParser()
+    reconcile.add_arguments(parser)
+    return reconcile.run(parser.parse_args([*(RECONCILE_QUICK if quick else []), "--no-explain", "--output", "-"]))
 
 
 def run_one(name: str, res: Resources, quick: bool) -> dict[str, Any]:
     started = time.monotonic()
+    if name == "reconcile":
+        say(f"=== reconcile ({'quick' if quick else 'full'}) ===")
+        result = run_reconcile(quick)
+        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        return result
     if name == "ingest":
         from bench import ingest as module
     elif name == "apply":
@@ -123,6 +139,13 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
     if memory:
         row("worker RSS after load, MB (largest process)", memory["max_worker_rss_mb"], memory["max_idle_rss_mb"],
             memory["ratio_to_idle"], "< 150 MB", memory["met"])
+    reconcile = results.get("reconcile", {})
+    if "check" in reconcile:
+        dataset, met = reconcile["dataset"], reconcile["targets_met"]
+        row(f"reconcile check, s ({dataset['drivers']:,} drivers, "
+            f"{dataset['entries']:,} entries)", reconcile["check"]["best_s"], reconcile["baseline"]["extrapolated_s"],
+            reconcile["ratio_baseline_over_check"], "< 60 s and >= 20x faster",
+            met["check_under_60_s"] and met["ratio_at_least_20"] and reconcile["check"]["found_exactly_the_planted"])
     return rows
 
 
