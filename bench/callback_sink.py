@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from ingest.serving import serve
 
 ACK = {"ResultCode": 0, "ResultDesc": "Success"}
 arrivals: list[float] = []
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    serve(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(Exception):
         from importlib.metadata import version
 
-        info["packages"] = {name: version(name) for name in ("uvicorn", "starlette", "dramatiq", "SQLAlchemy", "psycopg2-binary", "redis")}
+        info["packages"] = {name: version(name) for name in ("uvicorn", "httptools", "uvloop", "starlette", "dramatiq", "SQLAlchemy", "psycopg2-binary", "redis")}
     return info
 
 

@@ -1,10 +1,11 @@
 """Ingest bench: the real callback server against a bare JSON endpoint served the same way.
 
-Both servers run as their own processes, as ``fleetpay ingest`` runs (uvicorn, one process,
-log_level "warning", no access log); the real one with its production defaults (group commit,
-JSON logs at INFO to a file, enqueue to a real Redis). The load generator (``bench.common``, pure
-Python asyncio) runs in this process and sends real C2B confirmation bodies, each with a TransID
-never sent before, to ``/cb/<token>/c2b/confirm``. No worker runs: messages stay queued.
+Both servers run as their own processes, served alike (``ingest.serving.serve``: uvicorn with
+httptools and uvloop, one process, log_level "warning", no access log); the real one with its
+production defaults (group commit, JSON logs at INFO to a file, enqueue to a real Redis). The load
+generator (``bench.common``, pure Python asyncio) runs in this process and sends real C2B
+confirmation bodies, each with a TransID never sent before, to ``/cb/<token>/c2b/confirm``. No
+worker runs: messages stay queued.
 
 - max-rate: ``connections`` keep-alive connections in a closed loop for ``duration_s``;
   acknowledged requests per second (200 and the exact ``ResultCode 0`` body).

@@ -23,13 +23,13 @@ from bench.ingest import ACK, HOST, Requests
 
 # First match wins, in this order: a sample is counted once.
 COMPONENTS = (
-    ("inbox INSERT (SQLAlchemy build/compile + psycopg2), in a worker thread", ("InboxWriter._insert",)),
-    ("enqueue to Redis, one EVALSHA per message, in the same worker thread", ("Enqueuer.__call__",)),
+    ("inbox INSERT (one fixed unnest statement, psycopg2), in a worker thread", ("InboxWriter._insert",)),
+    ("enqueue to Redis, one pipeline per batch, after the answers, in the same worker thread", ("Enqueuer.__call__",)),
     ("anyio thread hand-off (to_thread.run_sync)", ("run_sync_in_worker_thread", "WorkerThread.run (anyio")),
     ("JSON decode + payload validation", ("decode_json", "parse_c2b", "external_id (schemas")),
     ("structlog (per-request log line)", ("structlog/",)),
     ("prometheus metrics", ("prometheus_client/",)),
-    ("HTTP parsing/writing (uvicorn h11)", ("h11/", "h11_impl.py")),
+    ("HTTP parsing/writing (uvicorn httptools)", ("httptools", "h11/", "h11_impl.py")),
     ("Starlette routing, request, response", ("starlette/",)),
     ("asyncio event loop and the rest", ("",)),
 )

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import anyio.to_thread
 import structlog
-from dramatiq import Broker
+from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -106,7 +106,7 @@ def rejected_record(kind: str, raw: bytes, reason: str, source_ip: str | None) -
 class Ingest:
     """The state behind the routes: settings, the inbox writer and the database for lookups."""
 
-    def __init__(self, settings: Settings, engine: Engine, broker: Broker) -> None:
+    def __init__(self, settings: Settings, engine: Engine, broker: RedisBroker) -> None:
         self.settings = settings
         self.engine = engine
         self.broker = broker
@@ -253,7 +253,7 @@ class Ingest:
 
     def _redis_ok(self) -> bool:
         try:
-            return bool(self.broker.client.ping())  # type: ignore[attr-defined]
+            return bool(self.broker.client.ping())
         except Exception:  # noqa: BLE001
             return False
 
@@ -282,7 +282,7 @@ def outcome(response: Response) -> str:
     )
 
 
-def build_app(settings: Settings, *, engine: Engine | None = None, broker: Broker | None = None) -> Starlette:
+def build_app(settings: Settings, *, engine: Engine | None = None, broker: RedisBroker | None = None) -> Starlette:
     """The ingest app for ``settings``; tests pass their own engine and broker."""
     from workers.broker import build_broker
 
@@ -300,8 +300,8 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Broke
         Route("/readyz", ingest.readyz),
         Route("/metrics", ingest.metrics),
     ]
-    routes += admin_routes(settings, broker)  # type: ignore[arg-type]
-    ingest.metric_registries.append(dlq_metrics(settings, broker))  # type: ignore[arg-type]
+    routes += admin_routes(settings, broker)
+    ingest.metric_registries.append(dlq_metrics(settings, broker))
     ingest.metric_registries.append(books_metrics(engine))
 
     @contextlib.asynccontextmanager

@@ -4,32 +4,50 @@ A callback is acknowledged only after its row is committed. Committing once per 
 ingest by fsyncs; here, while one batch is being written, the next requests gather in a queue and
 go out together in the next batch. No request waits for a timer: a lone request is written at once.
 
-After the COMMIT the new rows are enqueued for the workers. An enqueue failure (Redis down) does not
-fail the request: the row is durable, and the inbox sweeper enqueues it later.
+The batches are written by a few long-lived writer threads fed by a thread-safe queue: the event
+loop only queues a record and awaits its future, and no batch pays for a hop through anyio's
+thread pool. On stop, the writers finish what was queued before they leave.
+
+Right after the COMMIT the batch's requests are answered; then its new rows are enqueued for the
+workers. The enqueue does not hold up the answers, and its failure (Redis down) does not fail them:
+the rows are durable, and the inbox sweeper enqueues them later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio.to_thread
 import structlog
-from sqlalchemy import Engine
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
-
-from db.models import Inbox
 
 log = structlog.get_logger("fleetpay.ingest")
 
 EXTERNAL_ID_MAX_CHARS = 200
 
+# One statement for every batch size, so it is compiled once: the rows travel as one array per
+# column (of ``InboxRecord.row``; every one is text). A multi-row VALUES would be a new statement,
+# built and compiled again, for each batch size.
+INSERT_ROWS = text(
+    "INSERT INTO inbox (kind, external_id, body, status, reason, source_ip)"
+    " SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:external_id AS text[]), CAST(:body AS text[]),"
+    " CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:source_ip AS text[]))"
+    " ON CONFLICT (kind, external_id) DO NOTHING"
+    " RETURNING id, kind, external_id"
+)
+
 
 class DatabaseUnavailable(Exception):
     """The inbox could not be written: the callback must not be acknowledged."""
+
+
+Outcome = int | None | DatabaseUnavailable
 
 
 def _storable(text: str) -> str:
@@ -68,10 +86,12 @@ class InboxWriter:
 
     Parameters:
       engine: the SQLAlchemy engine of the inbox database.
-      on_committed: called (in a worker thread) with the ids of newly inserted ``received`` rows,
-        after their COMMIT; used to enqueue them. Its failures are logged, never raised.
+      on_committed: called (in a writer thread) with the ids of newly inserted ``received`` rows,
+        after their COMMIT and after their requests are answered; used to enqueue them. Its
+        failures are logged, never raised.
       batch_max: most records in one INSERT (default 256).
-      flushers: batches in flight at once (default 2), so one can fill while another commits.
+      flushers: writer threads, i.e. batches in flight at once (default 2), so one can fill
+        while another commits.
     """
 
     def __init__(
@@ -86,70 +106,87 @@ class InboxWriter:
         self.on_committed = on_committed
         self.batch_max = batch_max
         self.flushers_n = flushers
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()  # None: a writer's stop
+        self._threads: list[threading.Thread] = []
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._flush_forever()) for _ in range(self.flushers_n)]
+        loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._flush_forever, args=(loop,), name=f"inbox-writer-{n}", daemon=True)
+            for n in range(self.flushers_n)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Let the writers finish what is queued, then leave (one stop mark each)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            await anyio.to_thread.run_sync(thread.join)
+        self._threads = []
 
     async def write(self, record: InboxRecord) -> int | None:
         """Make ``record`` durable; returns its new id, or None when it was already there."""
         pending = _Pending(record)
-        await self._queue.put(pending)
+        self._queue.put(pending)
         return await pending.done
 
-    async def _flush_forever(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+    def _flush_forever(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A writer thread: take what is queued (up to ``batch_max``) as one batch, write it."""
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    pending = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if pending is None:  # this writer's stop mark: write the batch, then leave
+                    stopping = True
+                    break
+                batch.append(pending)
             try:
-                ids = await anyio.to_thread.run_sync(self._write_batch, [p.record for p in batch])
-            except DatabaseUnavailable as error:
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(error)
-                continue
-            for pending, inbox_id in zip(batch, ids, strict=True):
-                if not pending.done.done():
-                    pending.done.set_result(inbox_id)
+                self._commit_then_enqueue(batch, loop)
+            except Exception as error:  # a bug: answer 503 (M-Pesa retries) rather than hang, and go on
+                log.exception("inbox_batch_failed", batch=len(batch))
+                loop.call_soon_threadsafe(_refuse, batch, DatabaseUnavailable(repr(error)))
 
-    def _write_batch(self, records: Sequence[InboxRecord]) -> list[int | None]:
-        started = time.perf_counter()
-        try:
-            ids = self._insert(records)
-        except DBAPIError as error:
-            if error.connection_invalidated or len(records) == 1:
-                log.error("inbox_write_failed", error=str(error.orig), batch=len(records))
-                raise DatabaseUnavailable(str(error.orig)) from error
-            # One bad row must not refuse its neighbours: write them one by one.
-            ids = []
-            for record in records:
-                ids.extend(self._write_batch([record]))
-            return ids
-        new_ids = [i for i, r in zip(ids, records, strict=True) if i is not None and r.status == "received"]
+    def _commit_then_enqueue(self, batch: Sequence[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        """Write the batch, answer its requests, then enqueue its new rows."""
+        records = [pending.record for pending in batch]
+        outcomes = self._write_batch(records)
+        # Committed (or refused): the answers need nothing more, so they go before the enqueue.
+        loop.call_soon_threadsafe(_answer, batch, outcomes)
+        new_ids = [i for i, r in zip(outcomes, records, strict=True) if isinstance(i, int) and r.status == "received"]
         if new_ids:
             try:
                 self.on_committed(new_ids)
             except Exception as error:  # noqa: BLE001 — the rows are durable; the sweeper enqueues them
                 log.warning("enqueue_failed_sweeper_will_retry", error=str(error), inbox_ids=new_ids)
+
+    def _write_batch(self, records: Sequence[InboxRecord]) -> list[Outcome]:
+        """Each record's outcome: its new id, None (already there) or ``DatabaseUnavailable``."""
+        started = time.perf_counter()
+        try:
+            ids: list[Outcome] = list(self._insert(records))
+        except DBAPIError as error:
+            log.error("inbox_write_failed", error=str(error.orig), batch=len(records))
+            if error.connection_invalidated or len(records) == 1:
+                return [DatabaseUnavailable(str(error.orig))] * len(records)
+            # One bad row must not refuse its neighbours: write them one by one.
+            return [outcome for record in records for outcome in self._write_batch([record])]
         log.debug("inbox_batch", size=len(records), ms=round((time.perf_counter() - started) * 1000, 2))
         return ids
 
     def _insert(self, records: Sequence[InboxRecord]) -> list[int | None]:
         rows = [record.row() for record in records]
+        columns = {name: [row[name] for row in rows] for name in rows[0]}
         with self.engine.begin() as connection:
-            inserted = connection.execute(
-                pg_insert(Inbox)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=[Inbox.kind, Inbox.external_id])
-                .returning(Inbox.id, Inbox.kind, Inbox.external_id)
-            ).all()
+            inserted = connection.execute(INSERT_ROWS, columns).all()
         by_key = {(kind, external_id): inbox_id for inbox_id, kind, external_id in inserted}
         ids: list[int | None] = []
         for row in rows:
@@ -158,3 +195,18 @@ class InboxWriter:
         return ids
 
 
+def _answer(batch: Sequence[_Pending], outcomes: Sequence[Outcome]) -> None:
+    """On the event loop, which owns the futures (as ``_refuse``)."""
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if pending.done.done():  # its request was cancelled meanwhile
+            continue
+        if isinstance(outcome, DatabaseUnavailable):
+            pending.done.set_exception(outcome)
+        else:
+            pending.done.set_result(outcome)
+
+
+def _refuse(batch: Sequence[_Pending], error: DatabaseUnavailable) -> None:
+    for pending in batch:
+        if not pending.done.done():
+            pending.done.set_exception(error)

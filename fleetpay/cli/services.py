@@ -40,19 +40,16 @@ def ingest(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """The callback server."""
-    import uvicorn
-
     from fleetpay.logs import configure_logging
+    from ingest.serving import serve
 
     current = context.settings()
     configure_logging(level=current.log_level, json=current.log_json)
-    uvicorn.run(
+    serve(
         "ingest.asgi:app" if workers > 1 else _ingest_app(),
         host=host,
         port=port,
         workers=workers if workers > 1 else None,
-        log_level="warning",
-        access_log=False,
     )
 
 
