@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Annotated, Optional
 
 import typer
@@ -22,6 +23,9 @@ def simulator(
     ] = None,
     fault_seed: Annotated[Optional[int], typer.Option(help="Seed of the fault draws (replayable runs).")] = None,
     hang_s: Annotated[float, typer.Option(min=0, help="How long an http_timeout_after_accept answer hangs.")] = 30.0,
+    utility_balance: Annotated[
+        int, typer.Option(min=0, help="Opening balance of the B2C (utility) account, whole shillings.")
+    ] = 1_000_000,
 ) -> None:
     """The Daraja simulator: OAuth, C2B, B2C, Transaction Status, Account Balance, Pull, and
     fault injection at /sim/faults. Its credentials match fleetpay's defaults."""
@@ -40,6 +44,7 @@ def simulator(
         fault_mix=json.loads(fault_mix) if fault_mix else {},
         fault_seed=fault_seed,
         hang_s=hang_s,
+        utility_opening_balance=Decimal(utility_balance),
     )
     uvicorn.run(build_app(config), host=host, port=port, log_level="warning")
 

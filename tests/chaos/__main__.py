@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from tests.chaos.harness import ChaosConfig, chaos
@@ -16,6 +17,12 @@ def main() -> int:
     parser.add_argument("--traffic-s", type=float, default=None, help="spread the callbacks over this long")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args()
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")  # unwinds through the harness's cleanup
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     traffic_s = args.traffic_s or max(10.0, args.callbacks / 150)
     config = ChaosConfig(callbacks=args.callbacks, drivers=min(200, max(40, args.callbacks // 50)), traffic_s=traffic_s,
                          settle_timeout_s=max(300.0, args.callbacks * 0.12))
