@@ -8,14 +8,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from fleetpay.settings import sqlalchemy_url
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
-    """``pre_ping=False`` saves a round trip per transaction where a failed statement is retried
-    anyway (the workers: dramatiq retries the message, and a disconnect empties the pool)."""
+def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
+        # A round trip per checkout, kept on purpose: a transaction that records what Daraja
+        # answered (after the HTTP call) must not fail on a connection PostgreSQL dropped meanwhile.
+        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "fleetpay"},
     )

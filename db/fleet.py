@@ -104,7 +104,13 @@ class Payee:
 _VEHICLE_DRIVERS = select(Vehicle.__table__.c.regular_driver_id, Vehicle.__table__.c.substitute_driver_id).where(
     Vehicle.__table__.c.code == bindparam("code")
 )
-_LOCK_DRIVER = select(Driver).where(Driver.id == bindparam("driver_id")).with_for_update()
+# populate_existing: a Driver the session loaded before the lock is read again under it.
+_LOCK_DRIVER = (
+    select(Driver)
+    .where(Driver.id == bindparam("driver_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 _DRIVER_DAY = (
     select(DriverDay)
     .where(DriverDay.driver_id == bindparam("driver_id"), DriverDay.business_date == bindparam("business_date"))

@@ -6,7 +6,9 @@ go out together in the next batch. No request waits for a timer: a lone request 
 
 The batches are written by a few long-lived writer threads fed by a thread-safe queue: the event
 loop only queues a record and awaits its future, and no batch pays for a hop through anyio's
-thread pool. On stop, the writers finish what was queued before they leave.
+thread pool. The writers hand committed ids to one enqueuer thread, so a Redis that hangs holds up
+no write; if its backlog fills, ids are left to the sweeper. On stop, the threads finish what was
+queued before they leave.
 
 Right after the COMMIT the batch's requests are answered; then its new rows are enqueued for the
 workers. The enqueue does not hold up the answers, and its failure (Redis down) does not fail them:
@@ -25,11 +27,12 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 import structlog
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 log = structlog.get_logger("fleetpay.ingest")
 
 EXTERNAL_ID_MAX_CHARS = 200
+ENQUEUE_BACKLOG_MAX = 1024  # batches of committed ids waiting for Redis; more are left to the sweeper
 
 # One statement for every batch size, so it is compiled once: the rows travel as one array per
 # column (of ``InboxRecord.row``; every one is text). A multi-row VALUES would be a new statement,
@@ -86,9 +89,9 @@ class InboxWriter:
 
     Parameters:
       engine: the SQLAlchemy engine of the inbox database.
-      on_committed: called (in a writer thread) with the ids of newly inserted ``received`` rows,
-        after their COMMIT and after their requests are answered; used to enqueue them. Its
-        failures are logged, never raised.
+      on_committed: called (in the enqueuer thread) with the ids of a batch's newly inserted
+        ``received`` rows, after their COMMIT and after their requests are answered; used to
+        enqueue them. Its failures are logged, never raised.
       batch_max: most records in one INSERT (default 256).
       flushers: writer threads, i.e. batches in flight at once (default 2), so one can fill
         while another commits.
@@ -107,7 +110,9 @@ class InboxWriter:
         self.batch_max = batch_max
         self.flushers_n = flushers
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()  # None: a writer's stop
+        self._committed: queue.Queue[list[int] | None] = queue.Queue(ENQUEUE_BACKLOG_MAX)  # None: stop
         self._threads: list[threading.Thread] = []
+        self._enqueuer: threading.Thread | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -115,16 +120,20 @@ class InboxWriter:
             threading.Thread(target=self._flush_forever, args=(loop,), name=f"inbox-writer-{n}", daemon=True)
             for n in range(self.flushers_n)
         ]
-        for thread in self._threads:
+        self._enqueuer = threading.Thread(target=self._enqueue_forever, name="inbox-enqueuer", daemon=True)
+        for thread in [*self._threads, self._enqueuer]:
             thread.start()
 
     async def stop(self) -> None:
-        """Let the writers finish what is queued, then leave (one stop mark each)."""
+        """Let the writers finish what is queued (one stop mark each), then the enqueuer."""
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
             await anyio.to_thread.run_sync(thread.join)
-        self._threads = []
+        if self._enqueuer is not None:
+            self._committed.put(None)
+            await anyio.to_thread.run_sync(self._enqueuer.join)
+        self._threads, self._enqueuer = [], None
 
     async def write(self, record: InboxRecord) -> int | None:
         """Make ``record`` durable; returns its new id, or None when it was already there."""
@@ -150,19 +159,26 @@ class InboxWriter:
                     break
                 batch.append(pending)
             try:
-                self._commit_then_enqueue(batch, loop)
+                self._commit(batch, loop)
             except Exception as error:  # a bug: answer 503 (M-Pesa retries) rather than hang, and go on
                 log.exception("inbox_batch_failed", batch=len(batch))
                 loop.call_soon_threadsafe(_refuse, batch, DatabaseUnavailable(repr(error)))
 
-    def _commit_then_enqueue(self, batch: Sequence[_Pending], loop: asyncio.AbstractEventLoop) -> None:
-        """Write the batch, answer its requests, then enqueue its new rows."""
+    def _commit(self, batch: Sequence[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        """Write the batch, answer its requests, then hand its new rows to the enqueuer."""
         records = [pending.record for pending in batch]
         outcomes = self._write_batch(records)
         # Committed (or refused): the answers need nothing more, so they go before the enqueue.
         loop.call_soon_threadsafe(_answer, batch, outcomes)
         new_ids = [i for i, r in zip(outcomes, records, strict=True) if isinstance(i, int) and r.status == "received"]
         if new_ids:
+            try:
+                self._committed.put_nowait(new_ids)
+            except queue.Full:  # Redis is far behind: the rows are durable, the sweeper enqueues them
+                log.warning("enqueue_backlog_full_sweeper_will_retry", inbox_ids=new_ids)
+
+    def _enqueue_forever(self) -> None:
+        while (new_ids := self._committed.get()) is not None:
             try:
                 self.on_committed(new_ids)
             except Exception as error:  # noqa: BLE001 — the rows are durable; the sweeper enqueues them
@@ -175,10 +191,12 @@ class InboxWriter:
             ids: list[Outcome] = list(self._insert(records))
         except DBAPIError as error:
             log.error("inbox_write_failed", error=str(error.orig), batch=len(records))
-            if error.connection_invalidated or len(records) == 1:
-                return [DatabaseUnavailable(str(error.orig))] * len(records)
-            # One bad row must not refuse its neighbours: write them one by one.
-            return [outcome for record in records for outcome in self._write_batch([record])]
+            one_row = isinstance(error, IntegrityError | DataError) and not error.connection_invalidated
+            if one_row and len(records) > 1:
+                # One bad row must not refuse its neighbours: write them one by one.
+                return [outcome for record in records for outcome in self._write_batch([record])]
+            # The database is down, starting or out of reach: every attempt would wait to fail.
+            return [DatabaseUnavailable(str(error.orig))] * len(records)
         log.debug("inbox_batch", size=len(records), ms=round((time.perf_counter() - started) * 1000, 2))
         return ids
 

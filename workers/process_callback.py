@@ -32,7 +32,12 @@ log = structlog.get_logger("fleetpay.worker")
 
 
 # Built once: this runs for every message (docs/benchmarks.md, "Apply").
-_LOCK_ROW = select(Inbox).where(Inbox.id == bindparam("inbox_id")).with_for_update()
+_LOCK_ROW = (
+    select(Inbox)
+    .where(Inbox.id == bindparam("inbox_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)  # ``finish`` is a Core UPDATE: never trust a loaded copy
+)
 _inbox = Inbox.__table__.c
 _FINISH = (
     update(Inbox.__table__)

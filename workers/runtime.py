@@ -35,8 +35,7 @@ RETRY_OPTIONS = {
 
 @lru_cache(maxsize=1)
 def sessions() -> sessionmaker[Session]:
-    engine = make_engine(settings.require_database_url(), pool_size=settings.database_pool_size, pre_ping=False)
-    return make_sessionmaker(engine)
+    return make_sessionmaker(make_engine(settings.require_database_url(), pool_size=settings.database_pool_size))
 
 
 @lru_cache(maxsize=1)

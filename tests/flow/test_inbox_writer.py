@@ -8,7 +8,7 @@ import asyncio
 import threading
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine
@@ -74,18 +74,25 @@ def test_requests_are_answered_before_their_rows_are_enqueued(engine: Engine, un
     assert answered_before_enqueue == [True]
 
 
-def test_an_unreachable_database_refuses_the_request() -> None:
-    writer = InboxWriter(make_engine("postgresql://postgres@127.0.0.1:1/none", pool_size=1), on_committed=lambda ids: None)
+def test_an_unreachable_database_refuses_the_batch_without_trying_each_row() -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/none", pool_size=1)
+    attempts: list[int] = []
+    event.listen(engine, "do_connect", lambda *args: attempts.append(1))
+    writer = InboxWriter(engine, on_committed=lambda ids: None, flushers=1)
+    records = [InboxRecord("c2b_confirmation", f"IWDOWN{i}", "{}") for i in range(20)]
 
-    async def main() -> None:
+    async def main() -> list[BaseException | int | None]:
         await writer.start()
         try:
-            await writer.write(InboxRecord("c2b_confirmation", "IWDOWN", "{}"))
+            with pytest.raises(DatabaseUnavailable):
+                await writer.write(InboxRecord("c2b_confirmation", "IWDOWN", "{}"))
+            return list(await asyncio.gather(*(writer.write(r) for r in records), return_exceptions=True))
         finally:
             await writer.stop()
 
-    with pytest.raises(DatabaseUnavailable):
-        asyncio.run(main())
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, DatabaseUnavailable) for o in outcomes)
+    assert len(attempts) == 2  # one per batch, not one per row
 
 
 def test_a_row_the_database_refuses_does_not_refuse_its_neighbours(engine: Engine, unique: str) -> None:
