@@ -18,6 +18,7 @@ SECRET_KEYS = frozenset(
     {
         "token",
         "callback_token",
+        "callback_token_previous",
         "admin_token",
         "authorization",
         "password",

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         default=SecretStr("change-me-callback-token"),
         description="Secret path segment of every callback URL (`/cb/{token}/…`).",
     )
+    callback_token_previous: SecretStr | None = Field(
+        default=None,
+        description="During a rotation, the old token: still accepted, never handed out. Unset it once "
+        "Safaricom calls only the new URLs.",
+    )
     admin_token: SecretStr = Field(
         default=SecretStr("change-me-admin-token"), description="Bearer token of `/admin/…`."
     )
@@ -167,6 +172,11 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise RuntimeError("FLEETPAY_REDIS_URL is not set (or run `fleetpay dev`).")
         return self.redis_url
+
+    def accepted_callback_tokens(self) -> tuple[str, ...]:
+        """The tokens a callback URL may carry: the current one, and the previous during a rotation."""
+        previous = self.callback_token_previous.get_secret_value() if self.callback_token_previous else None
+        return (self.callback_token.get_secret_value(), *((previous,) if previous else ()))
 
     def callback_url(self, route: str) -> str:
         """The URL Safaricom is given for one callback route, e.g. ``c2b/confirm``."""

@@ -45,7 +45,7 @@ from ingest import metrics
 from ingest.admin import admin_routes, dlq_metrics
 from ingest.books_metrics import books_metrics
 from ingest.bodies import BodyTooLarge, body_text, is_json_content_type, read_limited
-from ingest.callers import client_ip, ip_allowed, token_matches
+from ingest.callers import client_ip, ip_allowed, token_accepted
 from ingest.enqueuer import Enqueuer
 from ingest.inbox_writer import DatabaseUnavailable, InboxRecord, InboxWriter
 from ingest.validation import INVALID_ACCOUNT, AccountState, validation_code
@@ -121,7 +121,7 @@ class Ingest:
     # --- the four steps, shared by every callback route ---------------------------------
 
     def authenticate(self, request: Request) -> Response | None:
-        if not token_matches(request.path_params["token"], self.settings.callback_token.get_secret_value()):
+        if not token_accepted(request.path_params["token"], self.settings.accepted_callback_tokens()):
             log.warning("callback_refused_token", source_ip=request.client and request.client.host)
             return not_found()
         if self.settings.ip_allowlist_enabled:

@@ -18,6 +18,11 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def token_accepted(given: str, accepted: Sequence[str]) -> bool:
+    """``given`` is one of the ``accepted`` tokens (each compared, in constant time, every time)."""
+    return any([token_matches(given, token) for token in accepted])
+
+
 def client_ip(request: Request, trusted_proxies: Sequence[str]) -> str | None:
     """The caller's address: the peer, or, behind a trusted proxy, the nearest untrusted
     address of ``X-Forwarded-For`` (the left part of that header is the caller's to forge)."""
