@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -78,8 +79,14 @@ def test_worker_killed_mid_batch_applies_each_payment_once(settings, engine, ses
 
     second = start_worker()
     try:
-        sweep(older_than_s=0)  # messages the dead worker held are recovered by the sweeper
-        wait_until(lambda: pending_count(sessions, receipts) == 0, timeout_s=90, what="the restarted worker")
+        # Messages the dead worker held are recovered by the sweeper, which the scheduler runs
+        # periodically; here every 2 s. One sweep is not enough: it skips a row whose lock the
+        # killed worker's PostgreSQL backend still holds until it notices its client is gone.
+        deadline = time.monotonic() + 90
+        while pending_count(sessions, receipts):
+            assert time.monotonic() < deadline, "timed out waiting for the restarted worker and the sweeps"
+            sweep(older_than_s=0)
+            time.sleep(2)
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=30)
