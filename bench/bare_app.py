@@ -8,14 +8,12 @@ acknowledgement; nothing else.
 
 from __future__ import annotations
 
-import argparse
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ingest.serving import serve
+from bench.common import serve_main
 
 ACK = {"ResultCode": 0, "ResultDesc": "Success"}
 
@@ -32,13 +30,5 @@ async def healthz(request: Request) -> JSONResponse:
 app = Starlette(routes=[Route("/cb/{token}/c2b/confirm", confirm, methods=["POST"]), Route("/healthz", healthz)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    serve(app, host=args.host, port=args.port)
-
-
 if __name__ == "__main__":
-    main()
+    serve_main(app)

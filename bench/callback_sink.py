@@ -7,7 +7,6 @@ times; ``POST /reset`` forgets them. Served like the ingest (uvicorn, one proces
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from starlette.applications import Starlette
@@ -15,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ingest.serving import serve
+from bench.common import serve_main
 
 ACK = {"ResultCode": 0, "ResultDesc": "Success"}
 arrivals: list[float] = []
@@ -44,13 +43,5 @@ app = Starlette(routes=[
 ])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    serve(app, host=args.host, port=args.port)
-
-
 if __name__ == "__main__":
-    main()
+    serve_main(app)

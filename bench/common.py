@@ -347,6 +347,20 @@ class Child:
         return ""
 
 
+def serve_main(app: Any) -> None:
+    """The ``main()`` of a bench server (the bare endpoint, the callback sink): ``--host`` and
+    ``--port`` from the command line, served by ``ingest.serving.serve`` as the ingest is."""
+    import argparse
+
+    from ingest.serving import serve
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    serve(app, host=args.host, port=args.port)
+
+
 def wait_http(url: str, child: Child | None = None, timeout_s: float = 60) -> None:
     from fleetpay.dev import wait_http as wait_answer
 
