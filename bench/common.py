@@ -444,6 +444,16 @@ class LoadResult:
     answered_incl_warmup: int = 0
     error_samples: list[str] = field(default_factory=list)
 
+    def record(self, status: int, body: bytes, expect: bytes, latency_ms: float) -> None:
+        """One counted answer: acknowledged (the exact expected body) or an error, kept as a sample."""
+        self.requests += 1
+        if status == 200 and body == expect:
+            self.ok += 1
+            self.latencies_ms.append(latency_ms)
+        else:
+            self.errors += 1
+            self.error_samples.append(f"{status} {body[:120]!r}")
+
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
         return {
@@ -501,13 +511,7 @@ async def max_rate(
             done = loop.time()
             result.answered_incl_warmup += 1
             if now >= counted_from and done <= stop_at:
-                result.requests += 1
-                if status == 200 and body == expect:
-                    result.ok += 1
-                    result.latencies_ms.append((done - now) * 1000)
-                else:
-                    result.errors += 1
-                    result.error_samples.append(f"{status} {body[:120]!r}")
+                result.record(status, body, expect, (done - now) * 1000)
 
     try:
         await asyncio.wait_for(asyncio.gather(*(run(c) for c in conns)), timeout=warmup_s + duration_s + 30)
@@ -554,13 +558,7 @@ async def offered_rate(
         pool.put_nowait(conn)
         result.answered_incl_warmup += 1
         if i >= warm_n:
-            result.requests += 1
-            if status == 200 and body == expect:
-                result.ok += 1
-                result.latencies_ms.append((done - due) * 1000)
-            else:
-                result.errors += 1
-                result.error_samples.append(f"{status} {body[:120]!r}")
+            result.record(status, body, expect, (done - due) * 1000)
 
     cpu0 = None
     for i in range(total):
