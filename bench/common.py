@@ -32,7 +32,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-SAMPLES = REPO.parent / "shared" / "mpesa" / "samples"
+SAMPLES = REPO / "tests" / "samples"  # the Daraja payload samples (tests/samples/README.md)
 PYTHON = sys.executable
 
 ADMIN_URL = os.environ.get("FLEETPAY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -41,14 +41,6 @@ REDIS_DBS = (10, 11, 12, 13, 14)
 TOKEN = "bench-callback-token"
 REDIS_MARKER = "fpbench:owner"
 
-# A C2B confirmation like Safaricom's (tests/support.py ``c2b_body`` reads the same sample).
-_FALLBACK_C2B = {
-    "TransactionType": "Pay Bill", "TransID": "SHK3QX7T2M", "TransTime": "20240815143012",
-    "TransAmount": "200.00", "BusinessShortCode": "4165253", "BillRefNumber": "025",
-    "InvoiceNumber": "", "OrgAccountBalance": "48210.00", "ThirdPartyTransID": "",
-    "MSISDN": "2547 ***** 149", "FirstName": "JANE", "MiddleName": "", "LastName": "",
-}
-
 
 def say(*parts: object) -> None:
     """Human progress, on stderr (stdout carries the one JSON document)."""
@@ -56,8 +48,8 @@ def say(*parts: object) -> None:
 
 
 def c2b_body(trans_id: str, amount: str, account: str, at: str) -> dict[str, str]:
-    path = SAMPLES / "c2b_confirmation.json"
-    body = json.loads(path.read_text()) if path.exists() else dict(_FALLBACK_C2B)
+    """A C2B confirmation like Safaricom's (tests/support.py ``c2b_body`` reads the same sample)."""
+    body: dict[str, str] = json.loads((SAMPLES / "c2b_confirmation.json").read_text())
     body.update(TransID=trans_id, TransAmount=amount, BillRefNumber=account, TransTime=at)
     return body
 
@@ -362,7 +354,7 @@ def serve_main(app: Any) -> None:
 
 
 def wait_http(url: str, child: Child | None = None, timeout_s: float = 60) -> None:
-    from fleetpay.dev import wait_http as wait_answer
+    from launcher.dev import wait_http as wait_answer
 
     def gone() -> str | None:
         return f"{child.name} exited:\n{child.tail()}" if child is not None and not child.alive() else None

@@ -4,7 +4,7 @@ fleetpay side, per measurement: a fresh database (copy of the fleet template); t
 (it receives the simulator's result callbacks), ``fleetpay worker --processes W --threads T`` and
 the simulator (``fleetpay simulator --result-delay-ms 10``). Drivers are funded the real way
 (one C2B confirmation each, applied by the workers; instant payouts off so nothing is paid
-yet), then P payouts of KES 10 are created with ``db.payouts.create_payout`` and one
+yet), then P payouts of KES 10 are created with ``money.payouts.create_payout`` and one
 ``send_payout`` message each is enqueued. A payout is settled when the worker has processed its
 B2C result (``paid``, ``completed_at`` set). Checks: every payout paid, the simulator paid each
 OriginatorConversationID exactly once and P in all, ``payouts_in_flight`` back to zero.
@@ -39,7 +39,6 @@ from bench.apply import (
 from bench.common import (
     PYTHON,
     TOKEN,
-    Child,
     Resources,
     database_url,
     fleetpay_env,
@@ -69,10 +68,11 @@ def sizes(quick: bool) -> dict[str, Any]:
 
 def create_payouts(database: str, drivers: int, per_driver: int) -> list[int]:
     """``per_driver`` pending payouts of KES 10 for each of the first ``drivers`` drivers, through
-    ``db.payouts.create_payout`` under each driver's lock (reserving from ``payable``)."""
+    ``money.payouts.create_payout`` under each driver's lock (reserving from ``payable``)."""
     from sqlalchemy import select
 
-    from db import fleet, payouts
+    from db import fleet
+    from money import payouts
     from db.engine import make_engine, make_sessionmaker
     from db.models import Driver
 

@@ -30,8 +30,8 @@ def main() -> None:
     import psycopg2
 
     from bench.apply_baseline import apply_one
-    from workers.process_callback import apply_inbox_row
-    from workers.runtime import sessions
+    from money.callbacks import apply_inbox_row
+    from workers.runtime import sessions, settings
 
     first, last = int(sys.argv[1]), int(sys.argv[2])
     ids = list(range(first, last + 1))
@@ -41,7 +41,7 @@ def main() -> None:
 
     def actor(inbox_id: int) -> None:
         with maker.begin() as session:
-            apply_inbox_row(session, inbox_id)
+            apply_inbox_row(session, inbox_id, settings)
 
     # warm-up: caches, compiled statements, the pool's connection
     for inbox_id in actor_ids[:20]:

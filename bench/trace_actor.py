@@ -19,13 +19,13 @@ import sys
 def main() -> None:
     from sqlalchemy import event
 
-    from workers.process_callback import apply_inbox_row
-    from workers.runtime import sessions
+    from money.callbacks import apply_inbox_row
+    from workers.runtime import sessions, settings
 
     first, second = int(sys.argv[1]), int(sys.argv[2])
     maker = sessions()
     with maker.begin() as session:
-        apply_inbox_row(session, first)
+        apply_inbox_row(session, first, settings)
 
     statements: list[str] = []
     engine = maker.kw["bind"]
@@ -36,7 +36,7 @@ def main() -> None:
     event.listen(engine, "before_cursor_execute", record)
     event.listen(engine, "commit", lambda conn: statements.append("COMMIT"))
     with maker.begin() as session:
-        applied = apply_inbox_row(session, second)
+        applied = apply_inbox_row(session, second, settings)
     event.remove(engine, "before_cursor_execute", record)
     json.dump({"applied": repr(applied), "statements": statements}, sys.stdout)
 

@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session
 
 from db import fleet, ledger
 from db.models import DriverDay, Payout
+from fleetpay.payout_states import OPEN
 from fleetpay.settings import Settings
-
-IN_FLIGHT_STATES = ("pending", "submitting", "submitted", "unknown")
 
 
 def driver_balance(session: Session, driver_code: str, business_date: date, settings: Settings) -> dict[str, Any]:
@@ -24,7 +23,7 @@ def driver_balance(session: Session, driver_code: str, business_date: date, sett
     accounts = ledger.driver_accounts(session, driver.id)
     in_flight_cents, paid_out_cents = session.execute(
         select(
-            func.coalesce(func.sum(case((Payout.state.in_(IN_FLIGHT_STATES), Payout.amount_cents))), 0),
+            func.coalesce(func.sum(case((Payout.state.in_(sorted(OPEN)), Payout.amount_cents))), 0),
             func.coalesce(func.sum(case((Payout.state == "paid", Payout.amount_cents))), 0),
         ).where(Payout.driver_id == driver.id)
     ).one()

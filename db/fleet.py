@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal, TypeVar
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,14 @@ def get_driver(session: Session, code: str) -> Driver:
     if driver is None:
         raise FleetError(f"no driver {code}")
     return driver
+
+
+def driver_codes(session: Session) -> list[str]:
+    return list(session.execute(select(Driver.code).order_by(Driver.code)).scalars())
+
+
+def count_drivers(session: Session) -> int:
+    return session.execute(select(func.count()).select_from(Driver)).scalar_one()
 
 
 def assign(session: Session, *, driver_code: str, vehicle_code: str, substitute: bool) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -173,3 +173,8 @@ def balance_cents(session: Session, account_id: int) -> int:
     return session.execute(
         select(Account.balance_cents).where(Account.id == account_id)
     ).scalar_one()
+
+
+def newest_entry_id(session: Session, account_id: int) -> int | None:
+    """The id of the newest entry on an account, or None for an account never moved."""
+    return session.execute(select(func.max(Entry.id)).where(Entry.account_id == account_id)).scalar_one()

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fleetpay.payout_states import STATE_ORDER
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -37,7 +39,7 @@ NAMING = {
 }
 
 INBOX_STATES = ("received", "processed", "rejected", "unmatched")
-PAYOUT_STATES = ("pending", "submitting", "submitted", "paid", "failed", "unknown")
+PAYOUT_STATES = STATE_ORDER
 DRIVER_ACCOUNT_KINDS = ("payable", "deposit", "target")
 SYSTEM_ACCOUNT_KINDS = ("mpesa", "revenue", "suspense", "payouts_in_flight")
 
@@ -74,7 +76,7 @@ class Driver(Base):
     instant_payouts: Mapped[bool | None] = mapped_column(Boolean)
     status: Mapped[str] = mapped_column(Text, server_default="active")
     consecutive_misses: Mapped[int] = mapped_column(Integer, server_default="0")
-    # Outstanding shortfall carried into the next business day's target (RULES.md, daily close).
+    # Outstanding shortfall carried into the next business day's target (docs/rules.md, daily close).
     rollover_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[datetime] = _now()
 

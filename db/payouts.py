@@ -1,127 +1,15 @@
-"""Payout rows and the ledger moves that go with them (DESIGN.md §3).
-
-Creating a payout moves its amount ``payable → payouts_in_flight`` in the same transaction, so the
-money owed and the money on its way always add up. The payout is keyed by our own
-OriginatorConversationID, minted once here and never again for the same payout while an earlier
-attempt may have paid.
-"""
+"""Payout rows as stored: look-ups and the listings operators and sweeps read. No money moves here
+(``money.payouts`` makes every payout decision)."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import date
+from datetime import date, timedelta
+from typing import Any
 
-import structlog
-
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db import ledger
-from db.fleet import lock_driver
-from db.models import Driver, Payout, Posting
-from fleetpay import rules
-from fleetpay.payout_states import PayoutEvent, Transition, transition
-from fleetpay.settings import Settings
-
-log = structlog.get_logger("fleetpay.payouts")
-
-
-class PayoutError(ValueError):
-    """An operator asked for something a payout's state does not allow."""
-
-
-def new_originator_conversation_id() -> str:
-    # Unique across databases too (a restored or re-created database must not reuse an id
-    # Safaricom has already seen): random, not a sequence.
-    return f"fp_{secrets.token_hex(10)}"
-
-
-def create_payout(
-    session: Session,
-    *,
-    driver: Driver,
-    amount_cents: int,
-    cause_key: str,
-    business_date: date,
-    requires_approval: bool = False,
-) -> Payout:
-    """A ``pending`` payout of ``amount_cents`` to ``driver``, reserved from their payable account.
-
-    Call under the driver's lock. ``cause_key`` is unique: the same cause cannot pay twice.
-    """
-    assert amount_cents > 0 and amount_cents % 100 == 0, amount_cents
-    payout = Payout(
-        originator_conversation_id=new_originator_conversation_id(),
-        cause_key=cause_key,
-        driver_id=driver.id,
-        msisdn=driver.msisdn,
-        amount_cents=amount_cents,
-        requires_approval=requires_approval,
-    )
-    session.add(payout)
-    session.flush()
-    accounts = ledger.driver_accounts(session, driver.id)
-    ledger.post(
-        session,
-        key=f"payout:{payout.id}:reserve",
-        kind="payout_reserve",
-        business_date=business_date,
-        driver_id=driver.id,
-        payout_id=payout.id,
-        legs=[
-            (accounts.payable, -amount_cents),
-            (ledger.system_accounts(session).payouts_in_flight, amount_cents),
-        ],
-    )
-    return payout
-
-
-def reserve_payable(
-    session: Session, driver: Driver, settings: Settings, *, cause_key: str, business_date: date
-) -> Payout | None:
-    """A payout of everything the driver is owed, in whole shillings, once it reaches the B2C
-    minimum; smaller amounts accrue and go out with a later payout. Call under the driver's lock."""
-    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
-    amount_cents = rules.payout_amount_cents(payable_cents, minimum_cents=settings.b2c_minimum_cents)
-    if amount_cents == 0:
-        return None
-    payout = create_payout(
-        session, driver=driver, amount_cents=amount_cents, cause_key=cause_key, business_date=business_date
-    )
-    log.info("payout_reserved", payout_id=payout.id, driver=driver.code, amount_cents=amount_cents)
-    return payout
-
-
-def retry_failed(session: Session, payout_id: int, settings: Settings, *, business_date: date) -> Payout:
-    """Pay again what a *failed* payout (proven unpaid; its money is back in ``payable``) owed.
-    Only once per failed payout (``retry:<id>``)."""
-    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one_or_none()
-    if driver_id is None:
-        raise PayoutError(f"no payout {payout_id}")
-    driver = lock_driver(session, driver_id)
-    failed = session.get(Payout, payout_id)
-    assert failed is not None
-    if failed.state != "failed":
-        raise PayoutError(f"payout {payout_id} is {failed.state}: only a failed payout is proven unpaid")
-    if session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{payout_id}")).first():
-        raise PayoutError(f"payout {payout_id} was retried already")
-    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver_id).payable)
-    if payable_cents < failed.amount_cents:
-        raise PayoutError(f"driver {driver.code} is owed {payable_cents} cents, less than {failed.amount_cents}")
-    return create_payout(
-        session, driver=driver, amount_cents=failed.amount_cents, cause_key=f"retry:{payout_id}", business_date=business_date
-    )
-
-
-def claim(session: Session, payout_id: int) -> Payout | None:
-    """Take a ``pending`` payout to send it: a conditional UPDATE, so one attempt is in flight per
-    payout whatever number of workers got the message. None: not ours to send (any more)."""
-    return session.execute(
-        update(Payout)
-        .where(Payout.id == payout_id, Payout.state == "pending", Payout.requires_approval.is_(False))
-        .values(state="submitting", attempts=Payout.attempts + 1, updated_at=func.now())
-        .returning(Payout)
-    ).scalar_one_or_none()
+from db.models import Driver, Inbox, Payout, Posting
 
 
 def payout_by_originator_id(session: Session, originator_conversation_id: str) -> Payout | None:
@@ -130,60 +18,102 @@ def payout_by_originator_id(session: Session, originator_conversation_id: str) -
     ).scalar_one_or_none()
 
 
-def apply_event(
-    session: Session,
-    payout_id: int,
-    event: PayoutEvent,
-    *,
-    conversation_id: str | None = None,
-    receipt: str | None = None,
-    result_code: str | None = None,
-    result_desc: str | None = None,
-) -> Transition:
-    """Move a payout by ``event`` (``fleetpay.payout_states``) and post the money that goes with
-    its new state: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to
-    ``payable`` (the driver is still owed it). Locks the driver, then the payout."""
-    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one()
-    lock_driver(session, driver_id)
-    payout = session.execute(select(Payout).where(Payout.id == payout_id).with_for_update()).scalar_one()
-    moved = transition(payout.state, event)  # type: ignore[arg-type]
-    if not moved.changed:
-        return moved
-    payout.state = moved.new_state
-    payout.updated_at = func.now()  # type: ignore[assignment]
-    payout.conversation_id = conversation_id or payout.conversation_id
-    payout.receipt = receipt or payout.receipt
-    payout.result_code = result_code if result_code is not None else payout.result_code
-    payout.result_desc = result_desc or payout.result_desc
-    if moved.new_state in ("paid", "failed"):
-        payout.completed_at = func.now()  # type: ignore[assignment]
-        post_settlement(session, payout)
-    return moved
-
-
-def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | None = None) -> None:
-    """The money of a terminal payout: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed``
-    returns the amount to ``payable``. Keyed ``payout:<id>:<state>``: posted once."""
-    system = ledger.system_accounts(session)
-    if payout.state == "paid":
-        to_account = system.mpesa
-    else:
-        assert payout.state == "failed", payout.state
-        to_account = ledger.driver_accounts(session, payout.driver_id).payable
-    ledger.post(
-        session,
-        key=f"payout:{payout.id}:{payout.state}",
-        kind=f"payout_{payout.state}",
-        business_date=reserved_on(session, payout.id),
-        driver_id=payout.driver_id,
-        payout_id=payout.id,
-        memo=memo,
-        legs=[(system.payouts_in_flight, -payout.amount_cents), (to_account, payout.amount_cents)],
-    )
-
-
 def reserved_on(session: Session, payout_id: int) -> date:
     """The business date of the payout's reserve posting: its later postings share it."""
     return session.execute(
         select(Posting.business_date).where(Posting.idempotency_key == f"payout:{payout_id}:reserve")
     ).scalar_one()
+
+
+def payout_state(session: Session, payout_id: int) -> str | None:
+    return session.execute(select(Payout.state).where(Payout.id == payout_id)).scalar_one_or_none()
+
+
+def list_payouts(
+    session: Session, *, state: str | None = None, driver_code: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Payouts, newest first, as operators read them (``fleetpay payouts list``)."""
+    query = select(Payout, Driver.code).join(Driver, Driver.id == Payout.driver_id).order_by(Payout.id.desc()).limit(limit)
+    if state:
+        query = query.where(Payout.state == state)
+    if driver_code:
+        query = query.where(Driver.code == driver_code)
+    return [
+        {
+            "id": payout.id,
+            "driver": code,
+            "amount_cents": payout.amount_cents,
+            "state": payout.state,
+            "originator_conversation_id": payout.originator_conversation_id,
+            "receipt": payout.receipt,
+            "result_code": payout.result_code,
+            "result_desc": payout.result_desc,
+            "attempts": payout.attempts,
+            "requires_approval": payout.requires_approval,
+            "cause": payout.cause_key,
+            "created_at": payout.created_at.isoformat(),
+            "updated_at": payout.updated_at.isoformat(),
+        }
+        for payout, code in session.execute(query).all()
+    ]
+
+
+def _older_than(seconds: int):  # type: ignore[no-untyped-def]
+    return Payout.updated_at < func.now() - timedelta(seconds=seconds)
+
+
+def take_pending_due(session: Session, *, older_than_s: int, limit: int) -> list[int]:
+    """Pending payouts (not waiting for approval) untouched for ``older_than_s``: their message was
+    lost after the COMMIT, or they were proven unsent. Stamped, so each is re-sent at most once per
+    ``older_than_s``."""
+    due = (
+        select(Payout.id)
+        .where(Payout.state == "pending", Payout.requires_approval.is_(False), _older_than(older_than_s))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(
+        session.execute(
+            update(Payout).where(Payout.id.in_(due.scalar_subquery())).values(updated_at=func.now()).returning(Payout.id)
+        ).scalars()
+    )
+
+
+def stale_claims(session: Session, *, older_than_s: int, limit: int) -> list[int]:
+    """Payouts still ``submitting`` after ``older_than_s``: their worker died between the claim and
+    Daraja's answer."""
+    return list(
+        session.execute(
+            select(Payout.id).where(Payout.state == "submitting", _older_than(older_than_s)).limit(limit)
+        ).scalars()
+    )
+
+
+def take_status_checks_due(
+    session: Session, *, submitted_older_than_s: int, interval_s: int, limit: int
+) -> list[int]:
+    """Payouts whose outcome only a Transaction Status query can tell: ``unknown``, or ``submitted``
+    with no result for ``submitted_older_than_s``. The right to ask is taken here (stamped), so a
+    slow queue never holds two checks of a payout: at most one query per ``interval_s``."""
+    due = (
+        select(Payout.id)
+        .where(
+            or_(Payout.state == "unknown", and_(Payout.state == "submitted", _older_than(submitted_older_than_s))),
+            or_(
+                Payout.status_checked_at.is_(None),
+                Payout.status_checked_at < func.now() - timedelta(seconds=interval_s),
+            ),
+            # Its result has arrived and waits for a worker: asking again would only add work.
+            ~select(Inbox.id)
+            .where(Inbox.kind == "b2c_result", Inbox.external_id == Payout.originator_conversation_id,
+                   Inbox.status == "received")
+            .exists(),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(
+        session.execute(
+            update(Payout).where(Payout.id.in_(due.scalar_subquery())).values(status_checked_at=func.now()).returning(Payout.id)
+        ).scalars()
+    )

@@ -13,35 +13,20 @@ else is a cache of them, and the check proves each cache against them:
 
 The check runs in one REPEATABLE READ snapshot and never writes money. The driver-day query, the
 heaviest, runs on a second connection that imports that snapshot (``pg_export_snapshot``), so it
-sees exactly the same committed state while the others run beside it on another core. A fix corrects what a
-cache got wrong with an atomic ``+ delta`` under the driver's lock (never an overwrite), or posts
-the missing payout settlement; each correction is recorded once per discrepancy with the
-operator and reason. A broken posting cannot be fixed by a program: it is reported for a person.
+sees exactly the same committed state while the others run beside it on another core. Fixing
+what a check found is a money decision: ``money.reconcile_fix``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
 
-from sqlalchemy import Connection, Engine, TextClause, func, insert, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, Engine, TextClause, func, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import fleet, ledger
-from db.models import (
-    Account,
-    DriverDay,
-    Payout,
-    ReconciliationDiscrepancy,
-    ReconciliationFix,
-    ReconciliationRun,
-)
-from db.payouts import post_settlement
-from fleetpay.settings import Settings
+from db.models import ReconciliationDiscrepancy, ReconciliationRun
 
 LEDGER_SQL = text("""
 WITH by_account AS MATERIALIZED (
@@ -151,97 +136,6 @@ def _check_in_snapshot(engine: Engine, snapshot: str) -> dict[TextClause, list[D
     return found
 
 
-@dataclass(frozen=True)
-class FixBy:
-    operator: str
-    reason: str
-    run_id: int
-    settings: Settings
-
-
-def fix(session: Session, found: Discrepancy, by: FixBy) -> bool:
-    """Correct one discrepancy, re-measured under the driver's lock; True if something changed.
-
-    Idempotent: the correction is recorded under a key naming the discrepancy, so a second fix
-    of the same discrepancy (or of one already mended) changes nothing.
-    """
-    if found.kind == "cached_balance":
-        return _fix_cached_balance(session, found, by)
-    if found.kind == "driver_day":
-        return _fix_driver_day(session, found, by)
-    if found.kind == "payout_in_flight":
-        return _fix_payout(session, found, by)
-    return False
-
-
-def _record(session: Session, found: Discrepancy, by: FixBy, delta_cents: int) -> bool:
-    key = f"{found.kind}:{found.subject}:{found.expected_cents}:{found.actual_cents}"
-    inserted = session.execute(
-        pg_insert(ReconciliationFix)
-        .values(key=key, run_id=by.run_id, kind=found.kind, subject=found.subject,
-                delta_cents=delta_cents, operator=by.operator, reason=by.reason)
-        .on_conflict_do_nothing()
-        .returning(ReconciliationFix.id)
-    ).scalar_one_or_none()
-    return inserted is not None
-
-
-def _fix_cached_balance(session: Session, found: Discrepancy, by: FixBy) -> bool:
-    account = session.get(Account, found.ref_id)
-    assert account is not None and account.driver_id is not None
-    fleet.lock_driver(session, account.driver_id)
-    summed = session.execute(
-        text("SELECT coalesce(sum(amount_cents), 0) FROM entries WHERE account_id = :a"), {"a": account.id}
-    ).scalar_one()
-    cached = ledger.balance_cents(session, account.id)
-    delta = summed - cached
-    if delta == 0 or not _record(session, found, by, delta):
-        return False
-    session.execute(
-        update(Account).where(Account.id == account.id).values(balance_cents=Account.balance_cents + delta)
-    )
-    return True
-
-
-def _fix_driver_day(session: Session, found: Discrepancy, by: FixBy) -> bool:
-    assert found.ref_id is not None
-    day = date.fromisoformat(found.subject.rsplit(" ", 1)[1])
-    driver = fleet.lock_driver(session, found.ref_id)
-    posted = session.execute(
-        text("""
-        SELECT coalesce(sum(e.amount_cents), 0) FROM entries e
-          JOIN accounts a ON a.id = e.account_id AND a.kind = 'target' AND a.driver_id = :d
-          JOIN postings p ON p.id = e.posting_id AND p.kind IN ('fare', 'driver_payment')
-         WHERE p.business_date = :day
-        """),
-        {"d": driver.id, "day": day},
-    ).scalar_one()
-    row = fleet.driver_day(session, driver, day, fleet.driver_terms(driver, by.settings).base_target_cents)
-    delta = posted - row.contributed_cents
-    if delta == 0 or not _record(session, found, by, delta):
-        return False
-    session.execute(
-        update(DriverDay)
-        .where(DriverDay.driver_id == driver.id, DriverDay.business_date == day)
-        .values(contributed_cents=DriverDay.contributed_cents + delta)
-    )
-    return True
-
-
-def _fix_payout(session: Session, found: Discrepancy, by: FixBy) -> bool:
-    """A terminal payout whose settlement posting is missing gets it; anything else about a
-    payout's money needs a person (reported, not guessed)."""
-    payout = session.get(Payout, found.ref_id)
-    assert payout is not None
-    if payout.state not in ("paid", "failed") or found.actual_cents != payout.amount_cents:
-        return False
-    if not _record(session, found, by, -payout.amount_cents):
-        return False
-    fleet.lock_driver(session, payout.driver_id)
-    post_settlement(session, payout, memo={"operator": by.operator, "reason": by.reason})
-    return True
-
-
 def record_run(
     session: Session,
     *,
@@ -273,31 +167,3 @@ def run_check(sessions: sessionmaker[Session]) -> tuple[int, list[Discrepancy]]:
     with sessions.begin() as session:
         run_id = record_run(session, kind="check", found=found)
     return run_id, found
-
-
-def run_fix(
-    sessions: sessionmaker[Session],
-    settings: Settings,
-    *,
-    operator: str,
-    reason: str,
-    on_each: Callable[[Discrepancy, bool], None] | None = None,
-) -> tuple[int, list[Discrepancy], int]:
-    """Check, then correct every fixable discrepancy in a transaction of its own.
-    Returns the run id, what was found, and how many corrections were made."""
-    with sessions() as session:
-        found = check(session.connection())
-        session.rollback()
-    with sessions.begin() as session:
-        run_id = record_run(session, kind="fix", found=found, operator=operator, reason=reason)
-    by = FixBy(operator=operator, reason=reason, run_id=run_id, settings=settings)
-    fixed = 0
-    for discrepancy in found:
-        with sessions.begin() as session:
-            changed = fix(session, discrepancy, by)
-        fixed += changed
-        if on_each:
-            on_each(discrepancy, changed)
-    with sessions.begin() as session:
-        session.execute(update(ReconciliationRun).where(ReconciliationRun.id == run_id).values(fixed=fixed))
-    return run_id, found, fixed

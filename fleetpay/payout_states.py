@@ -1,11 +1,11 @@
-"""The payout state machine of DESIGN.md §3, as a pure transition function.
+"""The payout state machine of docs/design.md §3, as a pure transition function.
 
 Two kinds of event drive it:
 
 - our own sender's: ``claim`` (take the payout to send it), then exactly one HTTP outcome:
   ``accepted``, ``rejected`` (a definite rejection), ``ambiguous`` (timeout, 5xx, reset) or
   ``not_sent`` (the request surely never left: connect error, no token; back to ``pending``);
-- Safaricom's, which may come late, twice, or out of order (DARAJA.md §4.6, §8.12):
+- Safaricom's, which may come late, twice, or out of order (docs/daraja.md §4.6, §8.12):
   ``result_success``, ``result_failure``, ``queue_timeout``, ``status_paid``, ``status_not_found``.
 
 Rules, in order:
@@ -13,7 +13,7 @@ Rules, in order:
 1. Terminal states win: any event on ``paid`` or ``failed`` is a no-op (a late timeout never
    downgrades ``paid``; a duplicate result changes nothing).
 2. Proof of payment always wins: ``result_success`` and ``status_paid`` lead to ``paid`` from every
-   open state. DESIGN.md draws them from submitting/submitted/unknown; they are also taken from
+   open state. docs/design.md draws them from submitting/submitted/unknown; they are also taken from
    ``pending`` (an attempt before a retry paid after all) and ``status_paid`` from ``submitting``,
    because ignoring a proof of payment is how a driver gets paid twice.
 3. ``queue_timeout`` never changes anything: it is not a final failure; only a result or a status
@@ -50,7 +50,10 @@ PayoutEvent = Literal[
     "status_not_found",
 ]
 
-STATES: frozenset[PayoutState] = frozenset(get_args(PayoutState))
+# The one list of payout states, in the order they are usually met; the schema, the CLI and the
+# balance queries all take theirs from here.
+STATE_ORDER: tuple[PayoutState, ...] = get_args(PayoutState)
+STATES: frozenset[PayoutState] = frozenset(STATE_ORDER)
 EVENTS: frozenset[PayoutEvent] = frozenset(get_args(PayoutEvent))
 TERMINAL: frozenset[PayoutState] = frozenset({"paid", "failed"})
 OPEN: frozenset[PayoutState] = STATES - TERMINAL

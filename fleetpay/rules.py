@@ -1,4 +1,4 @@
-"""The money rules of RULES.md as pure functions: the one place that computes a split.
+"""The money rules of docs/rules.md as pure functions: the one place that computes a split.
 
 All amounts are integer cents. Nothing here reads settings, a clock or a database: the caller
 passes the driver's numbers, read under the driver's lock in the transaction that posts the result.
@@ -34,7 +34,7 @@ def split_fare(
     target_sharing: bool,
     split_mode: SplitMode,
 ) -> FareSplit:
-    """Split a customer's fare paid to a vehicle code (RULES.md "Fare split").
+    """Split a customer's fare paid to a vehicle code (docs/rules.md "Fare split").
 
     ``contributed_cents`` is today's contribution *before* this fare. Substitutes always get the
     percentage split. In ``exact`` mode the company keeps at most what is left to the target; the
@@ -77,7 +77,7 @@ class DriverPaymentSplit:
 def split_driver_payment(
     amount_cents: int, *, target_cents: int, contributed_cents: int
 ) -> DriverPaymentSplit:
-    """Split a payment to a driver ID (RULES.md "Driver pays the company"); it makes no payout."""
+    """Split a payment to a driver ID (docs/rules.md "Driver pays the company"); it makes no payout."""
     _require(amount_cents > 0, "amount_cents must be positive")
     _require(target_cents >= 0 and contributed_cents >= 0, "target and contribution must be >= 0")
     left_cents = max(0, target_cents - contributed_cents)
@@ -120,7 +120,7 @@ def close_day(
     termination_misses: int,
     role_paused: bool = False,
 ) -> DayClose:
-    """Close a driver's business day (RULES.md "Business day and the daily close").
+    """Close a driver's business day (docs/rules.md "Business day and the daily close").
 
     ``target_cents`` is today's target, which already holds yesterday's carry; tomorrow's is the
     base plus today's shortfall. Adding the shortfall to today's target instead would count old

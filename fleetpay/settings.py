@@ -1,6 +1,6 @@
 """The one typed settings object, read from ``FLEETPAY_*`` environment variables or ``.env``.
 
-Every business number of RULES.md is a setting here, not a constant in code. Money settings are
+Every business number of docs/rules.md is a setting here, not a constant in code. Money settings are
 integer cents; durations carry their unit in the name. Secrets are ``SecretStr`` so that neither
 logs nor ``repr`` ever show them.
 """
@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Safaricom's published callback source addresses (DARAJA.md §6); used only when the allowlist is on.
+# Safaricom's published callback source addresses (docs/daraja.md §6); used only when the allowlist is on.
 SAFARICOM_CALLBACK_IPS = (
     "196.201.214.200",
     "196.201.214.206",
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     close_delay_s: int = Field(default=300, ge=0, description="The daily close runs this long after the close time.")
     scheduler_standby_poll_s: float = Field(default=5.0, gt=0, description="How often a standby tries to take over.")
 
-    # --- the fleet's business rules (RULES.md) -----------------------------------------------
+    # --- the fleet's business rules (docs/rules.md) -----------------------------------------------
     timezone: str = "Africa/Nairobi"
     daily_target_cents: int = Field(default=300_000, ge=0)
     fare_percent: int = Field(default=50, ge=1, le=100)

@@ -167,34 +167,28 @@ class AdminApi:
 
     def selection(self, body: dict[str, Any], *, everything_field: str) -> Callable[[], list[DeadLetter]]:
         """Which dead letters a requeue or purge body names: ``ids``, or ``all`` /
-        ``older_than`` with the optional ``actor`` and ``queue`` filters."""
-        ids = body.get("ids")
-        wide = body.get(everything_field)
-        if (ids is None) == (wide is None or wide is False):
-            raise BadRequest(f"give either ids or {everything_field}")
+        ``older_than`` with the optional ``actor`` and ``queue`` filters (the rule is
+        ``DeadLetters.select``'s; here only the body's types are checked)."""
+        ids, wide = body.get("ids"), body.get(everything_field)
         filters = {key: body.get(key) for key in ("actor", "queue")}
         for key, value in filters.items():
             if value is not None and not isinstance(value, str):
                 raise BadRequest(f"{key} must be a string")
-        if ids is not None:
-            if any(value is not None for value in filters.values()):
-                raise BadRequest(f"actor and queue go with {everything_field}")
-            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-                raise BadRequest("ids must be a non-empty list of message ids")
-            if len(ids) > LIST_LIMIT_MAX:
-                raise BadRequest(f"at most {LIST_LIMIT_MAX} ids at a time")
-            return lambda: self.dead_letters.find(ids)
+        if ids is not None and (not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids)):
+            raise BadRequest("ids must be a non-empty list of message ids")
+        age = None
         if everything_field == "all":
-            if wide is not True:
+            if wide not in (None, True, False):
                 raise BadRequest("all must be true")
-            return lambda: self.dead_letters.list(**filters, limit=LIST_LIMIT_MAX)
-        if not isinstance(wide, str):
-            raise BadRequest("older_than must be a duration such as 30m, 12h, 7d")
-        try:
-            age = parse_duration(wide)
-        except ValueError as error:
-            raise BadRequest(str(error)) from error
-        return lambda: self.dead_letters.list(**filters, older_than=age, limit=LIST_LIMIT_MAX)
+        elif wide is not None:
+            if not isinstance(wide, str):
+                raise BadRequest("older_than must be a duration such as 30m, 12h, 7d")
+            try:
+                age = parse_duration(wide)
+            except ValueError as error:
+                raise BadRequest(str(error)) from error
+        selected = bool(wide) if everything_field == "all" else age is not None
+        return lambda: self.dead_letters.select(ids=ids, wide=selected, wide_name=everything_field, older_than=age, **filters)
 
     @staticmethod
     def moved(moved: Moved, verb: str) -> Response:

@@ -1,6 +1,6 @@
 """Who is calling: the secret path token and the optional source-IP allowlist.
 
-Daraja signs nothing (DARAJA.md §6), so a callback is believed only if it knows the secret token
+Daraja signs nothing (docs/daraja.md §6), so a callback is believed only if it knows the secret token
 in its URL. A wrong token gets the same bare 404 as an unknown path: nothing tells a prober that
 the route exists.
 """

@@ -2,7 +2,7 @@
 
 Bodies must be decoded with ``json.loads(raw, parse_float=Decimal)``: amounts are refused as floats.
 Every rejection is an `InvalidCallback` whose ``reason`` is a short code (kept on the inbox row) and
-whose ``result_code`` is the C2B validation reject code that fits (DARAJA.md §2.3).
+whose ``result_code`` is the C2B validation reject code that fits (docs/daraja.md §2.3).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class TransactionStatusResult:
 
 
 def parse_c2b(body: object, *, max_amount_cents: int = 50_000_000) -> C2BPayment:
-    """A C2B validation or confirmation body (both share one shape, DARAJA.md §2.2)."""
+    """A C2B validation or confirmation body (both share one shape, docs/daraja.md §2.2)."""
     with _rejecting():
         fields = _mapping(body, "body")
         trans_id = _required(fields, "TransID")
@@ -112,7 +112,7 @@ def parse_c2b(body: object, *, max_amount_cents: int = 50_000_000) -> C2BPayment
 
 
 def parse_stk(body: object) -> StkResult:
-    """An STK callback; metadata items are looked up by Name, never by position (DARAJA.md §3)."""
+    """An STK callback; metadata items are looked up by Name, never by position (docs/daraja.md §3)."""
     with _rejecting():
         callback = _mapping(_mapping(body, "body").get("Body"), "Body")
         callback = _mapping(callback.get("stkCallback"), "stkCallback")
@@ -143,7 +143,7 @@ def parse_stk(body: object) -> StkResult:
 def parse_b2c_result(body: object) -> B2CResult:
     """A B2C result or queue-timeout body. Which of the two it is comes from the URL, not the body.
 
-    A failed result may carry a TransactionID; it is not a receipt and is ignored (DARAJA.md §4.3).
+    A failed result may carry a TransactionID; it is not a receipt and is ignored (docs/daraja.md §4.3).
     """
     with _rejecting():
         result = _mapping(_mapping(body, "body").get("Result"), "Result")
@@ -169,7 +169,7 @@ def parse_b2c_result(body: object) -> B2CResult:
 
 
 def parse_status_result(body: object) -> TransactionStatusResult:
-    """A Transaction Status result; older key spellings with spaces are accepted (DARAJA.md §5.1).
+    """A Transaction Status result; older key spellings with spaces are accepted (docs/daraja.md §5.1).
 
     Its parameters describe the *queried* transaction; whether that one paid is for the caller to
     decide from ``result_code`` and ``transaction_status`` together.
@@ -204,7 +204,7 @@ def external_id(kind: str, body: object) -> str:
     """The inbox dedupe key of a callback: a redelivery of the same callback gets the same key.
 
     Timeouts are prefixed so that a timeout and the final result for the same request are two
-    inbox rows (a timeout may come first, DARAJA.md §4.6). Cheap: the ingest calls it per request.
+    inbox rows (a timeout may come first, docs/daraja.md §4.6). Cheap: the ingest calls it per request.
     """
     if kind not in _EXTERNAL_ID_PATH:
         raise ValueError(f"unknown callback kind {kind!r}")  # a bug in the caller, not the body
@@ -280,7 +280,7 @@ def _optional_amount(fields: Mapping[str, object], key: str) -> int | None:
 
 
 def _result_code(fields: Mapping[str, object]) -> int | str:
-    """``0`` and ``"0"`` are the same code (DARAJA.md §8.5); ``SFC_IC0003``-like codes stay text."""
+    """``0`` and ``"0"`` are the same code (docs/daraja.md §8.5); ``SFC_IC0003``-like codes stay text."""
     value = fields.get("ResultCode")
     if isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -1,6 +1,6 @@
 """Parsing of single Daraja field values: money, times, phone numbers, account references.
 
-Daraja is loose about types (DARAJA.md §8.4–8.5): amounts come as ``"5.00"``, ``1.00`` or ``"300"``,
+Daraja is loose about types (docs/daraja.md §8.4–8.5): amounts come as ``"5.00"``, ``1.00`` or ``"300"``,
 times as strings or JSON numbers, phone numbers masked or hashed. Everything here is pure and
 strict: a value is turned into one canonical form (integer cents, an aware EAT datetime, a 12-digit
 MSISDN) or rejected with a short machine-readable reason.
@@ -78,7 +78,7 @@ def _to_decimal(value: object, field: str) -> Decimal:
 def parse_mpesa_time(value: object, *, field: str = "TransTime") -> datetime:
     """``YYYYMMDDHHmmss`` (a string in C2B, a JSON number in STK) as an aware EAT datetime.
 
-    Daraja names no time zone; every integration reads it as Kenyan local time (DARAJA.md §2.2).
+    Daraja names no time zone; every integration reads it as Kenyan local time (docs/daraja.md §2.2).
     """
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or not _MPESA_TIME.fullmatch(text):
@@ -110,7 +110,7 @@ def normalise_msisdn(value: object) -> str | None:
     """The canonical ``2547XXXXXXXX`` / ``2541XXXXXXXX`` form, or None if it is not a usable number.
 
     None covers masked (``2547 ***** 149``) and hashed (64 hex) C2B values: they cannot identify a
-    payer (DARAJA.md §2.5), so callers must match by account reference instead.
+    payer (docs/daraja.md §2.5), so callers must match by account reference instead.
     """
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -144,7 +144,7 @@ class AccountRef:
 def classify_account_ref(
     raw: str, *, vehicle_code_digits: int = 3, driver_code_pattern: str = r"D\d{6}"
 ) -> AccountRef:
-    """Vehicle code, driver ID or unknown (RULES.md "Who is paid by a C2B payment").
+    """Vehicle code, driver ID or unknown (docs/rules.md "Who is paid by a C2B payment").
 
     Vehicle codes may be typed with missing or extra leading zeros (``25``, ``0025`` → ``025``).
     All-digit text is always read as a vehicle code first, so a driver pattern of digits only would

@@ -1,7 +1,7 @@
 """The simulator's stand-in for M-Pesa's public certificate, and the check of SecurityCredential.
 
 Daraja clients encrypt the initiator password with Safaricom's certificate (RSA, PKCS#1 v1.5,
-then base64; DARAJA.md §4.1). The simulator mints its own key pair and self-signed certificate
+then base64; docs/daraja.md §4.1). The simulator mints its own key pair and self-signed certificate
 when the app is built, publishes the certificate at ``/sim/cert.pem``, and decrypts credentials
 with the private key. A client that encrypts with any other certificate gets ``2001``, exactly
 like using the sandbox certificate against production.

@@ -1,6 +1,6 @@
 """The gateway's synchronous error envelope: ``{"requestId", "errorCode", "errorMessage"}``.
 
-Every synchronous failure of a Daraja API comes in this one shape (DARAJA.md §0), with an HTTP
+Every synchronous failure of a Daraja API comes in this one shape (docs/daraja.md §0), with an HTTP
 status equal to the code's first part. Clients branch on ``errorCode``, so the codes used by the
 simulator are named here once.
 """

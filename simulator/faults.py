@@ -1,4 +1,4 @@
-"""Fault injection: the failures the money path must survive (DESIGN.md §4), on demand.
+"""Fault injection: the failures the money path must survive (docs/design.md §4), on demand.
 
 A fault is one of nine modes, aimed at one API (``b2c`` by default) and optionally at requests
 whose body fields equal given values (``{"OriginatorConversationID": "po_1"}``). Faults come

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-#: Words Safaricom filters out of C2B URLs, case-insensitively (DARAJA.md §2.1).
+#: Words Safaricom filters out of C2B URLs, case-insensitively (docs/daraja.md §2.1).
 FILTERED_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
 
 

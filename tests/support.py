@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import fleet
 from db.models import Driver, Inbox, Payout
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "mpesa" / "samples"
+# Daraja payload samples, one copy for every test and bench (tests/samples/README.md).
+SAMPLES = Path(__file__).resolve().parent / "samples"
 TOKEN = "test-callback-token"
 
 
@@ -47,6 +51,33 @@ def serve(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def fleetpay_argv(*args: str) -> list[str]:
+    """``fleetpay ARGS`` as a user types it: the console script installed beside this Python."""
+    script = Path(sys.executable).with_name("fleetpay")
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "cli", *args]
+
+
+def fleetpay(
+    *args: str,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout_s: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``fleetpay ARGS`` to its end, as a user runs it, with no terminal on stdin. ``env``
+    replaces the environment (default: this one, with plain-text logs); ``database_url`` points
+    the command at a database. With ``check`` a non-zero exit fails the test."""
+    environment = dict(env if env is not None else {**os.environ, "FLEETPAY_LOG_JSON": "false"})
+    if database_url:
+        environment["FLEETPAY_DATABASE_URL"] = database_url
+    result = subprocess.run(fleetpay_argv(*args), env=environment, cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout_s, stdin=subprocess.DEVNULL)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout_s: float = 30, what: str = "condition") -> None:

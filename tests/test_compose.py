@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from fleetpay.cli import app
+from cli import app
 from fleetpay.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,41 +10,39 @@ from __future__ import annotations
 
 import dramatiq
 import structlog
-from sqlalchemy import func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Payout, PayoutStatusQuery
+from money.payouts import record_status_query, take_status_check
 from workers import runtime
-from workers.daraja.client import DarajaError
+from workers.daraja.client import DarajaClient, DarajaError
 from workers.daraja.outcomes import Outcome
+from workers.messages import CHECK_PAYOUT_STATUS
 
 log = structlog.get_logger("fleetpay.payouts")
 
 
-@dramatiq.actor(queue_name=runtime.settings.payout_queue_name, **runtime.RETRY_OPTIONS)
-def check_payout_status(payout_id: int) -> None:
+def ask_payout_status(sessions: sessionmaker[Session], daraja: DarajaClient, payout_id: int) -> str | None:
+    """Send one Transaction Status query about a payout still waiting for its result; the query's
+    id, or None when nothing was asked (settled meanwhile, or Daraja did not take the query)."""
     with structlog.contextvars.bound_contextvars(payout_id=payout_id):
-        with runtime.sessions().begin() as session:
-            occ = session.execute(
-                update(Payout)
-                .where(Payout.id == payout_id, Payout.state.in_(("submitted", "unknown")))
-                .values(status_checked_at=func.now())
-                .returning(Payout.originator_conversation_id)
-            ).scalar_one_or_none()
+        with sessions.begin() as session:
+            occ = take_status_check(session, payout_id)
         if occ is None:
-            return
+            return None
         try:
-            answer = runtime.daraja().transaction_status(originator_conversation_id=occ)
+            answer = daraja.transaction_status(originator_conversation_id=occ)
         except DarajaError as error:
             log.warning("payout_status_not_asked", error=str(error))
-            return
+            return None
         if answer.outcome is not Outcome.ACCEPTED or not answer.originator_conversation_id:
             log.warning("payout_status_query_refused", outcome=answer.outcome, code=answer.code)
-            return
-        with runtime.sessions().begin() as session:
-            session.execute(
-                pg_insert(PayoutStatusQuery)
-                .values(originator_conversation_id=answer.originator_conversation_id, payout_id=payout_id)
-                .on_conflict_do_nothing()
-            )
+            return None
+        with sessions.begin() as session:
+            record_status_query(session, payout_id, answer.originator_conversation_id)
         log.info("payout_status_asked", query=answer.originator_conversation_id)
+        return answer.originator_conversation_id
+
+
+@dramatiq.actor(actor_name=CHECK_PAYOUT_STATUS, queue_name=runtime.settings.payout_queue_name, **runtime.RETRY_OPTIONS)
+def check_payout_status(payout_id: int) -> None:
+    ask_payout_status(runtime.sessions(), runtime.daraja(), payout_id)

@@ -1,4 +1,4 @@
-"""``close_day(business_date)``: the scheduled daily close (``workers.daily_close``).
+"""``close_day(business_date)``: the scheduled daily close (``money.daily_close``).
 
 Idempotency: per driver and day (``driver_days.closed_at``, keyed postings and payouts): a
 redelivered or repeated close changes nothing; one that crashed half-way is finished.
@@ -6,22 +6,34 @@ redelivered or repeated close changes nothing; one that crashed half-way is fini
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 import dramatiq
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
+from fleetpay.settings import Settings
+from money.daily_close import CloseSummary, close_business_day, yesterday
 from workers import runtime
-from workers.daily_close import close_business_day, yesterday
-from workers.send_payout import send_payout
+from workers.messages import CLOSE_DAY
+from workers.send_payout import send_payouts
 
 log = structlog.get_logger("fleetpay.close")
 
 
-@dramatiq.actor(queue_name=runtime.settings.queue_name, max_retries=3, time_limit=3_600_000)
+def close_and_pay(
+    sessions: sessionmaker[Session], settings: Settings, day: date, *, after_each: Callable[[int], None] | None = None
+) -> tuple[CloseSummary, bool]:
+    """Close ``day``, then enqueue the payouts it reserved (``fleetpay close-day`` calls it too).
+    Returns the summary and whether the payouts were enqueued (if not, the payout sweep sends them)."""
+    summary = close_business_day(sessions, day, settings, after_each=after_each)
+    enqueued = send_payouts(summary.payout_ids)
+    log.info("business_day_closed", business_date=str(day), **summary.closed, flagged=summary.flagged)
+    return summary, enqueued
+
+
+@dramatiq.actor(actor_name=CLOSE_DAY, queue_name=runtime.settings.queue_name, max_retries=3, time_limit=3_600_000)
 def close_day(business_date: str | None = None) -> None:
     day = date.fromisoformat(business_date) if business_date else yesterday(runtime.settings)
-    summary = close_business_day(runtime.sessions(), day, runtime.settings)
-    for payout_id in summary.payout_ids:
-        send_payout.send(payout_id)
-    log.info("business_day_closed", business_date=str(day), **summary.closed, flagged=summary.flagged)
+    close_and_pay(runtime.sessions(), runtime.settings, day)

@@ -45,7 +45,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 
 from fleetpay.settings import Settings
-from workers.messages import PROCESS_CALLBACK, SEND_PAYOUT
+from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_PAYOUT
 
 log = structlog.get_logger("fleetpay.dlq")
 
@@ -59,7 +59,7 @@ LAST_ERROR_MAX_CHARS = 300
 REFERENCE_KIND_BY_ACTOR = {
     PROCESS_CALLBACK: "inbox",
     SEND_PAYOUT: "payout",
-    "check_payout_status": "payout",
+    CHECK_PAYOUT_STATUS: "payout",
 }
 REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id"}
 
@@ -344,6 +344,30 @@ class DeadLetters:
             for letters in by_id.values()
             for letter in sorted(letters.values(), key=lambda item: item.dead_lettered_at, reverse=True)
         ]
+
+    def select(
+        self,
+        *,
+        ids: Sequence[str] | None,
+        wide: bool,
+        wide_name: str,
+        older_than: timedelta | None = None,
+        actor: str | None = None,
+        queue: str | None = None,
+    ) -> builtins.list[DeadLetter]:
+        """The dead letters a requeue or purge names (the CLI and ``/admin`` both ask here): either
+        ``ids``, or a wide selection (``wide``: every one, or those older than ``older_than``),
+        which alone may be narrowed to one ``actor`` or ``queue``. ``wide_name`` is how the caller
+        spells the wide selection (``--all``, ``older_than``) in the error it gets."""
+        if bool(ids) == wide:
+            raise DeadLetterError(f"give message ids or {wide_name} (one of them)")
+        if (actor or queue) and not wide:
+            raise DeadLetterError(f"actor and queue go with {wide_name}")
+        if ids:
+            if len(ids) > LIST_LIMIT_MAX:
+                raise DeadLetterError(f"at most {LIST_LIMIT_MAX} ids at a time")
+            return self.find(ids)
+        return self.list(queue=queue, actor=actor, older_than=older_than, limit=LIST_LIMIT_MAX)
 
     def _entries(self, queue: str) -> Iterator[tuple[bytes, bytes]]:
         for count, (member, data) in enumerate(

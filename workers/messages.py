@@ -1,7 +1,7 @@
-"""Names of the messages the ingest and the scheduler send, without importing the actors.
+"""The actors' names, and the messages the ingest sends, without importing the actors.
 
 The ingest only enqueues; importing the actor modules would bind them to a broker and open
-database engines it does not need.
+database engines it does not need. The scheduler fires actors by these names.
 """
 
 from __future__ import annotations
@@ -10,6 +10,12 @@ from dramatiq import Message
 
 PROCESS_CALLBACK = "process_callback"
 SEND_PAYOUT = "send_payout"
+CHECK_PAYOUT_STATUS = "check_payout_status"
+SWEEP_INBOX = "sweep_inbox"
+SWEEP_PAYOUTS = "sweep_payouts"
+RECONCILE_BOOKS = "reconcile_books"
+RECONCILE_MPESA = "reconcile_mpesa"
+CLOSE_DAY = "close_day"
 
 
 def process_callback_message(inbox_id: int, *, queue_name: str) -> Message:

@@ -11,11 +11,12 @@ import structlog
 
 from db.reconcile import run_check
 from workers import runtime
+from workers.messages import RECONCILE_BOOKS
 
 log = structlog.get_logger("fleetpay.reconcile")
 
 
-@dramatiq.actor(queue_name=runtime.settings.queue_name, max_retries=0, time_limit=3_600_000)
+@dramatiq.actor(actor_name=RECONCILE_BOOKS, queue_name=runtime.settings.queue_name, max_retries=0, time_limit=3_600_000)
 def reconcile_books() -> None:
     run_id, found = run_check(runtime.sessions())
     if found:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dramatiq
 import structlog
 
-from db.payouts import apply_event, claim
+from money.payouts import apply_event, claim
 from fleetpay.payout_states import IllegalTransition, PayoutEvent
 from workers import runtime
 from workers.daraja.client import DarajaError
@@ -67,3 +67,15 @@ def send_payout(payout_id: int) -> None:
             # The claim was given up meanwhile (the sweeper judged it stale): the payout is
             # ``unknown`` and a status query settles it; the late answer changes nothing.
             log.warning("payout_answer_after_claim_lost", error=str(error))
+
+
+def send_payouts(payout_ids: list[int] | tuple[int, ...]) -> bool:
+    """Enqueue payouts already committed; False when the broker did not take them (the payout sweep
+    sends them later, so nothing is lost)."""
+    try:
+        for payout_id in payout_ids:
+            send_payout.send(payout_id)
+    except Exception as error:  # noqa: BLE001 — committed: sweep_payouts sends them
+        log.warning("payouts_not_enqueued_sweep_will_send", error=str(error), payout_ids=list(payout_ids))
+        return False
+    return True

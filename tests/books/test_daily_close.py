@@ -1,4 +1,4 @@
-"""The daily close of RULES.md on a database of its own: rollover without double-counting,
+"""The daily close of docs/rules.md on a database of its own: rollover without double-counting,
 misses and termination, bonus once, accrued shares paid, idempotent, and finished after a crash."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from db import fleet, ledger
 from db.models import Driver, DriverDay, Payout, Posting, Vehicle
 from db.reconcile import check
 from fleetpay.settings import Settings
-from workers.apply_payment import apply_payment
-from workers.daily_close import close_business_day
+from money.daily_close import close_business_day
+from money.payments import apply_payment
 
 EAT = ZoneInfo("Africa/Nairobi")
 D1, D2, D3, D4 = (date(2026, 11, d) for d in (20, 21, 22, 23))
@@ -151,7 +151,7 @@ def test_a_payment_arriving_after_its_day_closed_goes_to_revenue(fresh_sessions)
 
 
 def test_yesterday_is_the_business_day_that_ended_at_the_close_time() -> None:
-    from workers.daily_close import yesterday
+    from money.daily_close import yesterday
 
     at = datetime(2026, 11, 24, 2, 30, tzinfo=EAT)
     assert yesterday(settings(), at) == date(2026, 11, 23)

@@ -35,8 +35,8 @@ from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.models import Account, Driver, Entry, Inbox, Payout, Posting
 from db.reconcile import check
-from fleetpay.dev import wait_http
-from fleetpay.embedded import EmbeddedServer, start_postgres, start_redis
+from launcher.dev import wait_http
+from launcher.embedded import EmbeddedServer, start_postgres, start_redis
 from tests.support import SAMPLES, c2b_body, free_port
 
 TOKEN = "chaos-callback-token"

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from sqlalchemy import select
 
 from db.models import Inbox
-from tests.support import next_receipt, next_vehicle_code, open_payouts, pending_count, wait_until
+from tests.support import fleetpay, next_receipt, next_vehicle_code, open_payouts, pending_count, wait_until
 
-
-def fleetpay(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLEETPAY_DATABASE_URL": database_url, "FLEETPAY_LOG_JSON": "false"}
-    result = subprocess.run([sys.executable, "-m", "fleetpay", *args], env=env, capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_register_pay_assign_and_read_balance(database_url, http, worker, sessions, unique) -> None:  # type: ignore[no-untyped-def]

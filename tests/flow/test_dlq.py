@@ -1,14 +1,11 @@
-"""The dead-letter queue (DESIGN.md §4, "message keeps failing"): a real ``process_callback``
+"""The dead-letter queue (docs/design.md §4, "message keeps failing"): a real ``process_callback``
 message, failed through dramatiq's own retry path, is listed, shown, requeued and applied once;
 purges; bad ids; the operator API with and without its token; the depth gauge on /metrics."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
+from datetime import datetime, timezone
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,16 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import ledger
 from db.models import Driver, Inbox, Posting
-from tests.support import add_driver_with_vehicle, c2b_body, next_receipt, serve, wait_until
+from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_receipt, serve, wait_until
 
-
-def fleetpay(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLEETPAY_LOG_JSON": "false"}
-    result = subprocess.run([sys.executable, "-m", "fleetpay", *args], env=env, capture_output=True, text=True,
-                            timeout=60, stdin=subprocess.DEVNULL)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture
@@ -182,7 +171,8 @@ def test_purge_by_id_and_by_age(worker, sessions, dead_letters, failing) -> None
     assert dead_letters.get(second)
 
     assert "no dead letters to purge" in fleetpay("dlq", "purge", "--older-than", "1d", "--yes").stdout
-    time.sleep(1.1)
+    wait_until(lambda: (datetime.now(timezone.utc) - dead_letters.get(second).dead_lettered_at).total_seconds() > 1,
+               timeout_s=5, what="the dead letter to be over a second old")
     aged = fleetpay("dlq", "purge", "--older-than", "1s", "--actor", "process_callback", "--yes")
     assert f"purged {second}" in aged.stdout
     with pytest.raises(DeadLetterNotFound):

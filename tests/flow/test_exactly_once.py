@@ -1,5 +1,5 @@
 """The same payment, delivered many times at once to many workers, changes balances once; a
-mixed, shuffled stream of 1,000 callbacks matches an independent model of RULES.md."""
+mixed, shuffled stream of 1,000 callbacks matches an independent model of docs/rules.md."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_fifty_concurrent_deliveries_post_once(ingest_url, worker, sessions) -> 
 
 
 class FleetModel:
-    """An independent model of RULES.md (defaults: whole-payment split, target sharing on,
+    """An independent model of docs/rules.md (defaults: whole-payment split, target sharing on,
     instant payouts, KES 10 minimum), replayed in the order the workers committed."""
 
     def __init__(self) -> None:

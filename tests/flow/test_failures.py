@@ -1,4 +1,4 @@
-"""The failure model (DESIGN.md §4) for the C2B path: Redis gone at the ack, a worker killed."""
+"""The failure model (docs/design.md §4) for the C2B path: Redis gone at the ack, a worker killed."""
 
 from __future__ import annotations
 
@@ -10,19 +10,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from db import ledger
 from db.models import Driver, Inbox, Payout, Posting
-from fleetpay.settings import Settings
 from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_receipt, pending_count, serve, wait_until
 
+
+
+def sweep(older_than_s: int) -> int:
+    """One inbox sweep, as the scheduler's ``sweep_inbox`` runs it."""
+    from workers import runtime
+    from workers.sweep_inbox import enqueue_stale_inbox_rows
+
+    return enqueue_stale_inbox_rows(runtime.sessions(), runtime.settings, older_than_s=older_than_s)
 
 def test_redis_unreachable_at_the_ack_is_swept_later(settings, engine, sessions, worker, unique) -> None:  # type: ignore[no-untyped-def]
     from ingest.app import build_app
     from workers.broker import build_broker
-    from workers.sweep_inbox import sweep
 
     code = f"D8{int(unique, 16) % 10**5:05d}"
     with sessions.begin() as session:
@@ -45,7 +50,6 @@ def test_worker_killed_mid_batch_applies_each_payment_once(settings, engine, ses
     """A worker process is SIGKILLed while it works through 300 payments; after a restart and a
     sweep, each payment is applied exactly once."""
     from ingest.app import build_app
-    from workers.sweep_inbox import sweep
 
     codes = [f"D7{n:02d}{os.getpid() % 1000:03d}"[:7] for n in range(10)]
     vehicles = []

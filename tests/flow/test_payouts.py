@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db import ledger
-from db.models import Driver, Entry, Payout, Posting
+from db.models import Entry, Payout, Posting
 from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_receipt, pending_count, wait_until
 
 
@@ -30,7 +30,8 @@ def queue_faults(simulator: str, *faults: dict) -> None:
 
 def settle(sessions, payout_ids: list[int], *, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
     """Run payout sweeps (as the scheduler would, with no age limits) until all are terminal."""
-    from workers.sweep_payouts import sweep
+    from workers import runtime
+    from workers.sweep_payouts import advance_open_payouts
 
     def all_terminal() -> bool:
         with sessions() as session:
@@ -38,7 +39,7 @@ def settle(sessions, payout_ids: list[int], *, timeout_s: float = 60) -> None:  
                 select(func.count()).where(Payout.id.in_(payout_ids), Payout.state.not_in(("paid", "failed")))
             ).scalar_one()
         if open_:
-            sweep(age_s=1)
+            advance_open_payouts(runtime.sessions(), runtime.settings, age_s=1)
         return open_ == 0
 
     wait_until(all_terminal, timeout_s=timeout_s, what="every payout to be paid or failed")

@@ -9,9 +9,8 @@ import httpx
 from sqlalchemy import select
 
 from db.models import Inbox, Payout
-from tests.flow.test_cli import fleetpay
 from tests.flow.test_payouts import pay_fares, settle, sim_payments
-from tests.support import add_driver_with_vehicle, pending_count, wait_until
+from tests.support import add_driver_with_vehicle, fleetpay, pending_count, wait_until
 
 
 def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]

@@ -12,8 +12,7 @@ from sqlalchemy import func, select, text
 
 from db import ledger
 from db.models import Driver, DriverDay, Inbox, Posting, ReconciliationFix
-from tests.flow.test_cli import fleetpay
-from tests.support import add_driver_with_vehicle, c2b_body, next_receipt, pending_count, wait_until
+from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_receipt, pending_count, wait_until
 
 
 def reconcile(database_url: str, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]

@@ -1,19 +1,16 @@
-"""Every callback sample of shared/mpesa/samples is accepted and has the right effect."""
+"""Every callback sample of tests/samples is accepted and has the right effect."""
 
 from __future__ import annotations
 
 import json
 from datetime import date
 
-import pytest
 from sqlalchemy import select
 
 from db import fleet
 from db.balances import driver_balance
 from db.models import Inbox, Payout, Posting
 from tests.support import SAMPLES, add_driver_with_vehicle, open_payouts, wait_until
-
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared/mpesa/samples is not beside the repo")
 
 
 def sample(name: str) -> bytes:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 from sqlalchemy import select
 
 from db.models import SchedulerFiring
-from tests.support import wait_until
+from tests.support import fleetpay_argv, wait_until
 
 
 def test_one_scheduler_leads_and_a_standby_takes_over(database_url, redis_url, sessions, worker) -> None:  # type: ignore[no-untyped-def]
@@ -37,7 +36,7 @@ def test_one_scheduler_leads_and_a_standby_takes_over(database_url, redis_url, s
             ).all()]
 
     schedulers = [
-        subprocess.Popen([sys.executable, "-m", "fleetpay", "scheduler"], env=env, start_new_session=True,
+        subprocess.Popen(fleetpay_argv("scheduler"), env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(2)
     ]

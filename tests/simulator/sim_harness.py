@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from simulator import SimulatorConfig
 
-SAMPLES = Path(__file__).parent / "samples"  # copies of /work/shared/mpesa/samples
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"  # tests/samples (see its README.md)
 WAIT_S = 5.0
 
 

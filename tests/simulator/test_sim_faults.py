@@ -124,8 +124,8 @@ def test_drop_callback_pays_but_never_tells(daraja: Daraja) -> None:
     daraja.faults({"mode": "drop_callback"})
     body, _ = daraja.pay_b2c()
     dropped = wait_until(lambda: daraja.http.get("/sim/callbacks").json()["callbacks"])
+    # The record is written in place of the send: once it says dropped, nothing was or will be sent.
     assert dropped[0]["dropped"] is True and dropped[0]["status_code"] is None
-    time.sleep(0.2)
     assert daraja.received(RESULT) == []
     assert daraja.sim_payments()["counts"] == {body["OriginatorConversationID"]: 1}
 
@@ -134,8 +134,6 @@ def test_slow_callback(daraja: Daraja) -> None:
     daraja.faults({"mode": "slow_callback", "delay_ms": 600})
     started = time.monotonic()
     daraja.pay_b2c()
-    time.sleep(0.3)
-    assert daraja.received(RESULT) == []
     arrived = daraja.wait_for(RESULT)[0]
     assert arrived.at - started >= 0.55
 

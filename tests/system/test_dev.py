@@ -7,19 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.support import free_port, wait_until
+from tests.support import fleetpay, fleetpay_argv, free_port, wait_until
 
-
-def fleetpay(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleetpay", *args], cwd=cwd, env=bare_env(), capture_output=True,
-                          text=True, timeout=60)
 
 
 def bare_env() -> dict[str, str]:
@@ -29,8 +24,7 @@ def bare_env() -> dict[str, str]:
 
 def start_dev(cwd: Path, ingest_port: int, simulator_port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "fleetpay", "dev", "--demo", "--ingest-port", str(ingest_port),
-         "--simulator-port", str(simulator_port)],
+        fleetpay_argv("dev", "--demo", "--ingest-port", str(ingest_port), "--simulator-port", str(simulator_port)),
         cwd=cwd, env=bare_env(), stdout=subprocess.PIPE, stderr=(cwd / "dev-stderr.log").open("a"), text=True,
     )
     assert process.stdout is not None
@@ -60,9 +54,7 @@ def stop(process: subprocess.Popen[str], cwd: Path) -> None:
 
 
 def balance(cwd: Path) -> dict:  # type: ignore[type-arg]
-    result = fleetpay(cwd, "balance", "D112006", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(fleetpay("balance", "D112006", "--json", cwd=cwd, env=bare_env()).stdout)
 
 
 @pytest.mark.slow
@@ -70,8 +62,7 @@ def test_dev_runs_a_payment_end_to_end_and_keeps_its_data(tmp_path: Path) -> Non
     ports = (free_port(), free_port())
     dev = start_dev(tmp_path, *ports)
     try:
-        paid = fleetpay(tmp_path, "simulate", "c2b", "--account", "025", "--amount", "200")
-        assert paid.returncode == 0, paid.stderr
+        fleetpay("simulate", "c2b", "--account", "025", "--amount", "200", cwd=tmp_path, env=bare_env())
         wait_until(lambda: balance(tmp_path)["paid_out_cents"] == 10_000, timeout_s=60, what="the share to be paid")
         assert balance(tmp_path)["contributed_cents"] == 10_000
     finally:

@@ -5,7 +5,6 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +22,7 @@ from schemas.callbacks import (
     parse_stk,
 )
 from schemas.parsing import EAT
-
-# tests/unit/<file> → parents[3] is the folder holding both the repo and `shared/`.
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "mpesa" / "samples"
+from tests.support import SAMPLES
 
 # Every sample that Safaricom POSTs to one of our callback routes: (inbox kind, parser).
 CALLBACK_SAMPLES: dict[str, tuple[str, Callable[[Any], object]]] = {
@@ -50,8 +47,6 @@ OTHER_SAMPLES = {
 
 
 def load(name: str) -> Any:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"Daraja samples not found at {SAMPLES} (the shared folder is not mounted)")
     return json.loads((SAMPLES / name).read_text(), parse_float=Decimal)
 
 
@@ -59,8 +54,6 @@ def load(name: str) -> Any:
 
 
 def test_every_sample_is_classified() -> None:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"Daraja samples not found at {SAMPLES}")
     on_disk = {path.name for path in SAMPLES.glob("*.json")}
     assert on_disk == set(CALLBACK_SAMPLES) | OTHER_SAMPLES
 

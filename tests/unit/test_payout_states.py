@@ -18,7 +18,7 @@ from fleetpay.payout_states import (
 
 # Every transition that changes the state; anything else is a no-op or illegal.
 MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
-    # DESIGN.md §3
+    # docs/design.md §3
     ("pending", "claim"): "submitting",
     ("submitting", "not_sent"): "pending",  # the request surely never left: send again later
     ("submitting", "accepted"): "submitted",
@@ -33,7 +33,7 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("submitted", "status_paid"): "paid",
     ("unknown", "status_paid"): "paid",
     ("unknown", "status_not_found"): "pending",
-    # proof of payment always wins, also where DESIGN.md draws no arrow
+    # proof of payment always wins, also where docs/design.md draws no arrow
     ("pending", "result_success"): "paid",
     ("pending", "status_paid"): "paid",
     ("submitting", "status_paid"): "paid",
@@ -97,7 +97,7 @@ def test_unknown_names_are_refused(state: str, event: str) -> None:
 
 
 def test_timeout_then_success_ends_paid() -> None:
-    """DESIGN.md §4: a B2C timeout callback, then the success result."""
+    """docs/design.md §4: a B2C timeout callback, then the success result."""
     state: PayoutState = "pending"
     for event in ("claim", "accepted", "queue_timeout", "result_success", "queue_timeout"):
         state = transition(state, event).new_state

@@ -337,7 +337,7 @@ def test_close_day_rejects(overrides: dict[str, Any]) -> None:
 
 
 def test_three_missed_days_roll_over_once() -> None:
-    """RULES.md: tomorrow = base + outstanding shortfall; never today's target + shortfall."""
+    """docs/rules.md: tomorrow = base + outstanding shortfall; never today's target + shortfall."""
     day1 = close(contributed_cents=2000 * KES)
     assert day1 == DayClose(False, 1000 * KES, 4000 * KES, 1, False)
     day2 = close(

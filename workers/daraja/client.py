@@ -8,6 +8,7 @@ the caller passes the payout's own, every time.
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ PULL_PATH = "/pulltransactions/v1/query"
 REGISTER_PATH = "/mpesa/c2b/v2/registerurl"
 SIMULATE_PATH = "/mpesa/c2b/v2/simulate"
 TOKEN_PATH = "/oauth/v1/generate?grant_type=client_credentials"
+PULL_PAGES_MAX = 10_000
 # Errors raised before a single byte of the request could have reached Daraja.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -134,6 +136,19 @@ class DarajaClient:
         )
         response.raise_for_status()
         return response.json()
+
+    def pull_all(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every C2B payment M-Pesa lists for [start, end], page by page (bounded)."""
+        rows: list[dict[str, Any]] = []
+        for _ in range(PULL_PAGES_MAX):
+            page = self.pull_transactions(
+                start=start.strftime("%Y-%m-%d %H:%M:%S"), end=end.strftime("%Y-%m-%d %H:%M:%S"), offset=len(rows)
+            )
+            found = [row for group in page.get("Response") or [] for row in (group or [])]
+            if str(page.get("ResponseCode")) != "1000" or not found:
+                return rows
+            rows.extend(found)
+        raise RuntimeError("Pull Transactions kept paging past its bound")
 
     # --- plumbing ---------------------------------------------------------------------------
 

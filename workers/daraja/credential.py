@@ -1,5 +1,5 @@
 """The B2C SecurityCredential: the initiator password encrypted with M-Pesa's certificate
-(RSA PKCS#1 v1.5), base64-encoded (DARAJA.md §4.1). The same credential may be reused."""
+(RSA PKCS#1 v1.5), base64-encoded (docs/daraja.md §4.1). The same credential may be reused."""
 
 from __future__ import annotations
 

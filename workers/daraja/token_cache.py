@@ -1,6 +1,6 @@
 """One OAuth token shared by every worker, cached in Redis.
 
-Daraja invalidates the previous token whenever a new one is issued (DARAJA.md §1), so workers that
+Daraja invalidates the previous token whenever a new one is issued (docs/daraja.md §1), so workers that
 fetched their own would knock each other's tokens out. The token lives in Redis with a TTL a
 minute below ``expires_in``; a refresh happens under a Redis lock, and only if the token that
 failed is still the cached one (another worker may have refreshed it already).

@@ -10,16 +10,10 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from fleetpay.cli import context
-from fleetpay.cli.output import console, emit_json, emit_table, errors, fail
+from cli import context
+from cli.output import console, emit_json, emit_table, errors, fail
 
 DISCREPANCIES_EXIT = 3  # `fleetpay reconcile` exits 3 when the books do not reconcile
-
-
-def _sessions():  # type: ignore[no-untyped-def]
-    from db.engine import make_engine, make_sessionmaker
-
-    return make_sessionmaker(make_engine(context.settings().require_database_url(), pool_size=2))
 
 
 def reconcile(
@@ -32,11 +26,12 @@ def reconcile(
     """Prove the books: every posting balances, every cached balance and driver day equals its
     entries, every payout agrees with the in-flight account. A check never writes money.
     Exits 0 when clean, 3 when there are discrepancies."""
-    from db.reconcile import run_check, run_fix
+    from db.reconcile import run_check
+    from money.reconcile_fix import run_fix
 
     if fix and not (reason and operator):
         raise fail("--fix needs --reason and --operator: every correction names who and why", 2)
-    sessions = _sessions()
+    sessions = context.sessions()
     document: dict[str, object] = {}
     if fix:
         with Progress(console=errors, transient=True, disable=as_json) as progress:
@@ -68,12 +63,9 @@ def reconcile(
 
 def _reconcile_mpesa(sessions) -> dict[str, object]:  # type: ignore[no-untyped-def]
     from workers import runtime
-    from workers.mpesa_pull import reconcile_with_mpesa
-    from workers.process_callback import process_callback
+    from workers.reconcile_mpesa import recover_missed_confirmations
 
-    report = reconcile_with_mpesa(sessions, runtime.daraja(), context.settings())
-    for inbox_id in report.recovered_inbox_ids:
-        process_callback.send(inbox_id)
+    report = recover_missed_confirmations(sessions, runtime.daraja(), context.settings())
     return {
         "run_id": report.run_id,
         "listed_by_mpesa": report.listed,
@@ -87,23 +79,23 @@ def close_day(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The daily close (idempotent: safe to re-run, finishes a close that crashed half-way)."""
-    from sqlalchemy import func, select
-
-    from db.models import Driver
-    from workers.daily_close import close_business_day, yesterday
+    from db.fleet import count_drivers
+    from money.daily_close import yesterday
+    from workers.close_day import close_and_pay
 
     current = context.settings()
     try:
         day = date.fromisoformat(on) if on else yesterday(current)
     except ValueError as error:
         raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
-    sessions = _sessions()
+    sessions = context.sessions()
     with sessions() as session:
-        drivers_n = session.execute(select(func.count()).select_from(Driver)).scalar_one()
+        drivers_n = count_drivers(session)
     with Progress(console=errors, transient=True, disable=as_json) as progress:
         task = progress.add_task(f"closing {day}", total=drivers_n)
-        summary = close_business_day(sessions, day, current, after_each=lambda _: progress.advance(task))
-    sent = _send_payouts(summary.payout_ids)
+        summary, sent = close_and_pay(sessions, current, day, after_each=lambda _: progress.advance(task))
+    if not sent:
+        errors.print("[yellow]payouts not enqueued; the payout sweep will send them[/]")
     document = {"business_date": str(day), **summary.closed, "flagged": summary.flagged,
                 "payouts": summary.payout_ids, "payouts_enqueued": sent}
     if as_json:
@@ -112,24 +104,10 @@ def close_day(
         console.print(document)
 
 
-def _send_payouts(payout_ids: list[int]) -> bool:
-    if not payout_ids:
-        return True
-    try:
-        from workers.send_payout import send_payout
-
-        for payout_id in payout_ids:
-            send_payout.send(payout_id)
-        return True
-    except Exception as error:  # noqa: BLE001 — committed: the payout sweep sends them later
-        errors.print(f"[yellow]payouts not enqueued ({error}); the payout sweep will send them[/]")
-        return False
-
-
 def scheduler() -> None:
     """The scheduler (one active instance; start others as standbys)."""
     from db.engine import make_engine
-    from fleetpay.scheduler import Scheduler
+    from workers.scheduler import Scheduler
     from workers import all as _actors  # noqa: F401 — declares every actor on the broker
     from workers import runtime
 

@@ -33,8 +33,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.models import SchedulerFiring
 from fleetpay.settings import Settings
+from workers.messages import CLOSE_DAY, RECONCILE_BOOKS, RECONCILE_MPESA, SWEEP_INBOX, SWEEP_PAYOUTS
 
-log = structlog.get_logger("fleetpay.scheduler")
+log = structlog.get_logger("workers.scheduler")
 
 LEADER_LOCK_ID = int.from_bytes(b"fleetpay", "big") >> 1  # one advisory lock id for the fleet
 
@@ -54,12 +55,12 @@ def jobs(settings: Settings) -> list[Job]:
     tz = ZoneInfo(settings.timezone)
     close_at = datetime.combine(datetime.now(tz).date(), settings.close_time, tz) + timedelta(seconds=settings.close_delay_s)
     return [
-        Job("sweep_inbox", IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
-        Job("sweep_payouts", IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
-        Job("reconcile_books", IntervalTrigger(seconds=settings.schedule_reconcile_s), _every(settings.schedule_reconcile_s)),
-        Job("reconcile_mpesa", IntervalTrigger(seconds=settings.schedule_mpesa_reconcile_s),
+        Job(SWEEP_INBOX, IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
+        Job(SWEEP_PAYOUTS, IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
+        Job(RECONCILE_BOOKS, IntervalTrigger(seconds=settings.schedule_reconcile_s), _every(settings.schedule_reconcile_s)),
+        Job(RECONCILE_MPESA, IntervalTrigger(seconds=settings.schedule_mpesa_reconcile_s),
             _every(settings.schedule_mpesa_reconcile_s)),
-        Job("close_day", CronTrigger(hour=close_at.hour, minute=close_at.minute, second=close_at.second, timezone=tz),
+        Job(CLOSE_DAY, CronTrigger(hour=close_at.hour, minute=close_at.minute, second=close_at.second, timezone=tz),
             lambda at: at.astimezone(tz).date().isoformat()),
     ]
 

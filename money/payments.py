@@ -1,13 +1,11 @@
 """Apply one incoming payment to the books, inside the caller's transaction.
 
-Who is paid is decided by the account reference (RULES.md); how much each side gets is decided by
-``fleetpay.rules`` (the only module that computes a split). This module wires the two to the
+Who is paid is decided by the account reference (docs/rules.md); how much each side gets is decided
+by ``fleetpay.rules`` (the only module that computes a split). This module wires the two to the
 database: under the driver's row lock it reads today's target and contribution, posts the split
-as one balanced posting keyed by the M-Pesa receipt, moves the driver-day row, and reserves a
-payout when enough is payable.
-
-The posting key ``c2b:<receipt>`` is shared by a C2B confirmation and an STK callback for the same
-receipt, so the money counts once whichever arrives first.
+as one balanced posting keyed by the M-Pesa receipt (``c2b:<TransID>``; an operator's assignment of
+unmatched money is keyed ``assign:<TransID>``), moves the driver-day row, and reserves a payout when
+enough is payable.
 """
 
 from __future__ import annotations
@@ -22,9 +20,9 @@ from sqlalchemy.orm import Session
 from db import fleet, ledger
 from db.fleet import Payee
 from db.models import Posting
-from db.payouts import reserve_payable
 from fleetpay import rules
 from fleetpay.settings import Settings
+from money.payouts import reserve_payable
 from schemas.parsing import AccountRef
 
 log = structlog.get_logger("fleetpay.worker")

@@ -1,6 +1,6 @@
-"""M-Pesa-side reconciliation: what M-Pesa has against what our inbox has (Pull Transactions).
+"""Pull recovery: what M-Pesa lists (Pull Transactions) against what our inbox has.
 
-Daraja does not retry a failed callback (DARAJA.md §2.4): a confirmation we never received is
+Daraja does not retry a failed callback (docs/daraja.md §2.4): a confirmation we never received is
 money we would never see. Every receipt M-Pesa lists for the last 48 hours that our inbox lacks is
 inserted as if its confirmation had arrived (the same inbox key, so a late real callback is a
 duplicate) and applied by the workers as usual. Every confirmation we hold that M-Pesa does not
@@ -25,12 +25,10 @@ from db.reconcile import Discrepancy, record_run
 from fleetpay.settings import Settings
 from schemas.callbacks import parse_c2b
 from schemas.json_body import decode_json
-from workers.daraja.client import DarajaClient
 
 log = structlog.get_logger("fleetpay.reconcile")
 
 WINDOW = timedelta(hours=48)
-PAGES_MAX = 10_000
 # Our confirmations this young may simply not be listed yet.
 SETTLING = timedelta(minutes=5)
 
@@ -41,19 +39,6 @@ class PullReport:
     recovered_inbox_ids: list[int] = field(default_factory=list)
     missing_at_mpesa: list[Discrepancy] = field(default_factory=list)
     run_id: int | None = None
-
-
-def pull_rows(client: DarajaClient, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for _ in range(PAGES_MAX):
-        page = client.pull_transactions(
-            start=start.strftime("%Y-%m-%d %H:%M:%S"), end=end.strftime("%Y-%m-%d %H:%M:%S"), offset=len(rows)
-        )
-        found = [row for group in page.get("Response") or [] for row in (group or [])]
-        if str(page.get("ResponseCode")) != "1000" or not found:
-            return rows
-        rows.extend(found)
-    raise RuntimeError("Pull Transactions kept paging past its bound")
 
 
 def confirmation_from_pull(row: dict[str, Any], settings: Settings) -> dict[str, str]:
@@ -79,12 +64,22 @@ def confirmation_from_pull(row: dict[str, Any], settings: Settings) -> dict[str,
     }
 
 
-def reconcile_with_mpesa(
-    sessions: sessionmaker[Session], client: DarajaClient, settings: Settings, *, now: datetime | None = None
-) -> PullReport:
+def pull_window(settings: Settings, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The period Pull Transactions can answer for: the last 48 hours, local time."""
     end = now or datetime.now(ZoneInfo(settings.timezone))
-    start = end - WINDOW
-    rows = pull_rows(client, start, end)
+    return end - WINDOW, end
+
+
+def recover_from_pull(
+    sessions: sessionmaker[Session],
+    rows: list[dict[str, Any]],
+    settings: Settings,
+    *,
+    start: datetime,
+    end: datetime,
+) -> PullReport:
+    """Compare M-Pesa's ``rows`` for [start, end] with our inbox, in one transaction: insert each
+    missing confirmation for the workers to apply, report each of ours M-Pesa does not list."""
     report = PullReport(listed=len(rows))
     listed = {str(row["transactionId"]): row for row in rows}
     with sessions.begin() as session:

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from fleetpay.cli import context
-from fleetpay.cli.output import fail
+from cli import context
+from cli.output import fail
 
 simulate = typer.Typer(help="Ask the Daraja simulator (or the sandbox) to make payments.")
 

@@ -1,11 +1,11 @@
-"""``fleetpay``: the command line of the whole system (DESIGN.md §5 is its contract)."""
+"""``fleetpay``: the command line of the whole system (docs/design.md §5 is its contract)."""
 
 from __future__ import annotations
 
 import typer
 
-from fleetpay.cli import books, fleet, payouts, services, simulation
-from fleetpay.cli.dlq import dlq
+from cli import books, fleet, payouts, services, simulation
+from cli.dlq import dlq
 
 app = typer.Typer(
     name="fleetpay",

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_sessionmaker
 from fleetpay.settings import Settings, get_settings
@@ -16,6 +16,11 @@ from schemas.parsing import business_date
 
 def settings() -> Settings:
     return get_settings()
+
+
+def sessions() -> sessionmaker[Session]:
+    """Sessions for a command that runs several transactions of its own (reconcile, close-day)."""
+    return make_sessionmaker(make_engine(settings().require_database_url(), pool_size=2))
 
 
 @contextmanager

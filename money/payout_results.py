@@ -1,6 +1,6 @@
 """What Safaricom tells us about payouts: B2C results, queue timeouts and status results.
 
-Called by ``process_callback`` for inbox rows of kinds ``b2c_result``, ``b2c_timeout``,
+Called by ``money.callbacks`` for inbox rows of kinds ``b2c_result``, ``b2c_timeout``,
 ``status_result`` and ``status_timeout``. Results are keyed by our own OriginatorConversationID,
 so a result that arrives before the HTTP answer was recorded is handled like any other; terminal
 states win, and duplicate or late callbacks change nothing (``fleetpay.payout_states``).
@@ -15,11 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Inbox, Payout, PayoutStatusQuery
-from db.payouts import apply_event, payout_by_originator_id
+from db.payouts import payout_by_originator_id
 from fleetpay.payout_states import Transition
 from fleetpay.settings import Settings
+from money.payments import Applied
+from money.payouts import apply_event
 from schemas.callbacks import parse_b2c_result, parse_status_result
-from workers.apply_payment import Applied
 
 log = structlog.get_logger("fleetpay.payouts")
 
@@ -54,7 +55,7 @@ def b2c_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
 
 
 def b2c_timeout(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
-    """A queue timeout is not a failure (DARAJA.md §4.4): the payout waits for its result or a
+    """A queue timeout is not a failure (docs/daraja.md §4.4): the payout waits for its result or a
     status query. It is recorded, and changes nothing."""
     result = parse_b2c_result(body)
     payout = payout_by_originator_id(session, result.originator_conversation_id)

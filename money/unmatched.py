@@ -18,10 +18,10 @@ from db import fleet, ledger
 from db.fleet import FleetError, Payee
 from db.models import Inbox, Vehicle
 from fleetpay.settings import Settings
-from schemas.callbacks import C2BPayment, parse_c2b, parse_stk
+from money.payments import Applied, apply_payment
+from schemas.callbacks import parse_c2b
 from schemas.json_body import decode_json
 from schemas.parsing import business_date, classify_account_ref
-from workers.apply_payment import Applied, apply_payment
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,8 @@ class UnmatchedPayment:
 
 
 def _payment(row: Inbox) -> tuple[str, int, str, datetime]:
-    body = decode_json(row.body.encode())
-    if row.kind == "stk_result":
-        stk = parse_stk(body)
-        assert stk.receipt and stk.amount_cents and stk.paid_at
-        return stk.receipt, stk.amount_cents, "", stk.paid_at
-    payment: C2BPayment = parse_c2b(body)
+    """Only C2B confirmations reach suspense: an STK result is never posted (``money.callbacks``)."""
+    payment = parse_c2b(decode_json(row.body.encode()))
     return payment.trans_id, payment.amount_cents, payment.bill_ref, payment.trans_time
 
 
@@ -70,7 +66,7 @@ def assign_unmatched(
     reference the payer typed (a driver code means the driver paid)."""
     row = session.execute(
         select(Inbox)
-        .where(Inbox.external_id == trans_id, Inbox.kind.in_(("c2b_confirmation", "stk_result")))
+        .where(Inbox.external_id == trans_id, Inbox.kind == "c2b_confirmation")
         .with_for_update()
     ).scalars().first()
     key = f"assign:{trans_id}"

@@ -10,8 +10,8 @@ import typer
 from db import fleet
 from db.balances import driver_balance
 from db.fleet import FleetError
-from fleetpay.cli import context
-from fleetpay.cli.output import emit, emit_json, emit_table, fail, kes
+from cli import context
+from cli.output import emit, emit_json, emit_table, fail, kes
 from schemas.callbacks import InvalidCallback
 from schemas.parsing import InvalidField, classify_account_ref, require_msisdn
 
@@ -121,7 +121,7 @@ def balance(
 @unmatched.command("list")
 def unmatched_list(as_json: JsonFlag = False) -> None:
     """Payments posted to suspense (unknown account, or no active driver)."""
-    from workers.unmatched import list_unmatched
+    from money.unmatched import list_unmatched
 
     with context.transaction() as session:
         found = list_unmatched(session)
@@ -153,7 +153,7 @@ def unmatched_assign(
     ] = None,
 ) -> None:
     """Assign a payment in suspense to a driver, by the normal rules, with its original time."""
-    from workers.unmatched import assign_unmatched
+    from money.unmatched import assign_unmatched
 
     if as_ not in (None, "fare", "company"):
         raise fail("--as is fare or company", 2)
@@ -167,8 +167,7 @@ def unmatched_assign(
     except (FleetError, InvalidCallback) as error:
         raise fail(str(error)) from error
     if applied.payout_ids:
-        from workers.send_payout import send_payout
+        from workers.send_payout import send_payouts
 
-        for payout_id in applied.payout_ids:  # committed; if Redis is down the payout sweep sends it
-            send_payout.send(payout_id)
+        send_payouts(applied.payout_ids)  # committed; if Redis is down the payout sweep sends it
     typer.echo(f"{trans_id} assigned to {driver}" + (f" (payout {applied.payout_ids[0]} sent)" if applied.payout_ids else ""))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from fleetpay.embedded import EmbeddedServer, start_postgres, start_redis
+from launcher.embedded import EmbeddedServer, start_postgres, start_redis
 from fleetpay.settings import DEV_ENV_FILE, Settings
 
 STOP_TIMEOUT_S = 20
@@ -80,7 +80,7 @@ class Children:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *args: str) -> None:
-        self.processes[name] = subprocess.Popen([sys.executable, "-m", "fleetpay", *args], env=self.env, start_new_session=True)
+        self.processes[name] = subprocess.Popen([sys.executable, "-m", "cli", *args], env=self.env, start_new_session=True)
 
     def dead(self) -> list[str]:
         return [name for name, process in self.processes.items() if process.poll() is not None]

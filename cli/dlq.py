@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import redis
 import typer
 
-from fleetpay.cli import context
-from fleetpay.cli.output import console, emit, emit_json, emit_table, fail
+from cli import context
+from cli.output import console, emit, emit_json, emit_table, fail
 from workers.dead_letters import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
@@ -163,12 +163,8 @@ def dlq_requeue(
 
     Actors are idempotent, so a requeued message never applies a payment twice.
     """
-    if bool(message_ids) == all_:
-        raise fail("give message ids or --all (one of them)", 2)
-    if (actor or queue) and not all_:
-        raise fail("--actor and --queue go with --all", 2)
     with _dead_letters() as dead:
-        letters = dead.list(queue=queue, actor=actor, limit=LIST_LIMIT_MAX) if all_ else dead.find(message_ids or [])
+        letters = dead.select(ids=message_ids, wide=all_, wide_name="--all", actor=actor, queue=queue)
         if not letters:
             typer.echo("no dead letters to requeue")
             return
@@ -189,19 +185,13 @@ def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete dead letters for good (asks first unless --yes)."""
-    if bool(message_ids) == (older_than is not None):
-        raise fail("give message ids or --older-than (one of them)", 2)
-    if (actor or queue) and older_than is None:
-        raise fail("--actor and --queue go with --older-than", 2)
     try:
         age = None if older_than is None else parse_duration(older_than)
     except ValueError as error:
         raise fail(str(error), 2) from error
     with _dead_letters() as dead:
-        if age is None:
-            letters = dead.find(message_ids or [])
-        else:
-            letters = dead.list(queue=queue, actor=actor, older_than=age, limit=LIST_LIMIT_MAX)
+        letters = dead.select(ids=message_ids, wide=age is not None, wide_name="--older-than", older_than=age,
+                              actor=actor, queue=queue)
         if not letters:
             typer.echo("no dead letters to purge")
             return

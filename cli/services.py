@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fleetpay.cli import context
+from cli import context
 
 
 def dev(
@@ -18,7 +18,7 @@ def dev(
 ) -> None:
     """The whole system in one process tree: embedded PostgreSQL and Redis (unless their URLs are
     set), the Daraja simulator, the ingest, a worker and the scheduler. Ctrl-C stops it all."""
-    from fleetpay.dev import DevPorts, run
+    from launcher.dev import DevPorts, run
     from fleetpay.settings import Settings
 
     # Not the dev.env of an earlier run: it names servers that are gone.
@@ -79,7 +79,7 @@ def sweep(
     older_than_s: Annotated[Optional[int], typer.Option(help="Default: FLEETPAY_INBOX_SWEEP_AFTER_S")] = None,
 ) -> None:
     """Re-enqueue inbox rows still waiting for a worker."""
-    from workers.sweep_inbox import sweep as sweep_inbox
+    from workers.sweep_inbox import enqueue_stale_inbox_rows
 
-    count = sweep_inbox(older_than_s=older_than_s)
+    count = enqueue_stale_inbox_rows(context.sessions(), context.settings(), older_than_s=older_than_s)
     typer.echo(f"{count} inbox rows re-enqueued")

@@ -1,4 +1,4 @@
-"""The daily close of RULES.md, once per driver per business day (the ``close_day`` actor and
+"""The daily close of docs/rules.md, once per driver per business day (the ``close_day`` actor and
 ``fleetpay close-day`` run it).
 
 Idempotency: each driver is closed in a transaction of their own, under their row lock, and only
@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet, ledger
 from db.models import Driver, DriverDay, Vehicle
-from db.payouts import create_payout, reserve_payable
 from fleetpay import rules
 from fleetpay.settings import Settings
+from money.payouts import create_payout, reserve_payable
 from schemas.parsing import business_date as business_date_of
 
 log = structlog.get_logger("fleetpay.close")

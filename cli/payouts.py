@@ -1,0 +1,106 @@
+"""Payout commands: see them, ask Daraja about one, pay again what is proven unpaid."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Optional
+
+import typer
+
+from cli import context
+from cli.output import emit_json, emit_table, fail, kes
+from db import fleet
+from db.payouts import list_payouts, payout_state
+from fleetpay.payout_states import STATE_ORDER
+from money.payouts import PayoutError, approve, reserve_accrued, retry_failed
+
+payouts = typer.Typer(help="B2C payouts to drivers: each share paid exactly once.")
+
+
+@payouts.command("list")
+def payouts_list(
+    state: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(STATE_ORDER)}.")] = None,
+    driver: Annotated[Optional[str], typer.Option(help="Only this driver's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Payouts, newest first."""
+    if state and state not in STATE_ORDER:
+        raise fail(f"--state is one of {', '.join(STATE_ORDER)}", 2)
+    with context.transaction() as session:
+        rows = list_payouts(session, state=state, driver_code=driver, limit=limit)
+    if as_json:
+        emit_json({"payouts": rows})
+    else:
+        emit_table("payouts", [{**r, "amount": kes(int(r["amount_cents"]))} for r in rows],
+                   ["id", "driver", "amount", "state", "receipt", "result_code", "attempts", "cause"])
+
+
+@payouts.command("resolve")
+def payouts_resolve(payout_id: Annotated[int, typer.Argument()]) -> None:
+    """Ask Daraja's Transaction Status about a payout now; the answer settles it
+    (paid wins; proven never received → sent again with the same OriginatorConversationID)."""
+    from workers import runtime
+    from workers.check_payout_status import ask_payout_status
+
+    with context.transaction() as session:
+        state = payout_state(session, payout_id)
+    if state is None:
+        raise fail(f"no payout {payout_id}")
+    if state not in ("submitted", "unknown"):
+        raise fail(f"payout {payout_id} is {state}: only submitted or unknown payouts need resolving")
+    ask_payout_status(context.sessions(), runtime.daraja(), payout_id)
+    typer.echo(f"payout {payout_id}: status asked; the answer arrives at status/result (see `fleetpay payouts list`)")
+
+
+@payouts.command("retry")
+def payouts_retry(payout_id: Annotated[int, typer.Argument()]) -> None:
+    """Pay again the amount of a FAILED payout (proven unpaid), as a new payout."""
+    from workers.send_payout import send_payouts
+
+    try:
+        with context.transaction() as session:
+            new_id = retry_failed(session, payout_id, context.settings(), business_date=date.fromisoformat(context.today())).id
+    except PayoutError as error:
+        raise fail(str(error)) from error
+    send_payouts([new_id])
+    typer.echo(f"payout {payout_id} retried as payout {new_id}")
+
+
+@payouts.command("approve")
+def payouts_approve(
+    payout_id: Annotated[int, typer.Argument()],
+    operator: Annotated[str, typer.Option(help="Who approves (logged).")],
+) -> None:
+    """Release a payout that waits for approval (a deposit refund on exit) to be sent."""
+    from workers.send_payout import send_payouts
+
+    try:
+        with context.transaction() as session:
+            approve(session, payout_id, operator=operator)
+    except PayoutError as error:
+        raise fail(str(error)) from error
+    send_payouts([payout_id])
+    typer.echo(f"payout {payout_id} approved by {operator} and sent")
+
+
+@payouts.command("send")
+def payouts_send(driver: Annotated[Optional[str], typer.Option(help="Only this driver (default: all).")] = None) -> None:
+    """Pay out what has accrued in drivers' payable accounts (e.g. with instant payouts off)."""
+    from workers.send_payout import send_payouts
+
+    current = context.settings()
+    today = date.fromisoformat(context.today())
+    with context.transaction() as session:
+        codes = [driver] if driver else fleet.driver_codes(session)
+    sent: list[int] = []
+    for code in codes:
+        try:
+            with context.transaction() as session:
+                payout = reserve_accrued(session, code, current, business_date=today)
+                if payout:
+                    sent.append(payout.id)
+        except fleet.FleetError as error:
+            raise fail(str(error)) from error
+    send_payouts(sent)
+    typer.echo(f"{len(sent)} payouts sent")

@@ -1,0 +1,74 @@
+"""Inbox rows as stored: lock one, mark its outcome, find the ones still waiting for a worker.
+
+The ingest writes rows (``ingest.inbox_writer``); ``money.callbacks`` applies them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from db.models import Inbox
+
+# Built once: these run for every message (docs/benchmarks.md, "Apply").
+_LOCK_ROW = (
+    select(Inbox)
+    .where(Inbox.id == bindparam("inbox_id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)  # ``finish`` is a Core UPDATE: never trust a loaded copy
+)
+_inbox = Inbox.__table__.c
+_FINISH = (
+    update(Inbox.__table__)
+    .where(_inbox.id == bindparam("inbox_id"))
+    .values(
+        status=bindparam("new_status"),
+        reason=bindparam("new_reason"),
+        processed_at=func.now(),
+        attempts=_inbox.attempts + 1,
+    )
+)
+
+SWEEP_BACKOFF_DOUBLINGS_MAX = 6
+
+
+def lock_row(session: Session, inbox_id: int) -> Inbox | None:
+    """The row, locked for the rest of the transaction (None if there is no such row)."""
+    return session.execute(_LOCK_ROW, {"inbox_id": inbox_id}).scalar_one_or_none()
+
+
+def finish(session: Session, inbox_id: int, status: str, reason: str | None) -> None:
+    """Core UPDATE: nothing reads the row's ORM copy after this."""
+    session.execute(_FINISH, {"inbox_id": inbox_id, "new_status": status, "new_reason": reason})
+
+
+def take_stale_ids(session: Session, *, older_than_s: int, limit: int) -> list[int]:
+    """Rows still ``received`` after ``older_than_s``, that were not re-enqueued recently: a row
+    swept n times waits ``older_than_s × 2ⁿ`` (at most 64×) before the next time, so a queue that
+    is merely behind is not flooded with copies of what it already holds."""
+    after = timedelta(seconds=older_than_s)
+    due = (
+        select(Inbox.id)
+        .where(
+            Inbox.status == "received",
+            Inbox.received_at < func.now() - after,
+            or_(
+                Inbox.swept_at.is_(None),
+                Inbox.swept_at
+                < func.now() - after * func.power(2, func.least(Inbox.sweeps, SWEEP_BACKOFF_DOUBLINGS_MAX)),
+            ),
+        )
+        .order_by(Inbox.received_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(
+        session.execute(
+            update(Inbox)
+            .where(Inbox.id.in_(due.scalar_subquery()))
+            .values(swept_at=func.now(), sweeps=Inbox.sweeps + 1)
+            .returning(Inbox.id)
+        ).scalars()
+    )

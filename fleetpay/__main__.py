@@ -1,3 +1,0 @@
-from fleetpay.cli import main
-
-main()

@@ -1,0 +1,234 @@
+"""Payouts: every decision that creates, claims, settles or releases one (docs/design.md §3).
+
+Creating a payout moves its amount ``payable → payouts_in_flight`` in the same transaction, so the
+money owed and the money on its way always add up. The payout is keyed by our own
+OriginatorConversationID, minted once here and never again for the same payout while an earlier
+attempt may have paid.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from db import fleet, ledger
+from db.fleet import lock_driver
+from db.models import Driver, Payout, PayoutStatusQuery
+from db.payouts import reserved_on
+from fleetpay import rules
+from fleetpay.payout_states import IllegalTransition, PayoutEvent, Transition, transition
+from fleetpay.settings import Settings
+
+log = structlog.get_logger("fleetpay.payouts")
+
+
+class PayoutError(ValueError):
+    """An operator asked for something a payout's state does not allow."""
+
+
+def new_originator_conversation_id() -> str:
+    # Unique across databases too (a restored or re-created database must not reuse an id
+    # Safaricom has already seen): random, not a sequence.
+    return f"fp_{secrets.token_hex(10)}"
+
+
+def create_payout(
+    session: Session,
+    *,
+    driver: Driver,
+    amount_cents: int,
+    cause_key: str,
+    business_date: date,
+    requires_approval: bool = False,
+) -> Payout:
+    """A ``pending`` payout of ``amount_cents`` to ``driver``, reserved from their payable account.
+
+    Call under the driver's lock. ``cause_key`` is unique: the same cause cannot pay twice.
+    """
+    assert amount_cents > 0 and amount_cents % 100 == 0, amount_cents
+    payout = Payout(
+        originator_conversation_id=new_originator_conversation_id(),
+        cause_key=cause_key,
+        driver_id=driver.id,
+        msisdn=driver.msisdn,
+        amount_cents=amount_cents,
+        requires_approval=requires_approval,
+    )
+    session.add(payout)
+    session.flush()
+    accounts = ledger.driver_accounts(session, driver.id)
+    ledger.post(
+        session,
+        key=f"payout:{payout.id}:reserve",
+        kind="payout_reserve",
+        business_date=business_date,
+        driver_id=driver.id,
+        payout_id=payout.id,
+        legs=[
+            (accounts.payable, -amount_cents),
+            (ledger.system_accounts(session).payouts_in_flight, amount_cents),
+        ],
+    )
+    return payout
+
+
+def reserve_payable(
+    session: Session, driver: Driver, settings: Settings, *, cause_key: str, business_date: date
+) -> Payout | None:
+    """A payout of everything the driver is owed, in whole shillings, once it reaches the B2C
+    minimum; smaller amounts accrue and go out with a later payout. Call under the driver's lock."""
+    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
+    amount_cents = rules.payout_amount_cents(payable_cents, minimum_cents=settings.b2c_minimum_cents)
+    if amount_cents == 0:
+        return None
+    payout = create_payout(
+        session, driver=driver, amount_cents=amount_cents, cause_key=cause_key, business_date=business_date
+    )
+    log.info("payout_reserved", payout_id=payout.id, driver=driver.code, amount_cents=amount_cents)
+    return payout
+
+
+def retry_failed(session: Session, payout_id: int, settings: Settings, *, business_date: date) -> Payout:
+    """Pay again what a *failed* payout (proven unpaid; its money is back in ``payable``) owed.
+    Only once per failed payout (``retry:<id>``)."""
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one_or_none()
+    if driver_id is None:
+        raise PayoutError(f"no payout {payout_id}")
+    driver = lock_driver(session, driver_id)
+    failed = session.get(Payout, payout_id)
+    assert failed is not None
+    if failed.state != "failed":
+        raise PayoutError(f"payout {payout_id} is {failed.state}: only a failed payout is proven unpaid")
+    if session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{payout_id}")).first():
+        raise PayoutError(f"payout {payout_id} was retried already")
+    payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver_id).payable)
+    if payable_cents < failed.amount_cents:
+        raise PayoutError(f"driver {driver.code} is owed {payable_cents} cents, less than {failed.amount_cents}")
+    return create_payout(
+        session, driver=driver, amount_cents=failed.amount_cents, cause_key=f"retry:{payout_id}", business_date=business_date
+    )
+
+
+def claim(session: Session, payout_id: int) -> Payout | None:
+    """Take a ``pending`` payout to send it: a conditional UPDATE, so one attempt is in flight per
+    payout whatever number of workers got the message. None: not ours to send (any more)."""
+    return session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.state == "pending", Payout.requires_approval.is_(False))
+        .values(state="submitting", attempts=Payout.attempts + 1, updated_at=func.now())
+        .returning(Payout)
+    ).scalar_one_or_none()
+
+
+def apply_event(
+    session: Session,
+    payout_id: int,
+    event: PayoutEvent,
+    *,
+    conversation_id: str | None = None,
+    receipt: str | None = None,
+    result_code: str | None = None,
+    result_desc: str | None = None,
+) -> Transition:
+    """Move a payout by ``event`` (``fleetpay.payout_states``) and post the money that goes with
+    its new state: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to
+    ``payable`` (the driver is still owed it). Locks the driver, then the payout."""
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one()
+    lock_driver(session, driver_id)
+    payout = session.execute(select(Payout).where(Payout.id == payout_id).with_for_update()).scalar_one()
+    moved = transition(payout.state, event)  # type: ignore[arg-type]
+    if not moved.changed:
+        return moved
+    payout.state = moved.new_state
+    payout.updated_at = func.now()  # type: ignore[assignment]
+    payout.conversation_id = conversation_id or payout.conversation_id
+    payout.receipt = receipt or payout.receipt
+    payout.result_code = result_code if result_code is not None else payout.result_code
+    payout.result_desc = result_desc or payout.result_desc
+    if moved.new_state in ("paid", "failed"):
+        payout.completed_at = func.now()  # type: ignore[assignment]
+        post_settlement(session, payout)
+    return moved
+
+
+def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | None = None) -> None:
+    """The money of a terminal payout: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed``
+    returns the amount to ``payable``. Keyed ``payout:<id>:<state>``: posted once."""
+    system = ledger.system_accounts(session)
+    if payout.state == "paid":
+        to_account = system.mpesa
+    else:
+        assert payout.state == "failed", payout.state
+        to_account = ledger.driver_accounts(session, payout.driver_id).payable
+    ledger.post(
+        session,
+        key=f"payout:{payout.id}:{payout.state}",
+        kind=f"payout_{payout.state}",
+        business_date=reserved_on(session, payout.id),
+        driver_id=payout.driver_id,
+        payout_id=payout.id,
+        memo=memo,
+        legs=[(system.payouts_in_flight, -payout.amount_cents), (to_account, payout.amount_cents)],
+    )
+
+
+
+def approve(session: Session, payout_id: int, *, operator: str) -> None:
+    """Release a payout that waits for an operator's approval (a deposit refund on exit)."""
+    approved = session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.requires_approval.is_(True), Payout.state == "pending")
+        .values(requires_approval=False, updated_at=func.now())
+        .returning(Payout.id)
+    ).scalar_one_or_none()
+    if approved is None:
+        raise PayoutError(f"payout {payout_id} is not a pending payout waiting for approval")
+    log.warning("payout_approved", payout_id=payout_id, operator=operator)
+
+
+def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, business_date: date) -> Payout | None:
+    """A payout of what has accrued in one driver's ``payable`` account (instant payouts off, or
+    shares below the B2C minimum), if it reaches the minimum. Keyed by the newest entry of that
+    account, so asking twice for the same accrued money reserves it once."""
+    driver = lock_driver(session, fleet.get_driver(session, driver_code).id)
+    payable = ledger.driver_accounts(session, driver.id).payable
+    newest_entry_id = ledger.newest_entry_id(session, payable)
+    if newest_entry_id is None:
+        return None
+    return reserve_payable(
+        session, driver, settings, cause_key=f"accrued:{driver.code}:{newest_entry_id}", business_date=business_date
+    )
+
+
+def take_status_check(session: Session, payout_id: int) -> str | None:
+    """Take the right to ask Transaction Status about a payout still waiting for its result; its
+    OriginatorConversationID, or None when it no longer needs asking."""
+    return session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.state.in_(("submitted", "unknown")))
+        .values(status_checked_at=func.now())
+        .returning(Payout.originator_conversation_id)
+    ).scalar_one_or_none()
+
+
+def record_status_query(session: Session, payout_id: int, query_id: str) -> None:
+    """Remember a Transaction Status query we sent (by the id Daraja gave it): only a result for
+    a query we sent may speak about a payout."""
+    session.execute(
+        pg_insert(PayoutStatusQuery).values(originator_conversation_id=query_id, payout_id=payout_id).on_conflict_do_nothing()
+    )
+
+
+def give_up_stale_claim(session: Session, payout_id: int) -> None:
+    """A claim whose worker died before recording Daraja's answer: nobody knows whether the request
+    reached Daraja, so the payout becomes ``unknown`` (a status query settles it). A no-op if it was
+    answered meanwhile."""
+    try:
+        apply_event(session, payout_id, "ambiguous", result_desc="claim went stale: worker lost")
+    except IllegalTransition:
+        pass  # answered meanwhile
