@@ -38,7 +38,9 @@ PYTHON = sys.executable
 ADMIN_URL = os.environ.get("FLEETPAY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("FLEETPAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DBS = (10, 11, 12, 13, 14)
-TOKEN = "bench-callback-token"
+# 32+ characters: the ingest refuses to serve shorter tokens (or the placeholders).
+TOKEN = "bench-callback-token-3e9a7c15b2d84f60"
+ADMIN_TOKEN = "bench-admin-token-c41f8e2a9d6b7035e1"
 REDIS_MARKER = "fpbench:owner"
 
 
@@ -279,6 +281,7 @@ def fleetpay_env(res: Resources, database: str, **overrides: str) -> dict[str, s
         FLEETPAY_DATABASE_URL=database_url(database),
         FLEETPAY_REDIS_URL=res.redis_url(),
         FLEETPAY_CALLBACK_TOKEN=TOKEN,
+        FLEETPAY_ADMIN_TOKEN=ADMIN_TOKEN,
         FLEETPAY_PUBLIC_BASE_URL="http://127.0.0.1:1",
         FLEETPAY_DARAJA_BASE_URL="http://127.0.0.1:1",
         FLEETPAY_DARAJA_CERTIFICATE_PATH=str(res.tmp / "simulator-cert.pem"),

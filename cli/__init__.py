@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli import books, fleet, payouts, services, simulation
+from cli.inbox import inbox
 from cli.dlq import dlq
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(fleet.drivers, name="drivers")
 app.add_typer(fleet.unmatched, name="unmatched")
 app.add_typer(payouts.payouts, name="payouts")
 app.add_typer(dlq, name="dlq")
+app.add_typer(inbox, name="inbox")
 app.command()(simulation.simulator)
 app.add_typer(simulation.simulate, name="simulate")
 

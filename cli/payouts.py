@@ -12,7 +12,7 @@ from cli.output import emit_json, emit_table, fail, kes
 from db import fleet
 from db.payouts import list_payouts, payout_state
 from fleetpay.payout_states import STATE_ORDER
-from money.payouts import PayoutError, approve, reserve_accrued, retry_failed
+from money.payouts import RESOLVABLE_STATES, PayoutError, approve, reserve_accrued, retry_failed
 
 payouts = typer.Typer(help="B2C payouts to drivers: each share paid exactly once.")
 
@@ -33,7 +33,7 @@ def payouts_list(
         emit_json({"payouts": rows})
     else:
         emit_table("payouts", [{**r, "amount": kes(int(r["amount_cents"]))} for r in rows],
-                   ["id", "driver", "amount", "state", "receipt", "result_code", "attempts", "cause"])
+                   ["id", "driver", "amount", "state", "receipt", "result_code", "result_desc", "review_reason", "cause"])
 
 
 @payouts.command("resolve")
@@ -47,9 +47,9 @@ def payouts_resolve(payout_id: Annotated[int, typer.Argument()]) -> None:
         state = payout_state(session, payout_id)
     if state is None:
         raise fail(f"no payout {payout_id}")
-    if state not in ("submitted", "unknown"):
-        raise fail(f"payout {payout_id} is {state}: only submitted or unknown payouts need resolving")
-    ask_payout_status(context.sessions(), runtime.daraja(), payout_id)
+    if state not in RESOLVABLE_STATES:
+        raise fail(f"payout {payout_id} is {state}: only {', '.join(RESOLVABLE_STATES)} payouts need resolving")
+    ask_payout_status(context.sessions(), runtime.daraja(), payout_id, states=RESOLVABLE_STATES)
     typer.echo(f"payout {payout_id}: status asked; the answer arrives at status/result (see `fleetpay payouts list`)")
 
 

@@ -39,11 +39,18 @@ def ingest(
     port: Annotated[int, typer.Option()] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
-    """The callback server."""
+    """The callback server. Refuses to start (exit 2, one line) with a placeholder or short
+    callback or admin token."""
     from fleetpay.logs import configure_logging
+    from fleetpay.settings import WeakSecrets
     from ingest.serving import serve
 
     current = context.settings()
+    try:
+        current.require_strong_secrets()  # here too: with --workers N each worker would fail alone
+    except WeakSecrets as weak:
+        typer.echo(f"error: {weak}", err=True)  # one line, whatever the terminal's width
+        raise typer.Exit(2) from None
     configure_logging(level=current.log_level, json=current.log_json)
     serve(
         "ingest.asgi:app" if workers > 1 else _ingest_app(),

@@ -29,11 +29,18 @@ def simulator(
 ) -> None:
     """The Daraja simulator: OAuth, C2B, B2C, Transaction Status, Account Balance, Pull, and
     fault injection at /sim/faults. Its credentials match fleetpay's defaults."""
+    import logging
+
     import uvicorn
 
+    from fleetpay.logs import configure_logging
     from simulator import SimulatorConfig, build_app
 
     current = context.settings()
+    configure_logging(level=current.log_level, json=current.log_json)
+    # httpx logs each callback it posts, URL and token included, at INFO: quiet here (and redacted
+    # anyway by the simulator's own filter, should the level be lowered).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = SimulatorConfig(
         consumer_key=current.daraja_consumer_key.get_secret_value(),
         consumer_secret=current.daraja_consumer_secret.get_secret_value(),

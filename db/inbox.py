@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from typing import Any
+
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Inbox
+from db.models import INBOX_STATES, Inbox
 
 # Built once: these run for every message (docs/benchmarks.md, "Apply").
 _LOCK_ROW = (
@@ -32,6 +34,7 @@ _FINISH = (
 )
 
 SWEEP_BACKOFF_DOUBLINGS_MAX = 6
+STATUSES = INBOX_STATES
 
 
 def lock_row(session: Session, inbox_id: int) -> Inbox | None:
@@ -72,3 +75,24 @@ def take_stale_ids(session: Session, *, older_than_s: int, limit: int) -> list[i
             .returning(Inbox.id)
         ).scalars()
     )
+
+
+def list_rows(session: Session, *, status: str, kind: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Inbox rows in one status, newest first, with their bodies as kept (``fleetpay inbox list``):
+    ``conflict`` lists the second bodies of receipts, kept beside the first and never applied."""
+    query = select(Inbox).where(Inbox.status == status).order_by(Inbox.id.desc()).limit(limit)
+    if kind:
+        query = query.where(Inbox.kind == kind)
+    return [
+        {
+            "id": row.id,
+            "kind": row.kind,
+            "external_id": row.external_id,
+            "status": row.status,
+            "reason": row.reason,
+            "source_ip": row.source_ip,
+            "received_at": row.received_at.isoformat(),
+            "body": row.body,
+        }
+        for row in session.execute(query).scalars()
+    ]

@@ -38,7 +38,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-INBOX_STATES = ("received", "processed", "rejected", "unmatched")
+# received → processed | rejected (kept for review) | unmatched (money in suspense); conflict: a
+# second, different body for a receipt already stored, kept beside the first and never applied.
+INBOX_STATES = ("received", "processed", "rejected", "unmatched", "conflict")
 PAYOUT_STATES = STATE_ORDER
 DRIVER_ACCOUNT_KINDS = ("payable", "deposit", "target")
 SYSTEM_ACCOUNT_KINDS = ("mpesa", "revenue", "suspense", "payouts_in_flight")
@@ -142,6 +144,9 @@ class Inbox(Base):
     # queue is not multiplied by duplicate messages.
     swept_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sweeps: Mapped[int] = mapped_column(Integer, server_default="0")
+    # SHA-256 of the body's canonical JSON (``schemas.callbacks.body_digest``): tells a true
+    # duplicate from a different body under the same receipt.
+    body_digest: Mapped[str | None] = mapped_column(Text)
 
 
 class Payout(Base):
@@ -164,8 +169,16 @@ class Payout(Base):
     requires_approval: Mapped[bool] = mapped_column(Boolean, server_default="false")
     conversation_id: Mapped[str | None] = mapped_column(Text)
     receipt: Mapped[str | None] = mapped_column(Text)
+    # The payment's own outcome, as the HTTP answer, the B2C result or the status answer gave it.
     result_code: Mapped[str | None] = mapped_column(Text)
     result_desc: Mapped[str | None] = mapped_column(Text)
+    # The ResultCode of the Transaction Status query that settled it (the query's, not the payment's).
+    status_result_code: Mapped[str | None] = mapped_column(Text)
+    # The callback (inbox row) that moved it last: the evidence of its settlement.
+    settled_by_inbox_id: Mapped[int | None] = mapped_column(ForeignKey("inbox.id"))
+    # Why an operator must look (a result that did not match what we asked, a payment after a
+    # confirmed failure …); NULL when nothing needs a person.
+    review_reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()

@@ -48,6 +48,9 @@ def list_payouts(
             "receipt": payout.receipt,
             "result_code": payout.result_code,
             "result_desc": payout.result_desc,
+            "status_result_code": payout.status_result_code,
+            "settled_by_inbox_id": payout.settled_by_inbox_id,
+            "review_reason": payout.review_reason,
             "attempts": payout.attempts,
             "requires_approval": payout.requires_approval,
             "cause": payout.cause_key,
@@ -92,21 +95,26 @@ def stale_claims(session: Session, *, older_than_s: int, limit: int) -> list[int
 def take_status_checks_due(
     session: Session, *, submitted_older_than_s: int, interval_s: int, limit: int
 ) -> list[int]:
-    """Payouts whose outcome only a Transaction Status query can tell: ``unknown``, or ``submitted``
-    with no result for ``submitted_older_than_s``. The right to ask is taken here (stamped), so a
-    slow queue never holds two checks of a payout: at most one query per ``interval_s``."""
+    """Payouts whose outcome only a Transaction Status query can tell: ``unknown``,
+    ``failure_reported`` (a failure result waits for our confirmation), or ``submitted`` with no
+    result for ``submitted_older_than_s``. The right to ask is taken here (stamped), so a slow queue
+    never holds two checks of a payout: at most one query per ``interval_s``."""
     due = (
         select(Payout.id)
         .where(
-            or_(Payout.state == "unknown", and_(Payout.state == "submitted", _older_than(submitted_older_than_s))),
+            or_(
+                Payout.state.in_(("unknown", "failure_reported")),
+                and_(Payout.state == "submitted", _older_than(submitted_older_than_s)),
+            ),
             or_(
                 Payout.status_checked_at.is_(None),
                 Payout.status_checked_at < func.now() - timedelta(seconds=interval_s),
             ),
             # Its result has arrived and waits for a worker: asking again would only add work.
+            # (Result rows are keyed ``<OriginatorConversationID>#<body digest>``.)
             ~select(Inbox.id)
-            .where(Inbox.kind == "b2c_result", Inbox.external_id == Payout.originator_conversation_id,
-                   Inbox.status == "received")
+            .where(Inbox.kind == "b2c_result", Inbox.status == "received",
+                   Inbox.external_id.startswith(Payout.originator_conversation_id + "#"))
             .exists(),
         )
         .limit(limit)

@@ -1,4 +1,4 @@
-"""Reconciliation: prove the books from the ledger, in four set-based queries.
+"""Reconciliation: prove the books from the ledger, in a few set-based queries.
 
 The entries are the truth: append-only, each posting balanced, enforced by PostgreSQL. Everything
 else is a cache of them, and the check proves each cache against them:
@@ -9,7 +9,10 @@ else is a cache of them, and the check proves each cache against them:
 2. every driver-day row's contribution equals the contributions posted for that business day;
 3. every payout's share of ``payouts_in_flight`` matches its state (its amount while open, zero
    once paid or failed);
-4. postings without any entry.
+4. postings without any entry;
+5. payouts a person must look at: in review, or a driver paid more than owed (``overpayment``);
+6. M-Pesa's own record: a B2C success result we handled for a payout the books do not show as
+   paid (``mpesa_paid_unbooked``: money that left without the books knowing).
 
 The check runs in one REPEATABLE READ snapshot and never writes money. The driver-day query, the
 heaviest, runs on a second connection that imports that snapshot (``pg_export_snapshot``), so it
@@ -27,6 +30,8 @@ from sqlalchemy import Connection, Engine, TextClause, func, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import ReconciliationDiscrepancy, ReconciliationRun
+from schemas.callbacks import InvalidCallback, parse_b2c_result
+from schemas.json_body import decode_json
 
 LEDGER_SQL = text("""
 WITH by_account AS MATERIALIZED (
@@ -82,7 +87,32 @@ SELECT 'posting_unbalanced' AS kind, p.id::text AS subject, NULL::bigint AS ref_
   FROM postings p WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.posting_id = p.id)
 """)
 
-CHECKS = (LEDGER_SQL, DRIVER_DAYS_SQL, PAYOUTS_SQL, EMPTY_POSTINGS_SQL)
+# Payouts a person must look at: in review (a result did not match what we asked), and drivers
+# paid more than they were owed (a payment M-Pesa made after we had booked it failed and re-paid).
+PAYOUT_ATTENTION_SQL = text("""
+SELECT 'payout_in_review' AS kind, po.id::text || ' ' || coalesce(po.review_reason, '') AS subject,
+       po.id AS ref_id, po.amount_cents AS expected, 0::bigint AS actual
+  FROM payouts po WHERE po.state = 'review'
+UNION ALL
+SELECT 'overpayment', d.code, d.id, 0, a.balance_cents
+  FROM accounts a JOIN drivers d ON d.id = a.driver_id
+ WHERE a.kind = 'payable' AND a.balance_cents < 0
+""")
+
+# M-Pesa's own record against the books: every B2C result a worker has handled that names one of
+# our payouts not booked as paid. Its body is read in Python: a success among them is money M-Pesa
+# says it paid and the ledger does not show as paid.
+MPESA_RESULTS_OF_UNPAID_SQL = text("""
+SELECT po.id, po.amount_cents, i.body
+  FROM inbox i
+  JOIN payouts po ON po.originator_conversation_id = split_part(i.external_id, '#', 1)
+ WHERE i.kind = 'b2c_result' AND i.status = 'processed' AND po.state <> 'paid'
+ ORDER BY po.id
+ LIMIT :limit
+""")
+MPESA_RESULTS_READ_MAX = 10_000
+
+CHECKS = (LEDGER_SQL, DRIVER_DAYS_SQL, PAYOUTS_SQL, EMPTY_POSTINGS_SQL, PAYOUT_ATTENTION_SQL)
 SIDE_CHECKS = (DRIVER_DAYS_SQL,)  # about as long as the three others together (docs/benchmarks.md)
 SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 FIXABLE = frozenset({"cached_balance", "driver_day", "payout_in_flight"})
@@ -118,8 +148,23 @@ def check(connection: Connection) -> list[Discrepancy]:
     with ThreadPoolExecutor(1, thread_name_prefix="reconcile") as pool:
         side = pool.submit(_check_in_snapshot, connection.engine, snapshot)
         found = {query: _run(connection, query) for query in CHECKS if query not in SIDE_CHECKS}
+        mpesa = _paid_by_mpesa_not_booked(connection)
         found.update(side.result())
-    return [discrepancy for query in CHECKS for discrepancy in found[query]]
+    return [discrepancy for query in CHECKS for discrepancy in found[query]] + mpesa
+
+
+def _paid_by_mpesa_not_booked(connection: Connection) -> list[Discrepancy]:
+    """Payouts M-Pesa's result says it paid that the books do not show as paid."""
+    found: dict[int, Discrepancy] = {}
+    for payout_id, amount_cents, body in connection.execute(MPESA_RESULTS_OF_UNPAID_SQL, {"limit": MPESA_RESULTS_READ_MAX}):
+        try:
+            result = parse_b2c_result(decode_json(body.encode()))
+        except InvalidCallback:
+            continue
+        if result.result_code == 0:
+            said_cents = result.amount_cents if result.amount_cents is not None else amount_cents
+            found[payout_id] = Discrepancy("mpesa_paid_unbooked", str(payout_id), payout_id, said_cents, 0)
+    return list(found.values())
 
 
 def _run(connection: Connection, query: TextClause) -> list[Discrepancy]:

@@ -1,33 +1,40 @@
 """The payout state machine of docs/design.md §3, as a pure transition function.
 
-Two kinds of event drive it:
+Three kinds of event drive it:
 
 - our own sender's: ``claim`` (take the payout to send it), then exactly one HTTP outcome:
-  ``accepted``, ``rejected`` (a definite rejection), ``ambiguous`` (timeout, 5xx, reset) or
-  ``not_sent`` (the request surely never left: connect error, no token; back to ``pending``);
-- Safaricom's, which may come late, twice, or out of order (docs/daraja.md §4.6, §8.12):
-  ``result_success``, ``result_failure``, ``queue_timeout``, ``status_paid``, ``status_not_found``.
+  ``accepted``, ``rejected`` (a definite rejection: M-Pesa never took the request), ``ambiguous``
+  (timeout, 5xx, reset) or ``not_sent`` (the request surely never left: back to ``pending``);
+- Safaricom's results, which may come late, twice, out of order or forged (docs/daraja.md §4.6,
+  §8.12), each already matched against what we asked (``money.payout_results``):
+  ``result_success`` (a B2C success naming our ids, amount and receiver), ``result_failure``,
+  ``queue_timeout``;
+- the answers to Transaction Status queries *we* sent about this payout: ``status_paid``,
+  ``status_failed``, ``status_not_found``; and ``mismatch``: a result or status answer that names
+  the payout but does not match what we asked (another amount or receiver, a query we never sent).
 
 Rules, in order:
 
-1. Terminal states win: any event on ``paid`` or ``failed`` is a no-op (a late timeout never
-   downgrades ``paid``; a duplicate result changes nothing).
-2. Proof of payment always wins: ``result_success`` and ``status_paid`` lead to ``paid`` from every
-   open state. docs/design.md draws them from submitting/submitted/unknown; they are also taken from
-   ``pending`` (an attempt before a retry paid after all) and ``status_paid`` from ``submitting``,
-   because ignoring a proof of payment is how a driver gets paid twice.
-3. ``queue_timeout`` never changes anything: it is not a final failure; only a result or a status
-   query settles the payout.
-4. ``unknown`` goes back to ``pending`` only on ``status_not_found``: a new attempt is made only
-   after a status query proved the first one did not pay.
-5. Any other Safaricom event is a stale or duplicate message: a no-op (e.g. ``result_failure`` on
-   ``pending``, whose previous attempt is already proven unpaid; ``status_not_found`` on
-   ``submitted``, where Safaricom has accepted the request and may still pay it).
-6. ``claim`` on an open state other than ``pending`` is a redelivered send message: a no-op, and
+1. Proof of payment wins: ``result_success`` and ``status_paid`` lead to ``paid`` from every state
+   but ``paid``, ``failed`` included (a late success after a confirmed failure: the money is booked
+   as paid again, and a re-payment shows as an overpayment for an operator).
+2. ``paid`` absorbs every other event; ``failed`` every event but a proof of payment.
+3. A failure result is never final by itself: it makes the payout ``failure_reported``, and only
+   the answer to a status query we made (``status_failed``, or ``status_not_found``) makes it
+   ``failed`` and its money payable again. A forged failure therefore costs one status query.
+4. ``unknown`` (and ``review``) go back to ``pending`` only on ``status_not_found``: a new attempt is
+   made only after a status query proved the first one never reached M-Pesa.
+5. ``mismatch`` moves an open payout to ``review`` (money stays in flight; an operator looks); it
+   never moves money. ``review`` is left by a proof of payment, by our own status answer, or not at
+   all: it is not asked about automatically.
+6. ``queue_timeout`` never changes anything (docs/daraja.md §4.4).
+7. Any other Safaricom event is stale or a duplicate: a no-op (e.g. ``result_failure`` on
+   ``pending``, whose attempt is already proven unsent; ``status_not_found`` on ``submitted``, which
+   Safaricom accepted and may still pay).
+8. ``claim`` on an open state other than ``pending`` is a redelivered send message: a no-op, and
    ``changed=False`` tells the caller not to send.
-7. An HTTP outcome on any open state but ``submitting`` means the sender lost track of its claim:
-   `IllegalTransition`. (``unknown`` stays unknown even if a late HTTP answer turns up: only a
-   result or a status query resolves it.)
+9. An HTTP outcome on an open state other than ``submitting`` means the sender lost its claim (a
+   result overtook the HTTP answer, or a sweep judged the claim stale): `IllegalTransition`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-PayoutState = Literal["pending", "submitting", "submitted", "paid", "failed", "unknown"]
+PayoutState = Literal["pending", "submitting", "submitted", "unknown", "failure_reported", "review", "paid", "failed"]
 PayoutEvent = Literal[
     "claim",
     "not_sent",
@@ -47,7 +54,9 @@ PayoutEvent = Literal[
     "result_failure",
     "queue_timeout",
     "status_paid",
+    "status_failed",
     "status_not_found",
+    "mismatch",
 ]
 
 # The one list of payout states, in the order they are usually met; the schema, the CLI and the
@@ -55,8 +64,11 @@ PayoutEvent = Literal[
 STATE_ORDER: tuple[PayoutState, ...] = get_args(PayoutState)
 STATES: frozenset[PayoutState] = frozenset(STATE_ORDER)
 EVENTS: frozenset[PayoutEvent] = frozenset(get_args(PayoutEvent))
+# Settled: the payout's money has left ``payouts_in_flight`` (to M-Pesa, or back to payable).
 TERMINAL: frozenset[PayoutState] = frozenset({"paid", "failed"})
+# Open: its money is in flight.
 OPEN: frozenset[PayoutState] = STATES - TERMINAL
+PROOF_OF_PAYMENT: frozenset[PayoutEvent] = frozenset({"result_success", "status_paid"})
 _HTTP_OUTCOMES: frozenset[PayoutEvent] = frozenset({"not_sent", "accepted", "rejected", "ambiguous"})
 
 _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
@@ -65,12 +77,13 @@ _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("submitting", "accepted"): "submitted",
     ("submitting", "rejected"): "failed",
     ("submitting", "ambiguous"): "unknown",
-    ("submitting", "result_failure"): "failed",
-    ("submitted", "result_failure"): "failed",
-    ("unknown", "result_failure"): "failed",
+    **{(state, "result_failure"): "failure_reported" for state in ("submitting", "submitted", "unknown")},
+    **{(state, "status_failed"): "failed" for state in ("submitted", "unknown", "failure_reported", "review")},
     ("unknown", "status_not_found"): "pending",
-    **{(state, "result_success"): "paid" for state in OPEN},
-    **{(state, "status_paid"): "paid" for state in OPEN},
+    ("review", "status_not_found"): "pending",
+    ("failure_reported", "status_not_found"): "failed",
+    **{(state, "mismatch"): "review" for state in OPEN - {"review"}},
+    **{(state, event): "paid" for state in STATES - {"paid"} for event in PROOF_OF_PAYMENT},
 }
 
 
@@ -95,11 +108,9 @@ def transition(state: PayoutState, event: PayoutEvent) -> Transition:
     """Apply ``event`` to a payout in ``state`` (the rules are in the module docstring)."""
     if state not in STATES or event not in EVENTS:
         raise ValueError(f"unknown payout state {state!r} or event {event!r}")
-    if state in TERMINAL:
-        return Transition(state, changed=False)
     new_state = _MOVES.get((state, event))
     if new_state is not None:
         return Transition(new_state, changed=True)
-    if event in _HTTP_OUTCOMES:
+    if event in _HTTP_OUTCOMES and state in OPEN and state != "submitting":
         raise IllegalTransition(state, event)
     return Transition(state, changed=False)

@@ -43,6 +43,19 @@ def sqlalchemy_url(url: str) -> str:
 # the user's own, and real environment variables, take precedence over it.
 DEV_ENV_FILE = ".fleetpay/dev.env"
 
+# The defaults of the two tokens: known to everyone, so never served (`require_strong_secrets`).
+PLACEHOLDER_CALLBACK_TOKEN = "change-me-callback-token"
+PLACEHOLDER_ADMIN_TOKEN = "change-me-admin-token"
+SECRET_MIN_CHARS = 32
+SECRET_HINT = (
+    f"a random secret of at least {SECRET_MIN_CHARS} characters, e.g. "
+    "`python3 -c \"import secrets; print(secrets.token_hex(32))\"` (docs/operations.md)"
+)
+
+
+class WeakSecrets(RuntimeError):
+    """The ingest must not serve with these tokens; the message is one line for the operator."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -62,7 +75,7 @@ class Settings(BaseSettings):
 
     # --- the HTTP edge ---------------------------------------------------------------------
     callback_token: SecretStr = Field(
-        default=SecretStr("change-me-callback-token"),
+        default=SecretStr(PLACEHOLDER_CALLBACK_TOKEN),
         description="Secret path segment of every callback URL (`/cb/{token}/…`).",
     )
     callback_token_previous: SecretStr | None = Field(
@@ -71,7 +84,12 @@ class Settings(BaseSettings):
         "Safaricom calls only the new URLs.",
     )
     admin_token: SecretStr = Field(
-        default=SecretStr("change-me-admin-token"), description="Bearer token of `/admin/…`."
+        default=SecretStr(PLACEHOLDER_ADMIN_TOKEN), description="Bearer token of `/admin/…`."
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="Set by `fleetpay dev` for the processes it starts, and by nothing else: the ingest "
+        "then serves even with placeholder or short tokens. Never set it in a deployment.",
     )
     public_base_url: str = Field(
         default="http://127.0.0.1:8000", description="How Safaricom reaches the ingest."
@@ -177,6 +195,37 @@ class Settings(BaseSettings):
         """The tokens a callback URL may carry: the current one, and the previous during a rotation."""
         previous = self.callback_token_previous.get_secret_value() if self.callback_token_previous else None
         return (self.callback_token.get_secret_value(), *((previous,) if previous else ()))
+
+    def weak_secrets(self) -> list[str]:
+        """What is wrong with the tokens the ingest serves with, one phrase each (no secret in it):
+        a placeholder, a token shorter than ``SECRET_MIN_CHARS``, the admin token reused as the
+        callback token."""
+        problems: list[str] = []
+        tokens = (
+            ("FLEETPAY_CALLBACK_TOKEN", self.callback_token),
+            ("FLEETPAY_CALLBACK_TOKEN_PREVIOUS", self.callback_token_previous),
+            ("FLEETPAY_ADMIN_TOKEN", self.admin_token),
+        )
+        for variable, secret in tokens:
+            value = secret.get_secret_value() if secret is not None else ""
+            if secret is None or (variable.endswith("_PREVIOUS") and not value):
+                continue  # no previous token: nothing is accepted in its name
+            if value in (PLACEHOLDER_CALLBACK_TOKEN, PLACEHOLDER_ADMIN_TOKEN):
+                problems.append(f"{variable} is the placeholder {value!r}")
+            elif len(value) < SECRET_MIN_CHARS:
+                problems.append(f"{variable} is shorter than {SECRET_MIN_CHARS} characters")
+        if self.admin_token.get_secret_value() in self.accepted_callback_tokens():
+            problems.append("FLEETPAY_ADMIN_TOKEN is also a callback token")
+        return problems
+
+    def require_strong_secrets(self) -> None:
+        """``WeakSecrets`` unless every token the ingest serves with is fit for it (or under
+        ``fleetpay dev``, `dev_mode`)."""
+        if self.dev_mode:
+            return
+        if problems := self.weak_secrets():
+            each = "each" if len(problems) > 1 else "it"
+            raise WeakSecrets(f"{'; '.join(problems)}: set {each} to {SECRET_HINT}")
 
     def callback_url(self, route: str) -> str:
         """The URL Safaricom is given for one callback route, e.g. ``c2b/confirm``."""

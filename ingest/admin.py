@@ -14,11 +14,13 @@ token of its own, never the callback token) and answers JSON. The documents are 
 Errors are ``{"error": <code>, "detail": <text>}``: 401 ``unauthorized`` (missing or wrong token),
 400 ``bad_request`` / ``invalid_id``, 404 ``not_found`` (with ``ids``; nothing was done), 409 ``gone``
 (another operator took some of them meanwhile; the rest was done), 503 ``redis_unavailable``.
+Every input is bounded before it is parsed: a body with an overlong number or nested too deep
+(``schemas.json_body.decode_json``, as for callbacks), an overlong ``older_than`` or ``limit``,
+gets 400 ``bad_request``, never a 500.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -29,13 +31,15 @@ from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleetpay.settings import Settings
 from ingest.bodies import BodyTooLarge, read_limited
 from ingest.callers import client_ip, token_matches
+from schemas.callbacks import InvalidCallback
+from schemas.json_body import decode_json
 from workers.dead_letters import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
@@ -52,6 +56,8 @@ log = structlog.get_logger("fleetpay.admin")
 
 ADMIN_BODY_MAX_BYTES = 256 * 1024  # up to LIST_LIMIT_MAX ids
 DEPTH_METRIC = "fleetpay_dlq_depth"
+DURATION_MAX_CHARS = 32  # "older_than": "30m", "1d12h"; nothing an operator types is longer
+LIMIT_MAX_CHARS = 6  # "limit": up to LIST_LIMIT_MAX
 
 
 def problem(status_code: int, error: str, detail: str, **extra: Any) -> JSONResponse:
@@ -85,11 +91,12 @@ class AdminApi:
     async def body(self, request: Request, allowed: frozenset[str]) -> dict[str, Any]:
         try:
             raw = await read_limited(request, ADMIN_BODY_MAX_BYTES)
-            body = json.loads(raw or b"null")
+            # The callbacks' decoder: numbers and nesting bounded before they are parsed.
+            body = decode_json(raw or b"null")
         except BodyTooLarge as error:
             raise BadRequest(f"the body is over {ADMIN_BODY_MAX_BYTES} bytes") from error
-        except ValueError as error:
-            raise BadRequest("the body is not JSON") from error
+        except InvalidCallback as error:
+            raise BadRequest(f"the body is not JSON we accept ({error.reason})") from error
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
         if unknown := sorted(set(body) - allowed):
@@ -118,6 +125,9 @@ class AdminApi:
                 return await handler(request)
             except BadRequest as error:
                 return problem(400, "bad_request", str(error))
+            except ClientDisconnect:
+                log.info("admin_client_disconnected", path=request.url.path)
+                return Response(status_code=400)  # nobody reads it
 
         return guarded
 
@@ -129,7 +139,10 @@ class AdminApi:
         if unknown:
             raise BadRequest(f"unknown parameters {unknown}; allowed: actor, limit, queue")
         try:
-            limit = int(params.get("limit", LIST_LIMIT_DEFAULT))
+            text = params.get("limit", str(LIST_LIMIT_DEFAULT))
+            if len(text) > LIMIT_MAX_CHARS:
+                raise ValueError(text)
+            limit = int(text)
         except ValueError as error:
             raise BadRequest(f"limit must be a whole number from 1 to {LIST_LIMIT_MAX}") from error
 
@@ -181,12 +194,12 @@ class AdminApi:
             if wide not in (None, True, False):
                 raise BadRequest("all must be true")
         elif wide is not None:
-            if not isinstance(wide, str):
+            if not isinstance(wide, str) or len(wide) > DURATION_MAX_CHARS:
                 raise BadRequest("older_than must be a duration such as 30m, 12h, 7d")
             try:
                 age = parse_duration(wide)
-            except ValueError as error:
-                raise BadRequest(str(error)) from error
+            except (ValueError, OverflowError) as error:
+                raise BadRequest(f"older_than must be a duration such as 30m, 12h, 7d ({error})") from error
         selected = bool(wide) if everything_field == "all" else age is not None
         return lambda: self.dead_letters.select(ids=ids, wide=selected, wide_name=everything_field, older_than=age, **filters)
 
@@ -199,9 +212,8 @@ class AdminApi:
 
 
 def admin_routes(settings: Settings, broker: RedisBroker) -> list[Route]:
-    """The ``/admin/dlq…`` routes for ``settings`` on ``broker``."""
-    if settings.admin_token.get_secret_value() == Settings.model_fields["admin_token"].default.get_secret_value():
-        log.warning("admin_token_is_the_default", hint="set FLEETPAY_ADMIN_TOKEN")
+    """The ``/admin/dlq…`` routes for ``settings`` on ``broker``. A placeholder or short admin token
+    never gets this far: ``build_app`` refuses it (``Settings.require_strong_secrets``)."""
     api = AdminApi(settings, DeadLetters.from_settings(settings, broker))
     return [
         Route("/admin/dlq", api.endpoint(api.index), methods=["GET"]),

@@ -4,16 +4,27 @@ Answers (documented for operators in README.md, "What each callback URL answers"
 
 | case | status | body |
 |---|---|---|
-| wrong token, unknown path | 404 | ``Not Found`` (as for any unknown URL) |
+| wrong token (any method), unknown path, a path ending in ``/`` | 404 | ``Not Found`` (as for any unknown URL) |
 | source IP not allowed (allowlist on) | 403 | ``Forbidden`` |
+| right token, a method other than POST | 405 | ``Method Not Allowed`` (``Allow: POST``) |
 | content type not ``application/json`` | 415 | ``{"ResultCode": 1, "ResultDesc": "Rejected: content_type"}`` |
-| body over ``body_max_bytes`` | 413 | ``{"ResultCode": 1, "ResultDesc": "Rejected: body_too_large"}`` |
-| not JSON / not an object / missing or impossible fields | 400 | ``{"ResultCode": 1, "ResultDesc": "Rejected: <reason>"}`` |
+| body over ``body_max_bytes`` | 413 | ``{"ResultCode": 1, "ResultDesc": "Rejected: body_too_large"}`` (its first 4 KiB kept, its size in the reason) |
+| not JSON / not an object / missing or impossible fields / a number too long / too deep | 400 | ``{"ResultCode": 1, "ResultDesc": "Rejected: <reason>"}`` |
+| the client hangs up before the body's end | 400 | nothing reaches it; one info line ``callback_client_disconnected`` |
 | stored (or a duplicate of a stored one) | 200 | ``{"ResultCode": 0, "ResultDesc": "Success"}`` |
 | PostgreSQL unreachable | 503 | ``{"ResultCode": 1, "ResultDesc": "Temporarily unavailable"}`` |
 
 Validation answers 200 with ``{"ResultCode": "0", "ResultDesc": "Accepted"}`` or a ``C2B000xx``
-reject code. Every authenticated rejection is kept in the inbox with status ``rejected``.
+reject code. Every authenticated rejection is kept in the inbox with status ``rejected``. The
+confirmation is parsed with the same bounds as the worker applies (the amount maximum, sane years),
+so nothing is acknowledged that the worker would then refuse.
+
+The app refuses to be built with a placeholder or short callback or admin token
+(``Settings.require_strong_secrets``), unless under ``fleetpay dev``.
+
+No URL is ever redirected (Starlette's trailing-slash redirect is off: it would send the caller to
+the ``Host`` it gave, with the token in ``Location``), and the token is checked before the method,
+so nothing a stranger sends tells a callback path from an unknown URL.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -64,18 +75,34 @@ UNAVAILABLE = {"ResultCode": 1, "ResultDesc": "Temporarily unavailable"}
 class CallbackRoute:
     path: str  # under /cb/{token}/
     kind: str  # the inbox kind
-    parse: Callable[[Any], object]
+    parse: Callable[[Any, Settings], object]  # (body, settings): the worker's own parse, same bounds
+
+
+def _parse_c2b_confirmation(body: Any, settings: Settings) -> object:
+    # The amount maximum the worker applies (money/callbacks.py): never acknowledge what it refuses.
+    return callbacks.parse_c2b(body, max_amount_cents=settings.amount_max_cents)
 
 
 CALLBACK_ROUTES = (
-    CallbackRoute("c2b/confirm", "c2b_confirmation", callbacks.parse_c2b),
-    CallbackRoute("stk/result", "stk_result", callbacks.parse_stk),
-    CallbackRoute("b2c/result", "b2c_result", callbacks.parse_b2c_result),
-    CallbackRoute("b2c/timeout", "b2c_timeout", callbacks.parse_b2c_result),
-    CallbackRoute("status/result", "status_result", callbacks.parse_status_result),
-    CallbackRoute("status/timeout", "status_timeout", callbacks.parse_status_result),
+    CallbackRoute("c2b/confirm", "c2b_confirmation", _parse_c2b_confirmation),
+    CallbackRoute("stk/result", "stk_result", lambda body, _settings: callbacks.parse_stk(body)),
+    CallbackRoute("b2c/result", "b2c_result", lambda body, _settings: callbacks.parse_b2c_result(body)),
+    CallbackRoute("b2c/timeout", "b2c_timeout", lambda body, _settings: callbacks.parse_b2c_result(body)),
+    CallbackRoute("status/result", "status_result", lambda body, _settings: callbacks.parse_status_result(body)),
+    CallbackRoute("status/timeout", "status_timeout", lambda body, _settings: callbacks.parse_status_result(body)),
 )
 VALIDATION_KIND = "c2b_validation"
+CALLBACK_METHOD = "POST"  # the only method a callback path answers, once the token is checked
+
+
+class CallbackPath(Route):
+    """A ``/cb/{token}/…`` route that hands every method to its endpoint, which checks the token
+    before the method (`Ingest.authenticate`): Starlette's own method check would answer 405 to a
+    wrong token and so tell a prober that the path exists."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(path, endpoint, methods=[CALLBACK_METHOD])
+        self.methods = None  # every method matches; the endpoint refuses the others, after the token
 
 
 def log_ids(kind: str, external_id: str) -> dict[str, str]:
@@ -84,7 +111,7 @@ def log_ids(kind: str, external_id: str) -> dict[str, str]:
     if kind in ("c2b_confirmation", "c2b_validation"):
         return {"trans_id": external_id}
     if kind.startswith("b2c_"):
-        return {"originator_conversation_id": external_id.removeprefix("timeout:")}
+        return {"originator_conversation_id": callbacks.natural_id(external_id).removeprefix("timeout:")}
     return {"external_id": external_id}
 
 
@@ -94,6 +121,11 @@ def rejected(reason: str, status_code: int = 400) -> JSONResponse:
 
 def not_found() -> PlainTextResponse:
     return PlainTextResponse("Not Found", 404)
+
+
+def client_gone() -> Response:
+    """The answer to a client that hung up mid-body: nobody reads it."""
+    return Response(status_code=400)
 
 
 def rejected_record(kind: str, raw: bytes, reason: str, source_ip: str | None) -> InboxRecord:
@@ -121,6 +153,8 @@ class Ingest:
     # --- the four steps, shared by every callback route ---------------------------------
 
     def authenticate(self, request: Request) -> Response | None:
+        """Who may call, then how: a wrong token gets the 404 of any unknown URL whatever the method,
+        a source outside the allowlist 403, and only then a method other than POST 405."""
         if not token_accepted(request.path_params["token"], self.settings.accepted_callback_tokens()):
             log.warning("callback_refused_token", source_ip=request.client and request.client.host)
             return not_found()
@@ -129,6 +163,8 @@ class Ingest:
             if not ip_allowed(address, self.settings.ip_allowlist):
                 log.warning("callback_refused_ip", source_ip=address)
                 return PlainTextResponse("Forbidden", 403)
+        if request.method != CALLBACK_METHOD:
+            return PlainTextResponse("Method Not Allowed", 405, headers={"Allow": CALLBACK_METHOD})
         return None
 
     async def read(self, request: Request, kind: str) -> tuple[bytes, object] | Response:
@@ -137,8 +173,13 @@ class Ingest:
         try:
             raw = await read_limited(request, self.settings.body_max_bytes)
         except BodyTooLarge as error:
-            await self.keep(rejected_record(kind, error.prefix, "body_too_large", source_ip))
+            # Its first 4 KiB and its size are kept; the answer names only the reason.
+            await self.keep(rejected_record(kind, error.prefix, f"body_too_large:{error.size}", source_ip))
             return rejected("body_too_large", 413)
+        except ClientDisconnect:
+            # Nothing to keep and nobody to answer: a client (or a proxy) gave up mid-body.
+            log.info("callback_client_disconnected", kind=kind, source_ip=source_ip)
+            return client_gone()
         if not is_json_content_type(request.headers.get("content-type")):
             await self.keep(rejected_record(kind, raw, "content_type", source_ip))
             return rejected("content_type", 415)
@@ -165,15 +206,16 @@ class Ingest:
             raw, body = read
             source_ip = client_ip(request, self.settings.trusted_proxies)
             try:
-                route.parse(body)
-                external_id = callbacks.external_id(route.kind, body)
+                route.parse(body, self.settings)
+                digest = callbacks.body_digest(body)
+                external_id = callbacks.inbox_key(route.kind, body, digest)
             except InvalidCallback as error:
                 await self.keep(rejected_record(route.kind, raw, error.reason, source_ip))
                 return rejected(error.reason)
             with structlog.contextvars.bound_contextvars(kind=route.kind, **log_ids(route.kind, external_id)):
                 try:
                     inbox_id = await self.writer.write(
-                        InboxRecord(route.kind, external_id, body_text(raw), source_ip=source_ip)
+                        InboxRecord(route.kind, external_id, body_text(raw), source_ip=source_ip, body_digest=digest)
                     )
                 except DatabaseUnavailable:
                     log.error("callback_not_stored_database_unavailable")
@@ -283,19 +325,25 @@ def outcome(response: Response) -> str:
 
 
 def build_app(settings: Settings, *, engine: Engine | None = None, broker: RedisBroker | None = None) -> Starlette:
-    """The ingest app for ``settings``; tests pass their own engine and broker."""
+    """The ingest app for ``settings``; tests pass their own engine and broker.
+
+    ``WeakSecrets`` (before anything is connected) when a token is a placeholder or too short,
+    unless under ``fleetpay dev``."""
     from workers.broker import build_broker
 
+    settings.require_strong_secrets()
+    if settings.dev_mode and (weak := settings.weak_secrets()):
+        log.warning("weak_tokens_served_under_fleetpay_dev", problems=weak)
     engine = engine or make_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
     broker = broker or build_broker(settings)
     ingest = Ingest(settings, engine, broker)
 
     routes = [
-        Route(f"/cb/{{token}}/{r.path}", measured(r.path, ingest.callback_endpoint(r)), methods=["POST"])
+        CallbackPath(f"/cb/{{token}}/{r.path}", measured(r.path, ingest.callback_endpoint(r)))
         for r in CALLBACK_ROUTES
     ]
     routes += [
-        Route("/cb/{token}/c2b/validate", measured("c2b/validate", ingest.validate), methods=["POST"]),
+        CallbackPath("/cb/{token}/c2b/validate", measured("c2b/validate", ingest.validate)),
         Route("/healthz", ingest.healthz),
         Route("/readyz", ingest.readyz),
         Route("/metrics", ingest.metrics),
@@ -313,5 +361,8 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Redis
             await ingest.writer.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan)
+    # No redirect, ever: Starlette would answer ``…/c2b/confirm/`` with a 307 to the ``Host`` the
+    # caller sent, the token in its ``Location``. A path ending in ``/`` is an unknown URL (404).
+    app.router.redirect_slashes = False
     app.state.ingest = ingest
     return app

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 import structlog
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 log = structlog.get_logger("fleetpay.ingest")
@@ -38,11 +38,25 @@ ENQUEUE_BACKLOG_MAX = 1024  # batches of committed ids waiting for Redis; more a
 # column (of ``InboxRecord.row``; every one is text). A multi-row VALUES would be a new statement,
 # built and compiled again, for each batch size.
 INSERT_ROWS = text(
-    "INSERT INTO inbox (kind, external_id, body, status, reason, source_ip)"
+    "INSERT INTO inbox (kind, external_id, body, status, reason, source_ip, body_digest)"
     " SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:external_id AS text[]), CAST(:body AS text[]),"
-    " CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:source_ip AS text[]))"
+    " CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:source_ip AS text[]), CAST(:body_digest AS text[]))"
     " ON CONFLICT (kind, external_id) DO NOTHING"
     " RETURNING id, kind, external_id"
+)
+# A duplicate whose body differs from the stored one (same receipt, other content) is kept beside
+# it as a ``conflict`` row, never applied: the money is applied once, by the first body. Keyed by
+# the receipt and the body's digest, so the same conflicting body sent again is kept once.
+INSERT_CONFLICTS = text(
+    "INSERT INTO inbox (kind, external_id, body, status, reason, source_ip, body_digest)"
+    " SELECT i.kind, i.external_id || '#' || left(i.body_digest, 24), i.body, 'conflict',"
+    " 'conflicts_with:' || e.id, i.source_ip, i.body_digest"
+    " FROM unnest(CAST(:kind AS text[]), CAST(:external_id AS text[]), CAST(:body AS text[]),"
+    " CAST(:source_ip AS text[]), CAST(:body_digest AS text[])) AS i(kind, external_id, body, source_ip, body_digest)"
+    " JOIN inbox e ON e.kind = i.kind AND e.external_id = i.external_id"
+    " WHERE e.body_digest <> i.body_digest"
+    " ON CONFLICT (kind, external_id) DO NOTHING"
+    " RETURNING id, external_id"
 )
 
 
@@ -66,6 +80,7 @@ class InboxRecord:
     status: str = "received"
     reason: str | None = None
     source_ip: str | None = None
+    body_digest: str | None = None  # of the decoded body; None when it could not be decoded
 
     def row(self) -> dict[str, str | None]:
         return {
@@ -75,6 +90,7 @@ class InboxRecord:
             "status": self.status,
             "reason": self.reason,
             "source_ip": self.source_ip,
+            "body_digest": self.body_digest,
         }
 
 
@@ -205,12 +221,25 @@ class InboxWriter:
         columns = {name: [row[name] for row in rows] for name in rows[0]}
         with self.engine.begin() as connection:
             inserted = connection.execute(INSERT_ROWS, columns).all()
-        by_key = {(kind, external_id): inbox_id for inbox_id, kind, external_id in inserted}
-        ids: list[int | None] = []
-        for row in rows:
-            # The first of several copies in one batch gets the id; the others are duplicates.
-            ids.append(by_key.pop((row["kind"], row["external_id"]), None))
+            by_key = {(kind, external_id): inbox_id for inbox_id, kind, external_id in inserted}
+            ids: list[int | None] = []
+            for row in rows:
+                # The first of several copies in one batch gets the id; the others are duplicates.
+                ids.append(by_key.pop((row["kind"], row["external_id"]), None))
+            duplicates = [row for row, inbox_id in zip(rows, ids) if inbox_id is None and row["status"] == "received"
+                          and row["body_digest"] is not None]
+            if duplicates:
+                self._keep_conflicts(connection, duplicates)
         return ids
+
+    @staticmethod
+    def _keep_conflicts(connection: Connection, duplicates: Sequence[dict[str, str | None]]) -> None:
+        """Keep each duplicate whose body differs from the stored one (in the batch's transaction)."""
+        columns = {name: [row[name] for row in duplicates] for name in ("kind", "external_id", "body", "source_ip", "body_digest")}
+        kept = connection.execute(INSERT_CONFLICTS, columns).all()
+        if kept:
+            log.warning("conflicting_duplicates_kept", inbox_ids=[inbox_id for inbox_id, _ in kept],
+                        external_ids=[external_id for _, external_id in kept])
 
 
 def _answer(batch: Sequence[_Pending], outcomes: Sequence[Outcome]) -> None:

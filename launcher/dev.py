@@ -6,11 +6,18 @@ survives a restart. It migrates, starts the Daraja simulator, the ingest, a work
 scheduler as child processes, and writes ``.fleetpay/dev.env`` so that ``fleetpay simulate``,
 ``fleetpay balance`` … run from another shell in this folder reach the same system. Ctrl-C (or
 SIGTERM) stops the children, then the embedded servers.
+
+The callback and admin tokens are the user's own when set; else strong random ones are generated
+on the first run and kept in ``.fleetpay/dev.env`` (readable by its owner only), so commands run
+beside ``fleetpay dev`` and later restarts use the same ones. The children alone also get
+``FLEETPAY_DEV_MODE=true`` (never written to ``dev.env``): under it the ingest serves even a
+placeholder or short token of the user's own, which it refuses everywhere else.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis
-from fleetpay.settings import DEV_ENV_FILE, Settings
+from fleetpay.settings import DEV_ENV_FILE, PLACEHOLDER_ADMIN_TOKEN, PLACEHOLDER_CALLBACK_TOKEN, Settings
 
 STOP_TIMEOUT_S = 20
 
@@ -62,13 +69,41 @@ def child_env(settings: Settings, database_url: str, redis_url: str, ports: DevP
         "FLEETPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports.ingest}",
         "FLEETPAY_DARAJA_BASE_URL": f"http://127.0.0.1:{ports.simulator}",
         "FLEETPAY_DARAJA_CERTIFICATE_PATH": str(data / "simulator-cert.pem"),
+        **dev_tokens(settings),
     }
 
 
+def read_dev_env(path: Path = Path(DEV_ENV_FILE)) -> dict[str, str]:
+    """What an earlier run wrote to ``dev.env`` (``KEY=value`` lines), or nothing."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def dev_tokens(settings: Settings) -> dict[str, str]:
+    """The callback and admin tokens of the dev system: the user's own when set, else those an
+    earlier run generated (kept in ``dev.env``), else new random ones."""
+    earlier = read_dev_env()
+    tokens: dict[str, str] = {}
+    for variable, secret, placeholder in (
+        ("FLEETPAY_CALLBACK_TOKEN", settings.callback_token, PLACEHOLDER_CALLBACK_TOKEN),
+        ("FLEETPAY_ADMIN_TOKEN", settings.admin_token, PLACEHOLDER_ADMIN_TOKEN),
+    ):
+        own = secret.get_secret_value()
+        tokens[variable] = own if own != placeholder else earlier.get(variable) or secrets.token_hex(32)
+    return tokens
+
+
 def write_dev_env(values: dict[str, str]) -> Path:
+    """``dev.env``, readable by its owner only: it holds the tokens."""
     path = Path(DEV_ENV_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file left by an older run may have been readable by others
+    with os.fdopen(descriptor, "w") as file:
+        file.write("".join(f"{key}={value}\n" for key, value in values.items()))
     return path
 
 
@@ -131,7 +166,7 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
         upgrade(database_url)
         env = child_env(settings, database_url, redis_url, ports)
         write_dev_env(env)
-        children = Children(env)
+        children = Children({**env, "FLEETPAY_DEV_MODE": "true"})  # for the children only
         stack.callback(children.stop)
 
         children.start("simulator", "simulator", "--port", str(ports.simulator))
@@ -193,7 +228,7 @@ def banner(env: dict[str, str], demo: bool) -> str:
         f"  ingest     {ingest}   (/healthz /readyz /metrics, callbacks under /cb/<token>/…)",
         f"  simulator  {simulator}   (Daraja lookalike; faults at /sim/faults)",
         "  worker, scheduler",
-        f"  settings   {DEV_ENV_FILE} (read by every fleetpay command run in this folder)",
+        f"  settings   {DEV_ENV_FILE} (read by every fleetpay command run in this folder; it holds the tokens)",
         "",
         "Try, in another shell in this folder:",
     ]

@@ -1,17 +1,21 @@
 """What Safaricom tells us about payouts: B2C results, queue timeouts and status results.
 
 Called by ``money.callbacks`` for inbox rows of kinds ``b2c_result``, ``b2c_timeout``,
-``status_result`` and ``status_timeout``. Results are keyed by our own OriginatorConversationID,
-so a result that arrives before the HTTP answer was recorded is handled like any other; terminal
-states win, and duplicate or late callbacks change nothing (``fleetpay.payout_states``).
+``status_result`` and ``status_timeout``. Every distinct body is its own inbox row (the ingest keys
+results by id and body digest), so a failure followed by the real success is seen in full. Each
+result is judged against what we asked (``money.result_matching``) and only then moves the payout,
+by ``fleetpay.payout_states``: proof of payment wins, a failure waits for our own status query,
+anything that does not match sends the payout to review. The inbox row that moved a payout is kept
+on it as the evidence (``settled_by_inbox_id``).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Inbox, Payout, PayoutStatusQuery
@@ -20,14 +24,50 @@ from fleetpay.payout_states import Transition
 from fleetpay.settings import Settings
 from money.payments import Applied
 from money.payouts import apply_event
+from money.result_matching import Asked, Verdict, judge_b2c_result, judge_status_result
 from schemas.callbacks import parse_b2c_result, parse_status_result
 
 log = structlog.get_logger("fleetpay.payouts")
 
+# A status answer can overtake the recording of its query's id (the HTTP answer to our query and
+# the result travel separately): an unknown query id is believed forged only after this long.
+STATUS_QUERY_RECORDING_GRACE = timedelta(seconds=60)
 
-def _settled(moved: Transition, payout: Payout) -> Applied:
-    if moved.new_state == "pending":  # proven unpaid: send it again (same OriginatorConversationID)
+
+class TryLater(Exception):
+    """The row cannot be judged yet (its query's id may still be being recorded): apply it later."""
+
+
+def asked(payout: Payout, settings: Settings) -> Asked:
+    return Asked(
+        originator_conversation_id=payout.originator_conversation_id,
+        conversation_id=payout.conversation_id,
+        amount_cents=payout.amount_cents,
+        msisdn=payout.msisdn,
+        short_code=settings.daraja_short_code,
+    )
+
+
+def _apply(session: Session, row: Inbox, payout: Payout, verdict: Verdict, **evidence: Any) -> Applied:
+    """Move ``payout`` as ``verdict`` says; the row's status says what happened, for the record."""
+    with structlog.contextvars.bound_contextvars(payout_id=payout.id):
+        if verdict.event is None:
+            log.warning("payout_result_undecided", reason=verdict.reason)
+            return Applied("processed", verdict.reason)
+        moved = apply_event(
+            session, payout.id, verdict.event, evidence_inbox_id=row.id,
+            review_reason=verdict.reason if verdict.event == "mismatch" else None, **evidence,
+        )
+        log.info("payout_result", kind=row.kind, payout_event=verdict.event, reason=verdict.reason,
+                 state=moved.new_state, changed=moved.changed)
+        return _settled(moved, payout, verdict)
+
+
+def _settled(moved: Transition, payout: Payout, verdict: Verdict) -> Applied:
+    if moved.new_state == "pending" and moved.changed:  # proven unsent: send again, same OriginatorConversationID
         return Applied("processed", "resend", payout_ids=(payout.id,))
+    if verdict.event == "mismatch":
+        return Applied("processed", f"review:{verdict.reason}")
     return Applied("processed", None if moved.changed else f"no_change:{moved.new_state}")
 
 
@@ -36,22 +76,11 @@ def b2c_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
     payout = payout_by_originator_id(session, result.originator_conversation_id)
     if payout is None:
         return Applied("rejected", "unknown_payout")  # not ours: forged, or another system's
-    with structlog.contextvars.bound_contextvars(payout_id=payout.id):
-        if result.result_code == 0:
-            if result.amount_cents is not None and result.amount_cents != payout.amount_cents:
-                log.error("payout_result_amount_mismatch", expected=payout.amount_cents, got=result.amount_cents)
-                return Applied("rejected", f"amount_mismatch:{result.amount_cents}")
-            moved = apply_event(
-                session, payout.id, "result_success", conversation_id=result.conversation_id,
-                receipt=result.receipt, result_code="0", result_desc=result.result_desc,
-            )
-        else:
-            moved = apply_event(
-                session, payout.id, "result_failure", conversation_id=result.conversation_id,
-                result_code=str(result.result_code), result_desc=result.result_desc,
-            )
-        log.info("payout_result", code=str(result.result_code), state=moved.new_state, changed=moved.changed)
-        return _settled(moved, payout)
+    verdict = judge_b2c_result(result, asked(payout, settings))
+    evidence: dict[str, Any] = {"conversation_id": result.conversation_id}
+    if verdict.event in ("result_success", "result_failure"):
+        evidence |= {"receipt": result.receipt, "result_code": str(result.result_code), "result_desc": result.result_desc}
+    return _apply(session, row, payout, verdict, **evidence)
 
 
 def b2c_timeout(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
@@ -65,33 +94,38 @@ def b2c_timeout(session: Session, row: Inbox, body: Any, settings: Settings) -> 
 
 
 def status_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
+    """A Transaction Status answer counts only for a query we sent, about that payout; one that
+    names a payout without being ours sends that payout to review."""
     result = parse_status_result(body)
-    payout = None
-    if result.original_originator_conversation_id:
+    payout = session.execute(
+        select(Payout)
+        .join(PayoutStatusQuery, PayoutStatusQuery.payout_id == Payout.id)
+        .where(PayoutStatusQuery.originator_conversation_id == result.originator_conversation_id)
+    ).scalar_one_or_none()
+    query_is_ours = payout is not None
+    if payout is None and result.original_originator_conversation_id:
         payout = payout_by_originator_id(session, result.original_originator_conversation_id)
-    if payout is None:  # "not found" answers name only the query
-        payout = session.execute(
-            select(Payout)
-            .join(PayoutStatusQuery, PayoutStatusQuery.payout_id == Payout.id)
-            .where(PayoutStatusQuery.originator_conversation_id == result.originator_conversation_id)
-        ).scalar_one_or_none()
+        if payout is not None and _may_still_be_recording(session, row, payout):
+            raise TryLater(f"status query {result.originator_conversation_id} not recorded yet")
     if payout is None:
-        return Applied("rejected", "unknown_payout")
-    code = str(result.result_code)
-    status = (result.transaction_status or "").lower()
-    with structlog.contextvars.bound_contextvars(payout_id=payout.id):
-        if code == "0" and status == "completed":
-            moved = apply_event(session, payout.id, "status_paid", receipt=result.receipt, result_code=code)
-        elif code == "0" and status in ("declined", "cancelled", "expired", "failed"):
-            moved = apply_event(session, payout.id, "result_failure", result_code=code, result_desc=result.transaction_status)
-        elif code in settings.daraja_status_not_found_codes:
-            moved = apply_event(session, payout.id, "status_not_found", result_code=code, result_desc=result.result_desc)
-        else:
-            # Neither proof of payment nor proof of absence: an operator must look.
-            log.warning("payout_status_undecided", code=code, status=status)
-            return Applied("processed", f"status_undecided:{code}:{status}")
-        log.info("payout_status", code=code, status=status, state=moved.new_state, changed=moved.changed)
-        return _settled(moved, payout)
+        return Applied("rejected", "unknown_query")
+    verdict = judge_status_result(
+        result, asked(payout, settings), query_is_ours=query_is_ours,
+        not_found_codes=settings.daraja_status_not_found_codes,
+    )
+    evidence: dict[str, Any] = {}
+    if verdict.event in ("status_paid", "status_failed", "status_not_found"):
+        evidence = {"status_result_code": str(result.result_code), "result_desc": result.transaction_status or result.result_desc}
+        if verdict.event == "status_paid":
+            evidence["receipt"] = result.receipt
+    return _apply(session, row, payout, verdict, **evidence)
+
+
+def _may_still_be_recording(session: Session, row: Inbox, payout: Payout) -> bool:
+    """We asked about this payout lately, and this answer is young: its query's id may not be
+    recorded yet (``workers.check_payout_status`` records it after Daraja's HTTP answer)."""
+    young = session.execute(select(func.now() - row.received_at)).scalar_one() < STATUS_QUERY_RECORDING_GRACE
+    return young and payout.status_checked_at is not None
 
 
 def status_timeout(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:

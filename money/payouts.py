@@ -21,7 +21,7 @@ from db.fleet import lock_driver
 from db.models import Driver, Payout, PayoutStatusQuery
 from db.payouts import reserved_on
 from fleetpay import rules
-from fleetpay.payout_states import IllegalTransition, PayoutEvent, Transition, transition
+from fleetpay.payout_states import TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
 from fleetpay.settings import Settings
 
 log = structlog.get_logger("fleetpay.payouts")
@@ -83,7 +83,8 @@ def reserve_payable(
     """A payout of everything the driver is owed, in whole shillings, once it reaches the B2C
     minimum; smaller amounts accrue and go out with a later payout. Call under the driver's lock."""
     payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
-    amount_cents = rules.payout_amount_cents(payable_cents, minimum_cents=settings.b2c_minimum_cents)
+    # Below zero after an overpayment: later shares pay the debt back before anything goes out.
+    amount_cents = rules.payout_amount_cents(max(0, payable_cents), minimum_cents=settings.b2c_minimum_cents)
     if amount_cents == 0:
         return None
     payout = create_payout(
@@ -134,26 +135,61 @@ def apply_event(
     receipt: str | None = None,
     result_code: str | None = None,
     result_desc: str | None = None,
+    status_result_code: str | None = None,
+    evidence_inbox_id: int | None = None,
+    review_reason: str | None = None,
 ) -> Transition:
     """Move a payout by ``event`` (``fleetpay.payout_states``) and post the money that goes with
     its new state: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to
-    ``payable`` (the driver is still owed it). Locks the driver, then the payout."""
+    ``payable`` (the driver is still owed it); ``paid`` after ``failed`` takes it back out of
+    ``payable`` (and flags an overpayment if it was paid again meanwhile). ``evidence_inbox_id`` is
+    the callback that moved it. Locks the driver, then the payout."""
     driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one()
     lock_driver(session, driver_id)
     payout = session.execute(select(Payout).where(Payout.id == payout_id).with_for_update()).scalar_one()
-    moved = transition(payout.state, event)  # type: ignore[arg-type]
+    previous = payout.state
+    moved = transition(previous, event)  # type: ignore[arg-type]
+    if review_reason:  # kept even when the state cannot move (a mismatch about a settled payout)
+        payout.review_reason = review_reason
+        log.warning("payout_needs_review", payout_id=payout.id, state=previous, reason=review_reason)
     if not moved.changed:
         return moved
     payout.state = moved.new_state
     payout.updated_at = func.now()  # type: ignore[assignment]
-    payout.conversation_id = conversation_id or payout.conversation_id
+    payout.conversation_id = payout.conversation_id or conversation_id
     payout.receipt = receipt or payout.receipt
     payout.result_code = result_code if result_code is not None else payout.result_code
     payout.result_desc = result_desc or payout.result_desc
-    if moved.new_state in ("paid", "failed"):
+    payout.status_result_code = status_result_code or payout.status_result_code
+    payout.settled_by_inbox_id = evidence_inbox_id or payout.settled_by_inbox_id
+    if moved.new_state in TERMINAL:
         payout.completed_at = func.now()  # type: ignore[assignment]
-        post_settlement(session, payout)
+        if previous == "failed":
+            _book_payment_after_failure(session, payout)
+        else:
+            post_settlement(session, payout)
     return moved
+
+
+def _book_payment_after_failure(session: Session, payout: Payout) -> None:
+    """M-Pesa paid a payout we had booked as failed (its money back in ``payable``): the payment is
+    booked from ``payable``. If that money was paid out again meanwhile, ``payable`` goes below
+    zero: the driver was overpaid, and the payout is flagged for an operator (reconciliation shows
+    it as ``overpayment``)."""
+    payable = ledger.driver_accounts(session, payout.driver_id).payable
+    ledger.post(
+        session,
+        key=f"payout:{payout.id}:paid_after_failure",
+        kind="payout_paid_after_failure",
+        business_date=reserved_on(session, payout.id),
+        driver_id=payout.driver_id,
+        payout_id=payout.id,
+        legs=[(payable, -payout.amount_cents), (ledger.system_accounts(session).mpesa, payout.amount_cents)],
+    )
+    owed_cents = ledger.balance_cents(session, payable)
+    payout.review_reason = "paid_after_failure" if owed_cents >= 0 else f"overpaid:{-owed_cents}"
+    log.error("payout_paid_after_failure", payout_id=payout.id, amount_cents=payout.amount_cents,
+              driver_payable_cents=owed_cents)
 
 
 def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | None = None) -> None:
@@ -205,12 +241,16 @@ def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, b
     )
 
 
-def take_status_check(session: Session, payout_id: int) -> str | None:
-    """Take the right to ask Transaction Status about a payout still waiting for its result; its
-    OriginatorConversationID, or None when it no longer needs asking."""
+STATUS_QUERY_STATES = ("submitted", "unknown", "failure_reported")  # the sweep asks about these
+RESOLVABLE_STATES = (*STATUS_QUERY_STATES, "review")  # an operator may ask about these too
+
+
+def take_status_check(session: Session, payout_id: int, *, states: tuple[str, ...] = STATUS_QUERY_STATES) -> str | None:
+    """Take the right to ask Transaction Status about a payout still waiting for its outcome (in
+    one of ``states``); its OriginatorConversationID, or None when it no longer needs asking."""
     return session.execute(
         update(Payout)
-        .where(Payout.id == payout_id, Payout.state.in_(("submitted", "unknown")))
+        .where(Payout.id == payout_id, Payout.state.in_(states))
         .values(status_checked_at=func.now())
         .returning(Payout.originator_conversation_id)
     ).scalar_one_or_none()

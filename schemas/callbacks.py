@@ -7,6 +7,8 @@ whose ``result_code`` is the C2B validation reject code that fits (docs/daraja.m
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -75,6 +77,7 @@ class B2CResult:
     receipt: str | None
     amount_cents: int | None
     completed_at: datetime | None
+    receiver: str | None = None  # ReceiverPartyPublicName, e.g. "254705912645 - NAME" (may be masked)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class TransactionStatusResult:
     amount_cents: int | None
     transaction_status: str | None
     original_originator_conversation_id: str | None
+    debit_party: str | None = None  # DebitPartyName, e.g. "600997 - COMPANY": who paid
+    credit_party: str | None = None  # CreditPartyName, e.g. "254708374149 - NAME": who was paid
+    reason_type: str | None = None  # ReasonType, e.g. "Business Payment to Customer via API"
 
 
 def parse_c2b(body: object, *, max_amount_cents: int = 50_000_000) -> C2BPayment:
@@ -151,10 +157,12 @@ def parse_b2c_result(body: object) -> B2CResult:
         receipt: str | None = None
         amount_cents: int | None = None
         completed_at: datetime | None = None
+        receiver: str | None = None
         if result_code == 0:
             params = _pairs(result, "ResultParameters", "ResultParameter", "Key")
             receipt = _optional(params, "TransactionReceipt") or _required(result, "TransactionID")
             amount_cents = _optional_amount(params, "TransactionAmount")
+            receiver = _optional(params, "ReceiverPartyPublicName")
             if "TransactionCompletedDateTime" in params:
                 completed_at = parse_b2c_completed_time(params["TransactionCompletedDateTime"])
         return B2CResult(
@@ -165,6 +173,7 @@ def parse_b2c_result(body: object) -> B2CResult:
             receipt=receipt,
             amount_cents=amount_cents,
             completed_at=completed_at,
+            receiver=receiver,
         )
 
 
@@ -186,6 +195,9 @@ def parse_status_result(body: object) -> TransactionStatusResult:
             amount_cents=_optional_amount(params, "Amount"),
             transaction_status=_optional(params, "TransactionStatus"),
             original_originator_conversation_id=_optional(params, "OriginatorConversationID"),
+            debit_party=_optional(params, "DebitPartyName"),
+            credit_party=_optional(params, "CreditPartyName"),
+            reason_type=_optional(params, "ReasonType"),
         )
 
 
@@ -221,6 +233,31 @@ def external_id(kind: str, body: object) -> str:
     if not isinstance(node, str) or not pattern.fullmatch(node):
         raise InvalidCallback(f"invalid_field:{field}")
     return prefix + node
+
+
+# Results about our payouts: every distinct body is its own inbox row (a failure and the real success
+# for the same payout must both be seen); receipts are keyed by their id alone, the first body wins.
+RESULT_KINDS = frozenset({"b2c_result", "b2c_timeout", "status_result", "status_timeout"})
+_DIGEST_CHARS_IN_KEY = 24
+
+
+def body_digest(body: object) -> str:
+    """SHA-256 of the body's canonical JSON (keys sorted, no spacing): the same callback sent again
+    with other whitespace or key order has the same digest; any other content has another."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def inbox_key(kind: str, body: object, digest: str) -> str:
+    """The inbox dedupe key: the callback's ``external_id``, and for results also its body digest,
+    so that identical copies are stored once and every different body beside the first."""
+    key = external_id(kind, body)
+    return f"{key}#{digest[:_DIGEST_CHARS_IN_KEY]}" if kind in RESULT_KINDS else key
+
+
+def natural_id(key: str) -> str:
+    """The external id a stored inbox key was made from (``inbox_key`` undone)."""
+    return key.split("#", 1)[0]
 
 
 @contextmanager

@@ -27,6 +27,11 @@ _MONEY_CONTEXT = Context(prec=40)
 _MPESA_TIME = re.compile(r"[0-9]{14}")
 _B2C_TIME = re.compile(r"([0-9]{2})\.([0-9]{2})\.([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _MSISDN = re.compile(r"(?:\+?254|0)?([17][0-9]{8})")
+# The years a Daraja time may name. M-Pesa was launched in 2007; a time far outside this window is a
+# forgery or a bug, and taken as it is it would post a payment on a business day that never closes
+# (year 1) or never comes (year 9999). Fixed bounds, so the ingest and the worker refuse alike.
+TIME_YEAR_MIN = 2000
+TIME_YEAR_MAX = 2100
 
 
 class InvalidField(ValueError):
@@ -79,6 +84,7 @@ def parse_mpesa_time(value: object, *, field: str = "TransTime") -> datetime:
     """``YYYYMMDDHHmmss`` (a string in C2B, a JSON number in STK) as an aware EAT datetime.
 
     Daraja names no time zone; every integration reads it as Kenyan local time (docs/daraja.md §2.2).
+    A real date outside the years ``TIME_YEAR_MIN``…``TIME_YEAR_MAX`` is ``time_out_of_range``.
     """
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or not _MPESA_TIME.fullmatch(text):
@@ -101,9 +107,17 @@ def parse_b2c_completed_time(
 
 def _eat_datetime(field: str, *parts: int) -> datetime:
     try:
-        return datetime(*parts, tzinfo=EAT)
+        moment = datetime(*parts, tzinfo=EAT)
     except ValueError:  # 30 February, hour 25, …
         raise InvalidField(field, "time_invalid") from None
+    require_sane_year(moment, field=field)
+    return moment
+
+
+def require_sane_year(moment: datetime, *, field: str) -> None:
+    """Refuse (``time_out_of_range``) a time outside the years ``TIME_YEAR_MIN``…``TIME_YEAR_MAX``."""
+    if not TIME_YEAR_MIN <= moment.year <= TIME_YEAR_MAX:
+        raise InvalidField(field, "time_out_of_range")
 
 
 def normalise_msisdn(value: object) -> str | None:
@@ -126,6 +140,15 @@ def require_msisdn(value: object) -> str:
     if msisdn is None:
         raise InvalidField("msisdn", "msisdn_invalid")
     return msisdn
+
+
+def party_identifier(value: str | None) -> str | None:
+    """The number part of a Daraja party name: ``"254705912645 - JOHN DOE"`` → ``"254705912645"``,
+    ``"600997 - COMPANY"`` → ``"600997"``; None when there is none."""
+    if not value:
+        return None
+    number = value.split(" - ", 1)[0].strip()
+    return number or None
 
 
 def normalise_account_ref(value: str) -> str:

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from simulator.callbacks import CallbackSender
+from simulator.callbacks import CallbackSender, redact_httpx_logs
 from simulator.config import SimulatorConfig
 from simulator.context import SimContext
 from simulator.credentials import SimulatorCredentials, generate_credentials
@@ -105,6 +105,7 @@ def build_app(config: SimulatorConfig, *, credentials: SimulatorCredentials | No
         fault_mix=FaultMix(config),
     )
     ctx.apply_preregistration()
+    redact_httpx_logs()  # the URLs it posts to carry the client's callback token
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -4,12 +4,18 @@ Callbacks run as asyncio tasks tracked by the sender, so ``/sim/reset`` and app 
 cancel whatever is still pending instead of leaking posts into the next test. Every attempt —
 including deliberately dropped ones — is recorded with its HTTP status, because "what did the
 client actually receive?" is half of every failure test.
+
+The URLs posted to carry the client's secret token (``/cb/<token>/…``): no log line shows it. The
+simulator's own lines name them through ``redact_callback_token``, and httpx's ``HTTP Request: POST
+…`` lines pass through ``RedactCallbackTokens`` (installed on the ``httpx`` logger by ``build_app``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +30,30 @@ from simulator.state import CallbackAttempt, SimulatorState
 log = structlog.get_logger("simulator.callbacks")
 
 _RESPONSE_RECORD_LIMIT = 2_000
+_CALLBACK_TOKEN = re.compile(r"(/cb/)[^/?#\s\"']+")
+
+
+def redact_callback_token(text: str) -> str:
+    """``…/cb/<token>/c2b/confirm`` → ``…/cb/[redacted]/c2b/confirm``: fit for a log line."""
+    return _CALLBACK_TOKEN.sub(r"\1[redacted]", text)
+
+
+class RedactCallbackTokens(logging.Filter):
+    """A logging filter that rewrites a record's message with every callback token redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_callback_token(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_httpx_logs() -> None:
+    """httpx logs every request's URL at INFO: redact the tokens in them (once per process)."""
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(existing, RedactCallbackTokens) for existing in httpx_log.filters):
+        httpx_log.addFilter(RedactCallbackTokens())
 
 
 @dataclass(frozen=True)
@@ -128,8 +158,8 @@ class CallbackSender:
             error=error, response_body=None if text is None else text[:_RESPONSE_RECORD_LIMIT],
         )
         if error is not None or (status_code is not None and status_code >= 400):
-            log.info("callback not acknowledged", kind=kind, url=url, ref=ref,
-                     status_code=status_code, error=error)
+            log.info("callback not acknowledged", kind=kind, url=redact_callback_token(url), ref=ref,
+                     status_code=status_code, error=error and redact_callback_token(error))
         return attempt, answer
 
     async def deliver(self, callback: Callback) -> None:

@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from db.migrate import upgrade
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
 from fleetpay.settings import sqlalchemy_url
-from tests.support import TOKEN, free_port
+from tests.support import ADMIN_TOKEN, TOKEN, free_port
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -132,6 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
         FLEETPAY_DATABASE_URL=_servers.database_url,
         FLEETPAY_REDIS_URL=_servers.redis_url,
         FLEETPAY_CALLBACK_TOKEN=TOKEN,
+        FLEETPAY_ADMIN_TOKEN=ADMIN_TOKEN,
         FLEETPAY_PUBLIC_BASE_URL=f"http://127.0.0.1:{_servers.ingest_port}",
         FLEETPAY_DARAJA_BASE_URL=f"http://127.0.0.1:{_servers.simulator_port}",
         FLEETPAY_DARAJA_CERTIFICATE_PATH=str(_servers.tmp / "simulator-cert.pem"),

@@ -25,7 +25,9 @@ from db.models import Driver, Inbox, Payout
 
 # Daraja payload samples, one copy for every test and bench (tests/samples/README.md).
 SAMPLES = Path(__file__).resolve().parent / "samples"
-TOKEN = "test-callback-token"
+# Secrets the test ingest runs with: random-looking and 32+ characters, as the ingest requires.
+TOKEN = "test-callback-token-5f2c9e81d4a7b3c6e0f9"
+ADMIN_TOKEN = "test-admin-token-8b1e4d7a2c9f6e3b0d5a"
 
 
 def free_port() -> int:

@@ -7,7 +7,8 @@ changes nothing. A body that cannot be applied is marked ``rejected``, not retri
 in the dead-letter queue (``fleetpay dlq``).
 
 After the COMMIT the payouts the payment reserved are enqueued; if that is lost, ``sweep_payouts``
-sends them.
+sends them. A row that cannot be judged yet (``TryLater``: a status answer that overtook the
+recording of its query) is sent again after a short delay.
 """
 
 from __future__ import annotations
@@ -16,18 +17,26 @@ import dramatiq
 import structlog
 
 from money.callbacks import apply_callback
+from money.payout_results import TryLater
 from workers import runtime
 from workers.messages import PROCESS_CALLBACK
 from workers.send_payout import send_payout
 
 log = structlog.get_logger("fleetpay.worker")
 
+TRY_LATER_DELAY_MS = 2_000
+
 
 @dramatiq.actor(actor_name=PROCESS_CALLBACK, queue_name=runtime.settings.queue_name, **runtime.RETRY_OPTIONS)
 def process_callback(inbox_id: int) -> None:
     # trans_id is bound by the handler once the body is read; cleared with this context.
     with structlog.contextvars.bound_contextvars(inbox_id=inbox_id, trans_id=None):
-        applied = apply_callback(runtime.sessions(), inbox_id, runtime.settings)
+        try:
+            applied = apply_callback(runtime.sessions(), inbox_id, runtime.settings)
+        except TryLater as later:  # rolled back; the row stays received (the inbox sweep backs this up)
+            log.info("callback_applied_later", reason=str(later))
+            process_callback.send_with_options(args=(inbox_id,), delay=TRY_LATER_DELAY_MS)
+            return
         if applied is None:
             log.info("callback_already_processed")
             return

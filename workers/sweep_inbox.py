@@ -35,6 +35,10 @@ def enqueue_stale_inbox_rows(sessions: sessionmaker[Session], settings: Settings
     return len(ids)
 
 
-@dramatiq.actor(actor_name=SWEEP_INBOX, queue_name=runtime.settings.queue_name, max_retries=0)
+# A PostgreSQL blip must not dead-letter a sweep: a few quick retries (about 1, 2, 4 s), all over
+# long before the scheduler's next sweep; a sweep is idempotent, so a retry overlapping it is harmless.
+@dramatiq.actor(
+    actor_name=SWEEP_INBOX, queue_name=runtime.settings.queue_name, max_retries=3, min_backoff=1_000, max_backoff=4_000
+)
 def sweep_inbox() -> None:
     enqueue_stale_inbox_rows(runtime.sessions(), runtime.settings)

@@ -57,6 +57,10 @@ def advance_open_payouts(sessions: sessionmaker[Session], settings: Settings, *,
     return counts
 
 
-@dramatiq.actor(actor_name=SWEEP_PAYOUTS, queue_name=runtime.settings.payout_queue_name, max_retries=0)
+# A PostgreSQL blip must not dead-letter a sweep: a few quick retries (about 1, 2, 4 s), all over
+# long before the scheduler's next sweep; a sweep is idempotent, so a retry overlapping it is harmless.
+@dramatiq.actor(
+    actor_name=SWEEP_PAYOUTS, queue_name=runtime.settings.payout_queue_name, max_retries=3, min_backoff=1_000, max_backoff=4_000
+)
 def sweep_payouts() -> None:
     advance_open_payouts(runtime.sessions(), runtime.settings)

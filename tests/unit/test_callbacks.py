@@ -118,6 +118,7 @@ def test_b2c_success_sample() -> None:
         receipt="SG632NMUAB",
         amount_cents=10_000,
         completed_at=datetime(2024, 7, 6, 22, 48, 52, tzinfo=EAT),
+        receiver="254705912645 - NICHOLAS JOHN SONGOK",
     )
 
 
@@ -143,6 +144,9 @@ def test_transaction_status_sample() -> None:
         amount_cents=10_000,
         transaction_status="Completed",
         original_originator_conversation_id="po_01J5Z7K2M9",
+        debit_party="4165253 - SUNNY FLEET",
+        credit_party="254705912645 - NICHOLAS JOHN SONGOK",
+        reason_type="Business Payment to Customer via API",
     )
 
 

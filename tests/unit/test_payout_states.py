@@ -1,4 +1,10 @@
+"""The payout state machine (``fleetpay.payout_states``): its table, and properties over random
+sequences of sends, results, status answers, mismatches and retries, checked against models
+written here independently of the implementation."""
+
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -7,6 +13,7 @@ from hypothesis import strategies as st
 from fleetpay.payout_states import (
     EVENTS,
     OPEN,
+    STATE_ORDER,
     STATES,
     TERMINAL,
     IllegalTransition,
@@ -22,32 +29,38 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("pending", "claim"): "submitting",
     ("submitting", "not_sent"): "pending",  # the request surely never left: send again later
     ("submitting", "accepted"): "submitted",
-    ("submitting", "rejected"): "failed",
+    ("submitting", "rejected"): "failed",  # Daraja refused our request outright: M-Pesa never had it
     ("submitting", "ambiguous"): "unknown",
-    ("submitting", "result_success"): "paid",  # the result overtook the HTTP response
-    ("submitted", "result_success"): "paid",
-    ("unknown", "result_success"): "paid",
-    ("submitting", "result_failure"): "failed",
-    ("submitted", "result_failure"): "failed",
-    ("unknown", "result_failure"): "failed",
-    ("submitted", "status_paid"): "paid",
-    ("unknown", "status_paid"): "paid",
-    ("unknown", "status_not_found"): "pending",
-    # proof of payment always wins, also where docs/design.md draws no arrow
-    ("pending", "result_success"): "paid",
-    ("pending", "status_paid"): "paid",
-    ("submitting", "status_paid"): "paid",
+    # a failure result only reports: our own status query confirms it
+    ("submitting", "result_failure"): "failure_reported",
+    ("submitted", "result_failure"): "failure_reported",
+    ("unknown", "result_failure"): "failure_reported",
+    ("submitted", "status_failed"): "failed",
+    ("unknown", "status_failed"): "failed",
+    ("failure_reported", "status_failed"): "failed",
+    ("review", "status_failed"): "failed",
+    ("failure_reported", "status_not_found"): "failed",  # M-Pesa never had it: not paid
+    ("unknown", "status_not_found"): "pending",  # proven unsent: send again, same id
+    ("review", "status_not_found"): "pending",
+    # a result that does not match what we asked: an operator looks; no money moves
+    **{(state, "mismatch"): "review" for state in ("pending", "submitting", "submitted", "unknown", "failure_reported")},
+    # proof of payment wins, from everywhere but paid: failed included
+    **{(state, event): "paid"
+       for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review", "failed")
+       for event in ("result_success", "status_paid")},
 }
-# A sender reporting an HTTP outcome without holding the claim: a bug.
+# A sender reporting an HTTP outcome without holding the claim: a bug, or a claim lost to a result
+# that overtook the HTTP answer (the sender logs it and changes nothing).
 ILLEGAL = {
     (state, event)
-    for state in ("pending", "submitted", "unknown")
+    for state in ("pending", "submitted", "unknown", "failure_reported", "review")
     for event in ("not_sent", "accepted", "rejected", "ambiguous")
 }
 
 
 def test_states_match_the_database() -> None:
-    assert STATES == {"pending", "submitting", "submitted", "paid", "failed", "unknown"}
+    assert STATE_ORDER == ("pending", "submitting", "submitted", "unknown", "failure_reported", "review", "paid", "failed")
+    assert STATES == set(STATE_ORDER)
     assert TERMINAL == {"paid", "failed"}
     assert OPEN == STATES - TERMINAL
 
@@ -78,12 +91,19 @@ def test_everything_else_is_a_no_op(state: PayoutState, event: PayoutEvent) -> N
         ("submitting", "claim"),  # a redelivered send message must not send twice
         ("submitted", "claim"),
         ("unknown", "claim"),  # only a status query may reopen an unknown payout
+        ("failure_reported", "claim"),
+        ("review", "claim"),
         ("pending", "result_failure"),  # stale: this attempt is already proven unpaid
+        ("review", "result_failure"),  # review waits for proof, our own status answer, or a person
         ("submitted", "status_not_found"),  # accepted: Safaricom may still pay it
         ("paid", "result_failure"),
+        ("paid", "status_failed"),
         ("paid", "status_not_found"),
-        ("failed", "result_success"),
+        ("paid", "mismatch"),
+        ("failed", "result_failure"),
+        ("failed", "mismatch"),  # flagged for review, but its money stays where it is
         ("paid", "accepted"),  # the result overtook the HTTP response
+        ("failed", "accepted"),
     ],
 )
 def test_documented_no_ops(state: PayoutState, event: PayoutEvent) -> None:
@@ -96,72 +116,163 @@ def test_unknown_names_are_refused(state: str, event: str) -> None:
         transition(state, event)  # type: ignore[arg-type]
 
 
-def test_timeout_then_success_ends_paid() -> None:
-    """docs/design.md §4: a B2C timeout callback, then the success result."""
-    state: PayoutState = "pending"
-    for event in ("claim", "accepted", "queue_timeout", "result_success", "queue_timeout"):
+def replay(events: list[PayoutEvent], state: PayoutState = "pending") -> PayoutState:
+    for event in events:
         state = transition(state, event).new_state
-    assert state == "paid"
+    return state
 
 
-def test_ambiguous_send_is_retried_only_after_a_status_query() -> None:
+@pytest.mark.parametrize(
+    ("story", "events", "ends"),
+    [
+        ("timeout callback, then success", ["claim", "accepted", "queue_timeout", "result_success", "queue_timeout"], "paid"),
+        ("failure, then the real success", ["claim", "accepted", "result_failure", "result_success"], "paid"),
+        ("success, then a failure", ["claim", "accepted", "result_success", "result_failure"], "paid"),
+        ("forged failure, our status says paid", ["claim", "accepted", "result_failure", "status_paid"], "paid"),
+        ("failure confirmed by our status query", ["claim", "accepted", "result_failure", "status_failed"], "failed"),
+        ("failure confirmed, then the real success", ["claim", "accepted", "result_failure", "status_failed", "result_success"], "paid"),
+        ("result before the HTTP answer", ["claim", "result_success", "accepted"], "paid"),
+        ("mismatched success, then the real one", ["claim", "accepted", "mismatch", "result_success"], "paid"),
+        ("ambiguous send, proven unsent, resent", ["claim", "ambiguous", "status_not_found", "claim", "accepted"], "submitted"),
+    ],
+)
+def test_orders_of_arrival(story: str, events: list[PayoutEvent], ends: PayoutState) -> None:
     state: PayoutState = "pending"
-    for event in ("claim", "ambiguous", "claim", "queue_timeout"):
-        state = transition(state, event).new_state
-    assert state == "unknown"
-    assert transition(state, "status_not_found").new_state == "pending"
-
-
-events = st.sampled_from(sorted(EVENTS))
-
-
-def run(state: PayoutState, sequence: list[PayoutEvent]) -> list[PayoutState]:
-    """The states visited, skipping events that are illegal where they arrive."""
-    visited = [state]
-    for event in sequence:
+    for event in events:
         try:
             state = transition(state, event).new_state
         except IllegalTransition:
-            continue
-        visited.append(state)
-    return visited
+            pass  # the sender lost its claim to a result: it changes nothing
+    assert state == ends, story
+
+
+# --- an independent model -----------------------------------------------------------------------
+
+HTTP = {"not_sent": "pending", "accepted": "submitted", "rejected": "failed", "ambiguous": "unknown"}
+
+
+def model_next(state: str, event: str) -> str:
+    """The rules of docs/design.md §3 again, written event first and without the implementation's
+    table: the implementation must agree with it on every pair."""
+    if state == "paid":
+        return state
+    if event in ("result_success", "status_paid"):
+        return "paid"
+    if state == "failed":
+        return state
+    if event == "claim":
+        return "submitting" if state == "pending" else state
+    if event in HTTP:
+        if state != "submitting":
+            raise IllegalTransition(state, event)
+        return HTTP[event]
+    if event == "result_failure":
+        return "failure_reported" if state in ("submitting", "submitted", "unknown") else state
+    if event == "status_failed":
+        return "failed" if state in ("submitted", "unknown", "failure_reported", "review") else state
+    if event == "status_not_found":
+        return {"unknown": "pending", "review": "pending", "failure_reported": "failed"}.get(state, state)
+    if event == "mismatch":
+        return "review"
+    assert event == "queue_timeout", event
+    return state
+
+
+@pytest.mark.parametrize(("state", "event"), sorted((s, e) for s in STATES for e in EVENTS))
+def test_the_implementation_agrees_with_the_model_on_every_pair(state: PayoutState, event: PayoutEvent) -> None:
+    try:
+        expected: str | type[IllegalTransition] = model_next(state, event)
+    except IllegalTransition:
+        expected = IllegalTransition
+    try:
+        got: str | type[IllegalTransition] = transition(state, event).new_state
+    except IllegalTransition:
+        got = IllegalTransition
+    assert got == expected
+
+
+@dataclass
+class World:
+    """M-Pesa's truth about one payout and the money of our books, driven by the state machine.
+
+    ``mpesa_paid`` is what M-Pesa really did. Our own status answers tell the truth; B2C results
+    may be forged, but a *matching* success (our ids, amount and receiver) is taken as proof, as the
+    design says. The ledger moves money exactly as ``money.payouts.apply_event`` posts it."""
+
+    mpesa_paid: bool
+    state: PayoutState = "pending"
+    ledger: dict[str, int] = field(default_factory=lambda: {"payable": 0, "in_flight": 100, "mpesa": 0})
+    resent_without_proof: bool = False
+
+    def apply(self, event: PayoutEvent) -> None:
+        before = self.state
+        try:
+            self.state = transition(before, event).new_state
+        except IllegalTransition:
+            return
+        if before == self.state:
+            return
+        if self.state == "paid":
+            source = "payable" if before == "failed" else "in_flight"
+            self.ledger[source] -= 100
+            self.ledger["mpesa"] += 100
+        elif self.state == "failed":
+            self.ledger["in_flight"] -= 100
+            self.ledger["payable"] += 100
+        if self.state == "pending" and before != "submitting" and event != "status_not_found":
+            self.resent_without_proof = True
+
+
+def events_consistent_with(mpesa_paid: bool) -> st.SearchStrategy[PayoutEvent]:
+    """Any event may arrive, except answers to our own requests that would lie (status answers, and
+    Daraja refusing outright a request M-Pesa then paid), and a proof of payment for a payment
+    M-Pesa did not make (a forged success that matches our ids, amount and receiver cannot be told
+    from a real one: out of scope)."""
+    lies = {"status_failed", "status_not_found", "rejected"} if mpesa_paid else {"status_paid", "result_success"}
+    return st.sampled_from(sorted(EVENTS - lies))
+
+
+@settings(max_examples=500)
+@given(st.booleans().flatmap(lambda paid: st.tuples(st.just(paid), st.lists(events_consistent_with(paid), max_size=40))))
+def test_forged_failures_never_release_money_that_mpesa_paid(case: tuple[bool, list[PayoutEvent]]) -> None:
+    mpesa_paid, events = case
+    world = World(mpesa_paid)
+    for event in events:
+        world.apply(event)
+        assert sum(world.ledger.values()) == 100  # the money is somewhere, once
+        assert world.ledger["mpesa"] in (0, 100)  # booked as paid at most once
+        assert (world.ledger["in_flight"] == 100) == (world.state in OPEN)
+        assert (world.ledger["mpesa"] == 100) == (world.state == "paid")
+        assert (world.ledger["payable"] == 100) == (world.state == "failed")
+        assert not world.resent_without_proof, "a payout went back to be sent without proof it was never received"
+        if mpesa_paid:  # the driver's money is never payable again while M-Pesa has paid it
+            assert world.state != "failed"
 
 
 @settings(max_examples=300)
-@given(st.sampled_from(sorted(TERMINAL)), st.lists(events, max_size=30))
-def test_terminal_states_absorb_every_event(
-    state: PayoutState, sequence: list[PayoutEvent]
+@given(st.lists(st.sampled_from(sorted(EVENTS)), max_size=30), st.sampled_from(["result_success", "status_paid"]))
+def test_proof_of_payment_wins_whatever_came_before_or_after(
+    before: list[PayoutEvent], proof: PayoutEvent
 ) -> None:
-    for event in sequence:
-        assert transition(state, event) == Transition(state, changed=False)
+    world = World(mpesa_paid=True)
+    for event in [*before, proof]:
+        world.apply(event)
+    assert world.state == "paid"
+    for event in before:  # anything after it: still paid, still booked once
+        world.apply(event)
+    assert world.state == "paid" and world.ledger["mpesa"] == 100
 
 
-@settings(max_examples=100)
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(sorted(EVENTS - {"result_success", "status_paid"})), max_size=30))
+def test_without_proof_of_payment_nothing_is_booked_as_paid(events: list[PayoutEvent]) -> None:
+    world = World(mpesa_paid=False)
+    for event in events:
+        world.apply(event)
+    assert world.state != "paid" and world.ledger["mpesa"] == 0
+
+
+@settings(max_examples=300)
 @given(st.sampled_from(sorted(STATES)))
 def test_queue_timeout_never_changes_state(state: PayoutState) -> None:
     assert transition(state, "queue_timeout") == Transition(state, changed=False)
-
-
-@settings(max_examples=300)
-@given(st.sampled_from(sorted(STATES)), st.lists(events, max_size=30))
-def test_once_terminal_always_terminal(state: PayoutState, sequence: list[PayoutEvent]) -> None:
-    visited = run(state, sequence)
-    for index, reached in enumerate(visited):
-        if reached in TERMINAL:
-            assert set(visited[index:]) == {reached}
-
-
-@settings(max_examples=300)
-@given(st.lists(events, max_size=30))
-def test_every_change_follows_a_known_edge(sequence: list[PayoutEvent]) -> None:
-    state: PayoutState = "pending"
-    for event in sequence:
-        try:
-            result = transition(state, event)
-        except IllegalTransition:
-            assert (state, event) in ILLEGAL
-            continue
-        assert result.changed == (result.new_state != state)
-        if result.changed:
-            assert MOVES[state, event] == result.new_state
-        state = result.new_state
