@@ -1,5 +1,10 @@
-"""Decoding a callback body: strict JSON whose non-integer numbers are decimals, never floats, and
-whose size of numbers and depth of nesting are bounded.
+"""Decoding a callback body: JSON whose non-integer numbers are decimals, never floats, and whose
+size of numbers and depth of nesting are bounded.
+
+Control characters inside strings are accepted (``strict=False``): Safaricom has sent a real
+confirmation whose ``BillRefNumber`` held a raw newline (tests/samples/corpus,
+``c2b_v2_newline_in_account_2024.json``), and refusing it would refuse real money. The account
+reference is normalised (whitespace dropped) before it is matched.
 
 Every number is checked before it is parsed: CPython refuses to parse an integer of more than 4,300
 digits with a ``ValueError`` that ``json.loads`` does not turn into its own error, a decimal's
@@ -48,6 +53,7 @@ def decode_json(raw: bytes) -> object:
             parse_int=_bounded_int,
             parse_float=_bounded_decimal,
             parse_constant=_refuse_constant,
+            strict=False,
         )
     except RecursionError as error:
         raise InvalidCallback("too_deep") from error

@@ -122,3 +122,9 @@ def test_parse_c2b_refuses_a_confirmation_from_an_impossible_year(year: str) -> 
     assert caught.value.reason == "time_out_of_range"
     body["TransTime"] = "20240815143012"
     assert parse_c2b(body).trans_time == datetime(2024, 8, 15, 14, 30, 12, tzinfo=EAT)
+
+
+def test_a_raw_control_character_inside_a_string_is_accepted_as_safaricom_sent_it() -> None:
+    """tests/samples/corpus/c2b_v2_newline_in_account_2024.json: a real confirmation's BillRefNumber
+    held a raw newline; refusing the body would refuse the money."""
+    assert decode_json(b'{"BillRefNumber": "\nM1", "Tab": "a\tb"}') == {"BillRefNumber": "\nM1", "Tab": "a\tb"}
