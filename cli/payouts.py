@@ -49,7 +49,7 @@ def payouts_resolve(payout_id: Annotated[int, typer.Argument()]) -> None:
         raise fail(f"no payout {payout_id}")
     if state not in RESOLVABLE_STATES:
         raise fail(f"payout {payout_id} is {state}: only {', '.join(RESOLVABLE_STATES)} payouts need resolving")
-    ask_payout_status(context.sessions(), runtime.daraja(), payout_id, states=RESOLVABLE_STATES)
+    ask_payout_status(context.sessions(), runtime.daraja(), payout_id)
     typer.echo(f"payout {payout_id}: status asked; the answer arrives at status/result (see `fleetpay payouts list`)")
 
 

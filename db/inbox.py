@@ -34,7 +34,7 @@ _FINISH = (
 )
 
 SWEEP_BACKOFF_DOUBLINGS_MAX = 6
-STATUSES = INBOX_STATES
+__all__ = ["INBOX_STATES", "finish", "list_rows", "lock_row", "take_stale_ids"]
 
 
 def lock_row(session: Session, inbox_id: int) -> Inbox | None:

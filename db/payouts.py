@@ -10,6 +10,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Driver, Inbox, Payout, Posting
+from fleetpay.payout_states import ASKED_ABOUT
 
 
 def payout_by_originator_id(session: Session, originator_conversation_id: str) -> Payout | None:
@@ -103,7 +104,7 @@ def take_status_checks_due(
         select(Payout.id)
         .where(
             or_(
-                Payout.state.in_(("unknown", "failure_reported")),
+                Payout.state.in_(ASKED_ABOUT),
                 and_(Payout.state == "submitted", _older_than(submitted_older_than_s)),
             ),
             or_(

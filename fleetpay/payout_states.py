@@ -15,15 +15,17 @@ Three kinds of event drive it:
 
 Rules, in order:
 
-1. Proof of payment wins: ``result_success`` and ``status_paid`` lead to ``paid`` from every state
-   but ``paid``, ``failed`` included (a late success after a confirmed failure: the money is booked
-   as paid again, and a re-payment shows as an overpayment for an operator).
-2. ``paid`` absorbs every other event; ``failed`` every event but a proof of payment.
+1. Proof of payment wins: ``result_success`` and ``status_paid`` lead to ``paid`` from every open
+   state. From ``failed`` (its money already payable again) only our own ``status_paid`` does: a
+   success callback about a failed payout is flagged and asked about (``money.payout_results``),
+   and the payment is then booked again, a re-payment showing as an overpayment.
+2. ``paid`` absorbs every other event; ``failed`` every event but ``status_paid``.
 3. A failure result is never final by itself: it makes the payout ``failure_reported``, and only
-   the answer to a status query we made (``status_failed``, or ``status_not_found``) makes it
-   ``failed`` and its money payable again. A forged failure therefore costs one status query.
-4. ``unknown`` (and ``review``) go back to ``pending`` only on ``status_not_found``: a new attempt is
-   made only after a status query proved the first one never reached M-Pesa.
+   the answer to a status query we made (``status_failed``) makes it ``failed`` and its money
+   payable again. A forged failure therefore costs one status query.
+4. ``status_not_found`` (our query: M-Pesa does not know the request) sends an ``unknown``,
+   ``failure_reported`` or ``review`` payout back to ``pending``: it is sent again with the *same*
+   OriginatorConversationID, so if M-Pesa merely had not caught up, Daraja refuses the duplicate.
 5. ``mismatch`` moves an open payout to ``review`` (money stays in flight; an operator looks); it
    never moves money. ``review`` is left by a proof of payment, by our own status answer, or not at
    all: it is not asked about automatically.
@@ -69,6 +71,10 @@ TERMINAL: frozenset[PayoutState] = frozenset({"paid", "failed"})
 # Open: its money is in flight.
 OPEN: frozenset[PayoutState] = STATES - TERMINAL
 PROOF_OF_PAYMENT: frozenset[PayoutEvent] = frozenset({"result_success", "status_paid"})
+# Asked about by the payout sweep as soon as they are due (``submitted`` too, once stale).
+ASKED_ABOUT: tuple[PayoutState, ...] = ("unknown", "failure_reported")
+# May be asked about at all: the status actor refuses the rest.
+QUERYABLE: tuple[PayoutState, ...] = ("submitted", "unknown", "failure_reported", "review", "failed")
 _HTTP_OUTCOMES: frozenset[PayoutEvent] = frozenset({"not_sent", "accepted", "rejected", "ambiguous"})
 
 _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
@@ -79,11 +85,10 @@ _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("submitting", "ambiguous"): "unknown",
     **{(state, "result_failure"): "failure_reported" for state in ("submitting", "submitted", "unknown")},
     **{(state, "status_failed"): "failed" for state in ("submitted", "unknown", "failure_reported", "review")},
-    ("unknown", "status_not_found"): "pending",
-    ("review", "status_not_found"): "pending",
-    ("failure_reported", "status_not_found"): "failed",
+    **{(state, "status_not_found"): "pending" for state in ("unknown", "failure_reported", "review")},
     **{(state, "mismatch"): "review" for state in OPEN - {"review"}},
-    **{(state, event): "paid" for state in STATES - {"paid"} for event in PROOF_OF_PAYMENT},
+    **{(state, event): "paid" for state in OPEN for event in PROOF_OF_PAYMENT},
+    ("failed", "status_paid"): "paid",
 }
 
 

@@ -5,9 +5,8 @@
   are not counted (they only grow);
 - ``fleetpay_payouts{state}``: payouts by state (``unknown``, ``failure_reported`` and ``review``
   need attention, ``pending`` with approval too);
-- ``fleetpay_payouts_flagged``: payouts an operator must look at (a result that did not match, a
-  payment after a confirmed failure), and ``fleetpay_overpaid_cents``: what drivers were paid
-  beyond what they were owed;
+- ``fleetpay_overpaid_cents``: what drivers were paid beyond what they were owed (a payment M-Pesa
+  made after we had booked it failed and paid it again);
 - ``fleetpay_postings_created``: postings written so far (the id sequence);
 - ``fleetpay_reconciliation_discrepancies`` and ``…_last_check_timestamp_seconds``: the last
   reconciliation check.
@@ -31,7 +30,6 @@ QUERIES = {
         "SELECT status, count(*) FROM inbox WHERE status IN ('received', 'rejected', 'unmatched', 'conflict')"
         " GROUP BY status"
     ),
-    "flagged": "SELECT count(*) FROM payouts WHERE review_reason IS NOT NULL",
     "overpaid": "SELECT coalesce(-sum(balance_cents), 0) FROM accounts WHERE kind = 'payable' AND balance_cents < 0",
     "payouts": "SELECT state, count(*) FROM payouts GROUP BY state",
     "postings": "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM postings_id_seq",
@@ -52,7 +50,6 @@ class BooksGauges(Collector):
         postings = GaugeMetricFamily("fleetpay_postings_created", "Ledger postings written so far.")
         discrepancies = GaugeMetricFamily("fleetpay_reconciliation_discrepancies", "Discrepancies of the last check.")
         checked = GaugeMetricFamily("fleetpay_reconciliation_last_check_timestamp_seconds", "When the last check ended.")
-        flagged = GaugeMetricFamily("fleetpay_payouts_flagged", "Payouts flagged for an operator (review_reason set).")
         overpaid = GaugeMetricFamily("fleetpay_overpaid_cents", "Paid to drivers beyond what they were owed.")
         try:
             with self.engine.connect() as connection:
@@ -62,7 +59,6 @@ class BooksGauges(Collector):
                 for state, count in connection.execute(text(QUERIES["payouts"])):
                     payouts.add_metric([state], count)
                 postings.add_metric([], connection.execute(text(QUERIES["postings"])).scalar_one())
-                flagged.add_metric([], connection.execute(text(QUERIES["flagged"])).scalar_one())
                 overpaid.add_metric([], connection.execute(text(QUERIES["overpaid"])).scalar_one())
                 last = connection.execute(text(QUERIES["reconciliation"])).first()
                 if last is not None:
@@ -70,7 +66,7 @@ class BooksGauges(Collector):
                     checked.add_metric([], float(last[1]))
         except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
             log.warning("books_metrics_unavailable", error=str(error))
-        yield from (inbox, payouts, postings, discrepancies, checked, flagged, overpaid)
+        yield from (inbox, payouts, postings, discrepancies, checked, overpaid)
 
 
 def books_metrics(engine: Engine) -> CollectorRegistry:

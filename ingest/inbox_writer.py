@@ -29,6 +29,8 @@ import structlog
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from schemas.callbacks import with_digest
+
 log = structlog.get_logger("fleetpay.ingest")
 
 EXTERNAL_ID_MAX_CHARS = 200
@@ -47,14 +49,16 @@ INSERT_ROWS = text(
 # A duplicate whose body differs from the stored one (same receipt, other content) is kept beside
 # it as a ``conflict`` row, never applied: the money is applied once, by the first body. Keyed by
 # the receipt and the body's digest, so the same conflicting body sent again is kept once.
+# (A stored row without a digest, older than digests or recovered from Pull Transactions, counts as
+# different: its second body is kept too.)
 INSERT_CONFLICTS = text(
     "INSERT INTO inbox (kind, external_id, body, status, reason, source_ip, body_digest)"
-    " SELECT i.kind, i.external_id || '#' || left(i.body_digest, 24), i.body, 'conflict',"
-    " 'conflicts_with:' || e.id, i.source_ip, i.body_digest"
-    " FROM unnest(CAST(:kind AS text[]), CAST(:external_id AS text[]), CAST(:body AS text[]),"
-    " CAST(:source_ip AS text[]), CAST(:body_digest AS text[])) AS i(kind, external_id, body, source_ip, body_digest)"
+    " SELECT i.kind, i.conflict_id, i.body, 'conflict', 'conflicts_with:' || e.id, i.source_ip, i.body_digest"
+    " FROM unnest(CAST(:kind AS text[]), CAST(:external_id AS text[]), CAST(:conflict_id AS text[]),"
+    " CAST(:body AS text[]), CAST(:source_ip AS text[]), CAST(:body_digest AS text[]))"
+    " AS i(kind, external_id, conflict_id, body, source_ip, body_digest)"
     " JOIN inbox e ON e.kind = i.kind AND e.external_id = i.external_id"
-    " WHERE e.body_digest <> i.body_digest"
+    " WHERE e.body_digest IS DISTINCT FROM i.body_digest"
     " ON CONFLICT (kind, external_id) DO NOTHING"
     " RETURNING id, external_id"
 )
@@ -236,6 +240,7 @@ class InboxWriter:
     def _keep_conflicts(connection: Connection, duplicates: Sequence[dict[str, str | None]]) -> None:
         """Keep each duplicate whose body differs from the stored one (in the batch's transaction)."""
         columns = {name: [row[name] for row in duplicates] for name in ("kind", "external_id", "body", "source_ip", "body_digest")}
+        columns["conflict_id"] = [with_digest(row["external_id"] or "", row["body_digest"] or "") for row in duplicates]
         kept = connection.execute(INSERT_CONFLICTS, columns).all()
         if kept:
             log.warning("conflicting_duplicates_kept", inbox_ids=[inbox_id for inbox_id, _ in kept],

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Inbox
 from db.reconcile import Discrepancy, record_run
 from fleetpay.settings import Settings
-from schemas.callbacks import parse_c2b
+from schemas.callbacks import body_digest, parse_c2b
 from schemas.json_body import decode_json
 
 log = structlog.get_logger("fleetpay.reconcile")
@@ -89,10 +89,11 @@ def recover_from_pull(
             ).scalars()
         )
         for trans_id in sorted(set(listed) - have):
-            body = json.dumps(confirmation_from_pull(listed[trans_id], settings))
+            confirmation = confirmation_from_pull(listed[trans_id], settings)
             inbox_id = session.execute(
                 pg_insert(Inbox)
-                .values(kind="c2b_confirmation", external_id=trans_id, body=body, source_ip="pull_transactions")
+                .values(kind="c2b_confirmation", external_id=trans_id, body=json.dumps(confirmation),
+                        source_ip="pull_transactions", body_digest=body_digest(confirmation))
                 .on_conflict_do_nothing()
                 .returning(Inbox.id)
             ).scalar_one_or_none()

@@ -30,11 +30,13 @@ log = structlog.get_logger("fleetpay.worker")
 
 @dataclass(frozen=True)
 class Applied:
-    """What applying a payment did: ``status`` for the inbox row, payouts to send after COMMIT."""
+    """What applying a callback did: ``status`` for the inbox row; after COMMIT, payouts to send
+    and payouts to ask Transaction Status about."""
 
-    status: str  # processed | unmatched
+    status: str  # processed | unmatched | rejected
     reason: str | None = None
     payout_ids: tuple[int, ...] = ()
+    status_checks: tuple[int, ...] = ()
 
 
 def payment_key(receipt: str) -> str:

@@ -20,10 +20,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Inbox, Payout, PayoutStatusQuery
 from db.payouts import payout_by_originator_id
-from fleetpay.payout_states import Transition
 from fleetpay.settings import Settings
 from money.payments import Applied
-from money.payouts import apply_event
+from money.payouts import apply_event, flag
 from money.result_matching import Asked, Verdict, judge_b2c_result, judge_status_result
 from schemas.callbacks import parse_b2c_result, parse_status_result
 
@@ -51,24 +50,27 @@ def asked(payout: Payout, settings: Settings) -> Asked:
 def _apply(session: Session, row: Inbox, payout: Payout, verdict: Verdict, **evidence: Any) -> Applied:
     """Move ``payout`` as ``verdict`` says; the row's status says what happened, for the record."""
     with structlog.contextvars.bound_contextvars(payout_id=payout.id):
+        review_reason = verdict.reason if verdict.review else None
         if verdict.event is None:
+            if review_reason:
+                flag(session, payout.id, review_reason)
+                return Applied("processed", f"review:{review_reason}")
             log.warning("payout_result_undecided", reason=verdict.reason)
             return Applied("processed", verdict.reason)
-        moved = apply_event(
-            session, payout.id, verdict.event, evidence_inbox_id=row.id,
-            review_reason=verdict.reason if verdict.event == "mismatch" else None, **evidence,
-        )
+        moved = apply_event(session, payout.id, verdict.event, evidence_inbox_id=row.id,
+                            review_reason=review_reason, **evidence)
         log.info("payout_result", kind=row.kind, payout_event=verdict.event, reason=verdict.reason,
                  state=moved.new_state, changed=moved.changed)
-        return _settled(moved, payout, verdict)
-
-
-def _settled(moved: Transition, payout: Payout, verdict: Verdict) -> Applied:
-    if moved.new_state == "pending" and moved.changed:  # proven unsent: send again, same OriginatorConversationID
-        return Applied("processed", "resend", payout_ids=(payout.id,))
-    if verdict.event == "mismatch":
-        return Applied("processed", f"review:{verdict.reason}")
-    return Applied("processed", None if moved.changed else f"no_change:{moved.new_state}")
+        if verdict.event == "result_success" and moved.new_state == "failed":
+            # A success callback about a payout our own status query found failed (its money is
+            # payable again, maybe paid again): only our own query may book it. Ask.
+            flag(session, payout.id, "success_after_failure")
+            return Applied("processed", "success_after_failure:status_asked", status_checks=(payout.id,))
+        if moved.new_state == "pending" and moved.changed:  # proven unsent: send again, same OriginatorConversationID
+            return Applied("processed", "resend", payout_ids=(payout.id,))
+        if review_reason:
+            return Applied("processed", f"review:{review_reason}")
+        return Applied("processed", None if moved.changed else f"no_change:{moved.new_state}")
 
 
 def b2c_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
@@ -77,9 +79,9 @@ def b2c_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
     if payout is None:
         return Applied("rejected", "unknown_payout")  # not ours: forged, or another system's
     verdict = judge_b2c_result(result, asked(payout, settings))
-    evidence: dict[str, Any] = {"conversation_id": result.conversation_id}
+    evidence: dict[str, Any] = {}
     if verdict.event in ("result_success", "result_failure"):
-        evidence |= {"receipt": result.receipt, "result_code": str(result.result_code), "result_desc": result.result_desc}
+        evidence = {"receipt": result.receipt, "result_code": str(result.result_code), "result_desc": result.result_desc}
     return _apply(session, row, payout, verdict, **evidence)
 
 
@@ -95,7 +97,7 @@ def b2c_timeout(session: Session, row: Inbox, body: Any, settings: Settings) -> 
 
 def status_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
     """A Transaction Status answer counts only for a query we sent, about that payout; one that
-    names a payout without being ours sends that payout to review."""
+    names a payout without being ours moves nothing and flags that payout."""
     result = parse_status_result(body)
     payout = session.execute(
         select(Payout)

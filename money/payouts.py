@@ -12,7 +12,7 @@ import secrets
 from datetime import date
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from db.fleet import lock_driver
 from db.models import Driver, Payout, PayoutStatusQuery
 from db.payouts import reserved_on
 from fleetpay import rules
-from fleetpay.payout_states import TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
+from fleetpay.payout_states import QUERYABLE, TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
 from fleetpay.settings import Settings
 
 log = structlog.get_logger("fleetpay.payouts")
@@ -35,6 +35,13 @@ def new_originator_conversation_id() -> str:
     # Unique across databases too (a restored or re-created database must not reuse an id
     # Safaricom has already seen): random, not a sequence.
     return f"fp_{secrets.token_hex(10)}"
+
+
+# populate_existing: a Payout the session loaded before the lock (a result handler finds it by its
+# id first) is read again under the lock; deciding on the stale copy could book it twice.
+_LOCK_PAYOUT = (
+    select(Payout).where(Payout.id == bindparam("payout_id")).with_for_update().execution_options(populate_existing=True)
+)
 
 
 def create_payout(
@@ -101,8 +108,7 @@ def retry_failed(session: Session, payout_id: int, settings: Settings, *, busine
     if driver_id is None:
         raise PayoutError(f"no payout {payout_id}")
     driver = lock_driver(session, driver_id)
-    failed = session.get(Payout, payout_id)
-    assert failed is not None
+    failed = session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one()
     if failed.state != "failed":
         raise PayoutError(f"payout {payout_id} is {failed.state}: only a failed payout is proven unpaid")
     if session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{payout_id}")).first():
@@ -131,7 +137,6 @@ def apply_event(
     payout_id: int,
     event: PayoutEvent,
     *,
-    conversation_id: str | None = None,
     receipt: str | None = None,
     result_code: str | None = None,
     result_desc: str | None = None,
@@ -143,20 +148,19 @@ def apply_event(
     its new state: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to
     ``payable`` (the driver is still owed it); ``paid`` after ``failed`` takes it back out of
     ``payable`` (and flags an overpayment if it was paid again meanwhile). ``evidence_inbox_id`` is
-    the callback that moved it. Locks the driver, then the payout."""
+    the callback that moved it; ``review_reason`` is added to the payout's record of what needs an
+    operator, even when the state cannot move. Locks the driver, then the payout."""
     driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one()
     lock_driver(session, driver_id)
-    payout = session.execute(select(Payout).where(Payout.id == payout_id).with_for_update()).scalar_one()
+    payout = session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one()
     previous = payout.state
     moved = transition(previous, event)  # type: ignore[arg-type]
-    if review_reason:  # kept even when the state cannot move (a mismatch about a settled payout)
-        payout.review_reason = review_reason
-        log.warning("payout_needs_review", payout_id=payout.id, state=previous, reason=review_reason)
+    if review_reason:
+        flag_for_review(payout, review_reason)
     if not moved.changed:
         return moved
     payout.state = moved.new_state
     payout.updated_at = func.now()  # type: ignore[assignment]
-    payout.conversation_id = payout.conversation_id or conversation_id
     payout.receipt = receipt or payout.receipt
     payout.result_code = result_code if result_code is not None else payout.result_code
     payout.result_desc = result_desc or payout.result_desc
@@ -187,9 +191,44 @@ def _book_payment_after_failure(session: Session, payout: Payout) -> None:
         legs=[(payable, -payout.amount_cents), (ledger.system_accounts(session).mpesa, payout.amount_cents)],
     )
     owed_cents = ledger.balance_cents(session, payable)
-    payout.review_reason = "paid_after_failure" if owed_cents >= 0 else f"overpaid:{-owed_cents}"
     log.error("payout_paid_after_failure", payout_id=payout.id, amount_cents=payout.amount_cents,
               driver_payable_cents=owed_cents)
+    if owed_cents >= 0:
+        flag_for_review(payout, "paid_after_failure")
+        return
+    flag_for_review(payout, f"overpaid:{-owed_cents}")
+    # Stop what would make it worse: the driver's payouts not yet sent wait for an operator.
+    held = session.execute(
+        update(Payout)
+        .where(Payout.driver_id == payout.driver_id, Payout.state == "pending", Payout.requires_approval.is_(False))
+        .values(requires_approval=True, review_reason=func.concat_ws("; ", Payout.review_reason, "held:overpayment"))
+        .returning(Payout.id)
+    ).scalars().all()
+    if held:
+        log.error("payouts_held_after_overpayment", driver_id=payout.driver_id, payout_ids=list(held))
+
+
+def flag(session: Session, payout_id: int, reason: str) -> None:
+    """Flag a payout for an operator, under its locks, without moving it."""
+    lock_driver(session, session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one())
+    flag_for_review(session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one(), reason)
+
+
+def flag_for_review(payout: Payout, reason: str) -> None:
+    """Add ``reason`` to what an operator must look at about ``payout`` (reasons accumulate: the
+    record is evidence, never overwritten)."""
+    known = payout.review_reason.split("; ") if payout.review_reason else []
+    if reason not in known:
+        payout.review_reason = "; ".join([*known, reason])
+    log.warning("payout_needs_review", payout_id=payout.id, state=payout.state, reason=reason)
+
+
+def record_conversation_id(session: Session, payout_id: int, conversation_id: str) -> None:
+    """The ConversationID Daraja's HTTP answer gave our request; only that answer may set it (a
+    result callback, forged or not, never does), and only once."""
+    session.execute(
+        update(Payout).where(Payout.id == payout_id, Payout.conversation_id.is_(None)).values(conversation_id=conversation_id)
+    )
 
 
 def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | None = None) -> None:
@@ -241,16 +280,17 @@ def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, b
     )
 
 
-STATUS_QUERY_STATES = ("submitted", "unknown", "failure_reported")  # the sweep asks about these
-RESOLVABLE_STATES = (*STATUS_QUERY_STATES, "review")  # an operator may ask about these too
+# What an operator may ask about (``fleetpay payouts resolve``): a failed payout is settled.
+RESOLVABLE_STATES = tuple(state for state in QUERYABLE if state != "failed")
 
 
-def take_status_check(session: Session, payout_id: int, *, states: tuple[str, ...] = STATUS_QUERY_STATES) -> str | None:
-    """Take the right to ask Transaction Status about a payout still waiting for its outcome (in
-    one of ``states``); its OriginatorConversationID, or None when it no longer needs asking."""
+def take_status_check(session: Session, payout_id: int) -> str | None:
+    """Take the right to ask Transaction Status about a payout whose outcome is in doubt (or a
+    failed one a success callback named); its OriginatorConversationID, or None when it no longer
+    needs asking."""
     return session.execute(
         update(Payout)
-        .where(Payout.id == payout_id, Payout.state.in_(states))
+        .where(Payout.id == payout_id, Payout.state.in_(QUERYABLE))
         .values(status_checked_at=func.now())
         .returning(Payout.originator_conversation_id)
     ).scalar_one_or_none()

@@ -5,13 +5,16 @@ Results arrive forged, late, twice and in any order (docs/design.md §3), so a r
 payout only when it matches what we asked:
 
 - a B2C result: it names our OriginatorConversationID (the caller found the payout by it) and, once
-  Daraja gave us one, our ConversationID; a success also carries the payout's amount and, where the
-  number is not masked, the driver's number as receiver;
+  Daraja's HTTP answer gave us one, our ConversationID; a success also carries the payout's amount
+  and a receiver that is the driver's number (a masked number cannot be compared, but it must be
+  there);
 - a Transaction Status answer: it answers a query *we* sent about this payout; "Completed" also
   carries the amount, our shortcode as the payer and (unmasked) the driver's number as the payee.
 
 Anything else is a ``mismatch``: it moves no money, and the payout goes to review with the reason.
-A failure, even a matching one, only reports: our own status query confirms it (docs/design.md §3).
+A status answer to a query we never sent proves nothing either way: it moves nothing, and only
+flags the payout (moving it to review would let anyone who knows a payout's id stop it). A
+failure, even a matching one, only reports: our own status query confirms it (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -39,16 +42,24 @@ class Asked:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The event a result causes, or None (nothing to do); ``reason`` says why, for the record."""
+    """The event a result causes, or None (nothing to do); ``reason`` says why, for the record;
+    ``review``: an operator should look at the payout (every mismatch, and an unverifiable answer)."""
 
     event: PayoutEvent | None
     reason: str | None = None
+    review: bool = False
+
+    def __post_init__(self) -> None:
+        if self.event == "mismatch":
+            object.__setattr__(self, "review", True)
 
 
-def _paid_as_asked(amount_cents: int | None, payee: str | None, asked: Asked) -> Verdict | None:
+def _paid_as_asked(amount_cents: int | None, payee: str | None, asked: Asked, *, payee_required: bool) -> Verdict | None:
     """None when a payment report matches the amount and payee we asked for; else the mismatch."""
     if amount_cents is None:
         return Verdict("mismatch", "amount_missing")
+    if payee_required and not payee:
+        return Verdict("mismatch", "receiver_missing")
     if amount_cents != asked.amount_cents:
         return Verdict("mismatch", f"amount_differs:{amount_cents}")
     identifier = party_identifier(payee)
@@ -60,11 +71,11 @@ def _paid_as_asked(amount_cents: int | None, payee: str | None, asked: Asked) ->
 
 def judge_b2c_result(result: B2CResult, asked: Asked) -> Verdict:
     """A B2C result (found by our OriginatorConversationID) for the payout that ``asked`` describes."""
-    if asked.conversation_id and result.conversation_id and result.conversation_id != asked.conversation_id:
+    if asked.conversation_id and result.conversation_id != asked.conversation_id:
         return Verdict("mismatch", "conversation_id_differs")
     if result.result_code != 0:
         return Verdict("result_failure")
-    return _paid_as_asked(result.amount_cents, result.receiver, asked) or Verdict("result_success")
+    return _paid_as_asked(result.amount_cents, result.receiver, asked, payee_required=True) or Verdict("result_success")
 
 
 def judge_status_result(
@@ -72,7 +83,7 @@ def judge_status_result(
 ) -> Verdict:
     """A Transaction Status answer that names (or whose query names) the payout ``asked`` describes."""
     if not query_is_ours:
-        return Verdict("mismatch", "status_for_a_query_we_never_sent")
+        return Verdict(None, "status_for_a_query_we_never_sent", review=True)
     named = result.original_originator_conversation_id
     if named and named != asked.originator_conversation_id:
         return Verdict("mismatch", "status_names_another_payout")
@@ -86,7 +97,8 @@ def judge_status_result(
         payer = party_identifier(result.debit_party)
         if payer is not None and payer != asked.short_code:
             return Verdict("mismatch", "not_a_payment_from_our_shortcode")
-        return _paid_as_asked(result.amount_cents, result.credit_party, asked) or Verdict("status_paid")
+        # The answer to our own query (its id was recorded): the payee may be left out, not differ.
+        return _paid_as_asked(result.amount_cents, result.credit_party, asked, payee_required=False) or Verdict("status_paid")
     if status in FAILED_STATUSES:
         return Verdict("status_failed")
     return Verdict(None, f"status_undecided:{code}:{status or '-'}")

@@ -94,7 +94,6 @@ class TransactionStatusResult:
     original_originator_conversation_id: str | None
     debit_party: str | None = None  # DebitPartyName, e.g. "600997 - COMPANY": who paid
     credit_party: str | None = None  # CreditPartyName, e.g. "254708374149 - NAME": who was paid
-    reason_type: str | None = None  # ReasonType, e.g. "Business Payment to Customer via API"
 
 
 def parse_c2b(body: object, *, max_amount_cents: int = 50_000_000) -> C2BPayment:
@@ -197,7 +196,6 @@ def parse_status_result(body: object) -> TransactionStatusResult:
             original_originator_conversation_id=_optional(params, "OriginatorConversationID"),
             debit_party=_optional(params, "DebitPartyName"),
             credit_party=_optional(params, "CreditPartyName"),
-            reason_type=_optional(params, "ReasonType"),
         )
 
 
@@ -252,7 +250,12 @@ def inbox_key(kind: str, body: object, digest: str) -> str:
     """The inbox dedupe key: the callback's ``external_id``, and for results also its body digest,
     so that identical copies are stored once and every different body beside the first."""
     key = external_id(kind, body)
-    return f"{key}#{digest[:_DIGEST_CHARS_IN_KEY]}" if kind in RESULT_KINDS else key
+    return with_digest(key, digest) if kind in RESULT_KINDS else key
+
+
+def with_digest(key: str, digest: str) -> str:
+    """``key`` made distinct per body: results' keys, and a receipt's conflicting bodies."""
+    return f"{key}#{digest[:_DIGEST_CHARS_IN_KEY]}"
 
 
 def natural_id(key: str) -> str:

@@ -12,7 +12,7 @@ import dramatiq
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from money.payouts import STATUS_QUERY_STATES, record_status_query, take_status_check
+from money.payouts import record_status_query, take_status_check
 from workers import runtime
 from workers.daraja.client import DarajaClient, DarajaError
 from workers.daraja.outcomes import Outcome
@@ -21,15 +21,12 @@ from workers.messages import CHECK_PAYOUT_STATUS
 log = structlog.get_logger("fleetpay.payouts")
 
 
-def ask_payout_status(
-    sessions: sessionmaker[Session], daraja: DarajaClient, payout_id: int, *, states: tuple[str, ...] = STATUS_QUERY_STATES
-) -> str | None:
-    """Send one Transaction Status query about a payout still waiting for its outcome (in one of
-    ``states``); the query's id, or None when nothing was asked (settled meanwhile, or Daraja did
-    not take the query)."""
+def ask_payout_status(sessions: sessionmaker[Session], daraja: DarajaClient, payout_id: int) -> str | None:
+    """Send one Transaction Status query about a payout whose outcome is in doubt; the query's id,
+    or None when nothing was asked (settled meanwhile, or Daraja did not take the query)."""
     with structlog.contextvars.bound_contextvars(payout_id=payout_id):
         with sessions.begin() as session:
-            occ = take_status_check(session, payout_id, states=states)
+            occ = take_status_check(session, payout_id)
         if occ is None:
             return None
         try:

@@ -6,8 +6,8 @@ changes nothing. A body that cannot be applied is marked ``rejected``, not retri
 (connection loss, deadlock) rolls back and is retried with backoff; a message that still fails ends
 in the dead-letter queue (``fleetpay dlq``).
 
-After the COMMIT the payouts the payment reserved are enqueued; if that is lost, ``sweep_payouts``
-sends them. A row that cannot be judged yet (``TryLater``: a status answer that overtook the
+After the COMMIT the payouts the payment reserved are enqueued (if that is lost, ``sweep_payouts``
+sends them), and the status queries a result asked for. A row that cannot be judged yet (``TryLater``: a status answer that overtook the
 recording of its query) is sent again after a short delay.
 """
 
@@ -19,6 +19,7 @@ import structlog
 from money.callbacks import apply_callback
 from money.payout_results import TryLater
 from workers import runtime
+from workers.check_payout_status import check_payout_status
 from workers.messages import PROCESS_CALLBACK
 from workers.send_payout import send_payout
 
@@ -43,3 +44,5 @@ def process_callback(inbox_id: int) -> None:
         log.info("callback_processed", status=applied.status, reason=applied.reason, payout_ids=applied.payout_ids)
         for payout_id in applied.payout_ids:
             send_payout.send(payout_id)
+        for payout_id in applied.status_checks:
+            check_payout_status.send(payout_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dramatiq
 import structlog
 
-from money.payouts import apply_event, claim
+from money.payouts import apply_event, claim, record_conversation_id
 from fleetpay.payout_states import IllegalTransition, PayoutEvent
 from workers import runtime
 from workers.daraja.client import DarajaError
@@ -53,20 +53,17 @@ def send_payout(payout_id: int) -> None:
             answer = Answer(Outcome.NOT_SENT, description=str(error))
         log.info("payout_sent", outcome=answer.outcome, code=answer.code, cause=payout.cause_key,
                  originator_conversation_id=payout.originator_conversation_id)
-        try:
-            with sessions.begin() as session:
-                apply_event(
-                    session,
-                    payout_id,
-                    EVENT_BY_OUTCOME[answer.outcome],
-                    conversation_id=answer.conversation_id,
-                    result_code=answer.code,
-                    result_desc=answer.description,
-                )
-        except IllegalTransition as error:
-            # The claim was given up meanwhile (the sweeper judged it stale): the payout is
-            # ``unknown`` and a status query settles it; the late answer changes nothing.
-            log.warning("payout_answer_after_claim_lost", error=str(error))
+        with sessions.begin() as session:
+            if answer.conversation_id:  # kept even if the claim was lost: results are matched by it
+                record_conversation_id(session, payout_id, answer.conversation_id)
+            try:
+                with session.begin_nested():
+                    apply_event(session, payout_id, EVENT_BY_OUTCOME[answer.outcome],
+                                result_code=answer.code, result_desc=answer.description)
+            except IllegalTransition as error:
+                # The claim was lost meanwhile (a result overtook this answer, or the sweeper
+                # judged the claim stale): the late answer changes nothing.
+                log.warning("payout_answer_after_claim_lost", error=str(error))
 
 
 def send_payouts(payout_ids: list[int] | tuple[int, ...]) -> bool:

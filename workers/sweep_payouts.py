@@ -4,8 +4,9 @@
   message was lost after the COMMIT, or it was proven unsent);
 - ``submitting`` for ``payout_submitting_stale_s``: its worker died between the claim and the
   answer, so nobody knows whether Daraja got it → ``unknown``;
-- ``unknown``, or ``submitted`` with no result for ``payout_submitted_stale_s``: ask Transaction
-  Status (``check_payout_status``).
+- ``unknown`` or ``failure_reported`` (a failure result waiting for our confirmation), or
+  ``submitted`` with no result for ``payout_submitted_stale_s``: ask Transaction Status
+  (``check_payout_status``). ``review`` is left to an operator.
 
 Idempotency: every step is itself idempotent (claim, state machine, harmless queries), so two
 sweeps at once, or a sweep during normal work, change nothing twice.

@@ -146,7 +146,6 @@ def test_transaction_status_sample() -> None:
         original_originator_conversation_id="po_01J5Z7K2M9",
         debit_party="4165253 - SUNNY FLEET",
         credit_party="254705912645 - NICHOLAS JOHN SONGOK",
-        reason_type="Business Payment to Customer via API",
     )
 
 

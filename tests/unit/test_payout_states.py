@@ -39,15 +39,18 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("unknown", "status_failed"): "failed",
     ("failure_reported", "status_failed"): "failed",
     ("review", "status_failed"): "failed",
-    ("failure_reported", "status_not_found"): "failed",  # M-Pesa never had it: not paid
-    ("unknown", "status_not_found"): "pending",  # proven unsent: send again, same id
+    # M-Pesa does not know it (or has not caught up): send again with the same id, which Daraja
+    # refuses as a duplicate if it did have it
+    ("failure_reported", "status_not_found"): "pending",
+    ("unknown", "status_not_found"): "pending",
     ("review", "status_not_found"): "pending",
     # a result that does not match what we asked: an operator looks; no money moves
     **{(state, "mismatch"): "review" for state in ("pending", "submitting", "submitted", "unknown", "failure_reported")},
-    # proof of payment wins, from everywhere but paid: failed included
+    # proof of payment wins, from every open state; from failed, only our own status query's
     **{(state, event): "paid"
-       for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review", "failed")
+       for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review")
        for event in ("result_success", "status_paid")},
+    ("failed", "status_paid"): "paid",
 }
 # A sender reporting an HTTP outcome without holding the claim: a bug, or a claim lost to a result
 # that overtook the HTTP answer (the sender logs it and changes nothing).
@@ -102,6 +105,7 @@ def test_everything_else_is_a_no_op(state: PayoutState, event: PayoutEvent) -> N
         ("paid", "mismatch"),
         ("failed", "result_failure"),
         ("failed", "mismatch"),  # flagged for review, but its money stays where it is
+        ("failed", "result_success"),  # a callback is not enough once failed: our status query is asked
         ("paid", "accepted"),  # the result overtook the HTTP response
         ("failed", "accepted"),
     ],
@@ -130,7 +134,10 @@ def replay(events: list[PayoutEvent], state: PayoutState = "pending") -> PayoutS
         ("success, then a failure", ["claim", "accepted", "result_success", "result_failure"], "paid"),
         ("forged failure, our status says paid", ["claim", "accepted", "result_failure", "status_paid"], "paid"),
         ("failure confirmed by our status query", ["claim", "accepted", "result_failure", "status_failed"], "failed"),
-        ("failure confirmed, then the real success", ["claim", "accepted", "result_failure", "status_failed", "result_success"], "paid"),
+        ("failure confirmed, then a success: asked, and our query says paid",
+         ["claim", "accepted", "result_failure", "status_failed", "result_success", "status_paid"], "paid"),
+        ("forged failure, M-Pesa not caught up: sent again", ["claim", "accepted", "result_failure", "status_not_found", "claim"],
+         "submitting"),
         ("result before the HTTP answer", ["claim", "result_success", "accepted"], "paid"),
         ("mismatched success, then the real one", ["claim", "accepted", "mismatch", "result_success"], "paid"),
         ("ambiguous send, proven unsent, resent", ["claim", "ambiguous", "status_not_found", "claim", "accepted"], "submitted"),
@@ -146,6 +153,17 @@ def test_orders_of_arrival(story: str, events: list[PayoutEvent], ends: PayoutSt
     assert state == ends, story
 
 
+def test_timeout_then_success_ends_paid() -> None:
+    """docs/design.md §4: a B2C timeout callback, then the success result."""
+    assert replay(["claim", "accepted", "queue_timeout", "result_success", "queue_timeout"]) == "paid"
+
+
+def test_ambiguous_send_is_retried_only_after_a_status_query() -> None:
+    state = replay(["claim", "ambiguous", "claim", "queue_timeout"])
+    assert state == "unknown"
+    assert transition(state, "status_not_found").new_state == "pending"
+
+
 # --- an independent model -----------------------------------------------------------------------
 
 HTTP = {"not_sent": "pending", "accepted": "submitted", "rejected": "failed", "ambiguous": "unknown"}
@@ -156,10 +174,10 @@ def model_next(state: str, event: str) -> str:
     table: the implementation must agree with it on every pair."""
     if state == "paid":
         return state
+    if state == "failed":
+        return "paid" if event == "status_paid" else state
     if event in ("result_success", "status_paid"):
         return "paid"
-    if state == "failed":
-        return state
     if event == "claim":
         return "submitting" if state == "pending" else state
     if event in HTTP:
@@ -171,7 +189,7 @@ def model_next(state: str, event: str) -> str:
     if event == "status_failed":
         return "failed" if state in ("submitted", "unknown", "failure_reported", "review") else state
     if event == "status_not_found":
-        return {"unknown": "pending", "review": "pending", "failure_reported": "failed"}.get(state, state)
+        return "pending" if state in ("unknown", "review", "failure_reported") else state
     if event == "mismatch":
         return "review"
     assert event == "queue_timeout", event
@@ -224,11 +242,12 @@ class World:
 
 
 def events_consistent_with(mpesa_paid: bool) -> st.SearchStrategy[PayoutEvent]:
-    """Any event may arrive, except answers to our own requests that would lie (status answers, and
-    Daraja refusing outright a request M-Pesa then paid), and a proof of payment for a payment
-    M-Pesa did not make (a forged success that matches our ids, amount and receiver cannot be told
-    from a real one: out of scope)."""
-    lies = {"status_failed", "status_not_found", "rejected"} if mpesa_paid else {"status_paid", "result_success"}
+    """Any event may arrive, except answers to our own requests that would lie (a status answer
+    saying failed, Daraja refusing outright a request M-Pesa then paid), and a proof of payment for a
+    payment M-Pesa did not make (a forged success that matches our ids, amount and receiver cannot be
+    told from a real one: out of scope). "Not found" may come for a paid payout: M-Pesa's status
+    lags behind its payments."""
+    lies = {"status_failed", "rejected"} if mpesa_paid else {"status_paid", "result_success"}
     return st.sampled_from(sorted(EVENTS - lies))
 
 
@@ -250,7 +269,7 @@ def test_forged_failures_never_release_money_that_mpesa_paid(case: tuple[bool, l
 
 
 @settings(max_examples=300)
-@given(st.lists(st.sampled_from(sorted(EVENTS)), max_size=30), st.sampled_from(["result_success", "status_paid"]))
+@given(st.lists(events_consistent_with(True), max_size=30), st.sampled_from(["result_success", "status_paid"]))
 def test_proof_of_payment_wins_whatever_came_before_or_after(
     before: list[PayoutEvent], proof: PayoutEvent
 ) -> None:
@@ -261,6 +280,17 @@ def test_proof_of_payment_wins_whatever_came_before_or_after(
     for event in before:  # anything after it: still paid, still booked once
         world.apply(event)
     assert world.state == "paid" and world.ledger["mpesa"] == 100
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(sorted(EVENTS - {"status_paid"})), max_size=30))
+def test_a_failed_payout_is_booked_paid_only_by_our_own_status_query(events: list[PayoutEvent]) -> None:
+    world = World(mpesa_paid=True)
+    for event in ["claim", "accepted", "result_failure", "status_failed", *events]:
+        world.apply(event)
+    assert world.state == "failed" and world.ledger["payable"] == 100
+    world.apply("status_paid")
+    assert world.state == "paid" and world.ledger == {"payable": 0, "in_flight": 0, "mpesa": 100}
 
 
 @settings(max_examples=300)

@@ -18,7 +18,7 @@ SUCCESS = B2CResult(originator_conversation_id="fp_1", conversation_id="AG_1", r
 COMPLETED = TransactionStatusResult(
     originator_conversation_id="ts_1", conversation_id="AG_9", result_code=0, result_desc="ok", receipt="SG1",
     amount_cents=5_000, transaction_status="Completed", original_originator_conversation_id="fp_1",
-    debit_party="4165253 - FLEET", credit_party="254722000444 - DRIVER", reason_type="Business Payment to Customer via API",
+    debit_party="4165253 - FLEET", credit_party="254722000444 - DRIVER",
 )
 NOT_FOUND = ("R000001",)
 
@@ -32,8 +32,8 @@ def status(result: TransactionStatusResult, *, ours: bool = True) -> Verdict:
     [
         (SUCCESS, Verdict("result_success")),
         (replace(SUCCESS, receiver="2547*****444 - D***"), Verdict("result_success")),  # masked: not compared
-        (replace(SUCCESS, receiver=None), Verdict("result_success")),
-        (replace(SUCCESS, conversation_id=None), Verdict("result_success")),
+        (replace(SUCCESS, receiver=None), Verdict("mismatch", "receiver_missing")),
+        (replace(SUCCESS, conversation_id=None), Verdict("mismatch", "conversation_id_differs")),
         (replace(SUCCESS, result_code=2001, amount_cents=None, receipt=None), Verdict("result_failure")),
         (replace(SUCCESS, result_code="SFC_IC0003"), Verdict("result_failure")),
         (replace(SUCCESS, amount_cents=None), Verdict("mismatch", "amount_missing")),
@@ -60,8 +60,8 @@ def test_a_result_before_daraja_gave_us_its_conversation_id_is_judged_on_the_res
         (replace(COMPLETED, credit_party="2547*****444 - D***"), True, Verdict("status_paid")),
         (replace(COMPLETED, debit_party=None, credit_party=None), True, Verdict("status_paid")),
         (replace(COMPLETED, original_originator_conversation_id=None), True, Verdict("status_paid")),
-        (COMPLETED, False, Verdict("mismatch", "status_for_a_query_we_never_sent")),
-        (replace(COMPLETED, transaction_status="Declined"), False, Verdict("mismatch", "status_for_a_query_we_never_sent")),
+        (COMPLETED, False, Verdict(None, "status_for_a_query_we_never_sent", review=True)),
+        (replace(COMPLETED, transaction_status="Declined"), False, Verdict(None, "status_for_a_query_we_never_sent", review=True)),
         (replace(COMPLETED, original_originator_conversation_id="fp_2"), True, Verdict("mismatch", "status_names_another_payout")),
         (replace(COMPLETED, amount_cents=100), True, Verdict("mismatch", "amount_differs:100")),
         (replace(COMPLETED, amount_cents=None), True, Verdict("mismatch", "amount_missing")),
@@ -94,8 +94,8 @@ def test_a_b2c_success_settles_only_what_we_asked(amount: int | None, receiver: 
     verdict = judge_b2c_result(replace(SUCCESS, amount_cents=amount, receiver=receiver, conversation_id=conversation), ASKED)
     if verdict.event == "result_success":
         assert amount == ASKED.amount_cents
-        assert conversation in (None, ASKED.conversation_id)
-        assert receiver is None or not receiver.startswith(("254799999999", "4165253"))
+        assert conversation == ASKED.conversation_id
+        assert receiver and not receiver.startswith(("254799999999", "4165253"))
     else:
         assert verdict.event == "mismatch" and verdict.reason
 
