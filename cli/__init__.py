@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from cli import books, fleet, payouts, services, simulation
-from cli.inbox import inbox
 from cli.dlq import dlq
+from cli.inbox import inbox
 
 app = typer.Typer(
     name="fleetpay",
@@ -34,4 +36,6 @@ app.add_typer(simulation.simulate, name="simulate")
 
 
 def main() -> None:
+    # httpx logs every request at INFO: noise on a command's stderr (and the URLs carry tokens).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app()

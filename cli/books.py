@@ -11,9 +11,10 @@ import typer
 from rich.progress import Progress
 
 from cli import context
-from cli.output import console, emit_json, emit_table, errors, fail
+from cli.output import console, emit_json, emit_table, errors, fail, kes
 
 DISCREPANCIES_EXIT = 3  # `fleetpay reconcile` exits 3 when the books do not reconcile
+MPESA_UNAVAILABLE_EXIT = 4  # … and 4 when they do, but M-Pesa could not be compared (`--mpesa`)
 
 
 def reconcile(
@@ -25,8 +26,9 @@ def reconcile(
 ) -> None:
     """Prove the books: every posting balances, every cached balance and driver day equals its
     entries, every payout agrees with the in-flight account. A check never writes money.
-    Exits 0 when clean, 3 when there are discrepancies."""
-    from db.reconcile import run_check
+    Exits 0 when clean, 3 when there are discrepancies, 4 when the books are clean but --mpesa
+    could not ask M-Pesa (Pull off, or refused: one line on stderr)."""
+    from db.reconcile import latest_float, run_check
     from money.reconcile_fix import run_fix
 
     if fix and not (reason and operator):
@@ -44,12 +46,18 @@ def reconcile(
     if mpesa:
         document["mpesa"] = _reconcile_mpesa(sessions)
     run_id, found = run_check(sessions)
+    with sessions() as session:
+        float_ = latest_float(session, low_cents=context.settings().float_low_cents)
     document |= {
         "run_id": run_id,
         "ok": not found,
         "counts": dict(Counter(d.kind for d in found)),
         "discrepancies": [d.as_dict() for d in found],
+        "float": float_,
     }
+    if float_ and float_["low"] and not as_json:
+        errors.print(f"warning: the B2C utility account is low: KES {kes(int(float_['utility_available_cents']))} "  # type: ignore[call-overload]
+                     f"at {float_['observed_at']}; top it up before payouts fail", markup=False, soft_wrap=True)
     if as_json:
         emit_json(document)
     elif found:
@@ -59,13 +67,23 @@ def reconcile(
         console.print(f"reconciliation run {run_id}: the books reconcile" + (f" ({document['fixed']} corrections made)" if fix else ""))
     if found:
         raise typer.Exit(DISCREPANCIES_EXIT)
+    if mpesa and document["mpesa"].get("error"):  # type: ignore[union-attr]
+        raise typer.Exit(MPESA_UNAVAILABLE_EXIT)
 
 
 def _reconcile_mpesa(sessions) -> dict[str, object]:  # type: ignore[no-untyped-def]
     from workers import runtime
     from workers.reconcile_mpesa import recover_missed_confirmations
 
-    report = recover_missed_confirmations(sessions, runtime.daraja(), context.settings())
+    current = context.settings()
+    if not current.pull_enabled:
+        error = "Pull Transactions is off: set FLEETPAY_PULL_ENABLED=true once the paybill is registered for Pull"
+        errors.print(f"error: {error}", markup=False, soft_wrap=True)
+        return {"error": error}
+    report = recover_missed_confirmations(sessions, runtime.daraja(), current)
+    if report.error:
+        errors.print(f"error: M-Pesa could not be compared: {report.error}", markup=False, soft_wrap=True)
+        return {"run_id": report.run_id, "error": report.error}
     return {
         "run_id": report.run_id,
         "listed_by_mpesa": report.listed,

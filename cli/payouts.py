@@ -97,9 +97,7 @@ def payouts_send(driver: Annotated[Optional[str], typer.Option(help="Only this d
     for code in codes:
         try:
             with context.transaction() as session:
-                payout = reserve_accrued(session, code, current, business_date=today)
-                if payout:
-                    sent.append(payout.id)
+                sent.extend(payout.id for payout in reserve_accrued(session, code, current, business_date=today))
         except fleet.FleetError as error:
             raise fail(str(error)) from error
     send_payouts(sent)

@@ -18,12 +18,16 @@ def dev(
 ) -> None:
     """The whole system in one process tree: embedded PostgreSQL and Redis (unless their URLs are
     set), the Daraja simulator, the ingest, a worker and the scheduler. Ctrl-C stops it all."""
-    from launcher.dev import DevPorts, run
+    from launcher.dev import DevConfigError, DevPorts, run
     from fleetpay.settings import Settings
 
     # Not the dev.env of an earlier run: it names servers that are gone.
     own = Settings(_env_file=".env")  # type: ignore[call-arg]
-    raise typer.Exit(run(own, demo=demo, ports=DevPorts(ingest_port, simulator_port)))
+    try:
+        raise typer.Exit(run(own, demo=demo, ports=DevPorts(ingest_port, simulator_port)))
+    except DevConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def migrate() -> None:

@@ -34,17 +34,25 @@ def simulator(
     import uvicorn
 
     from fleetpay.logs import configure_logging
-    from simulator import SimulatorConfig, build_app
+    from simulator import DarajaApp, SimulatorConfig, build_app
 
     current = context.settings()
     configure_logging(level=current.log_level, json=current.log_json)
     # httpx logs each callback it posts, URL and token included, at INFO: quiet here (and redacted
     # anyway by the simulator's own filter, should the level be lowered).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    c2b, b2c = current.daraja_app("c2b"), current.daraja_app("b2c")
+    # One app per product when fleetpay is given two (as on Daraja); else one app with every product.
+    apps = () if c2b.consumer_key == b2c.consumer_key else (
+        DarajaApp(c2b.consumer_key, c2b.consumer_secret, products=frozenset({"c2b", "express"})),
+        DarajaApp(b2c.consumer_key, b2c.consumer_secret, products=frozenset({"b2c"})),
+    )
     config = SimulatorConfig(
-        consumer_key=current.daraja_consumer_key.get_secret_value(),
-        consumer_secret=current.daraja_consumer_secret.get_secret_value(),
-        short_code=current.daraja_short_code,
+        consumer_key=c2b.consumer_key,
+        consumer_secret=c2b.consumer_secret,
+        apps=apps,
+        short_code=c2b.short_code,
+        b2c_short_code=b2c.short_code,
         initiator_name=current.daraja_initiator_name,
         initiator_password=current.daraja_initiator_password.get_secret_value(),
         result_delay_ms=result_delay_ms,

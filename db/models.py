@@ -184,6 +184,9 @@ class Payout(Base):
     updated_at: Mapped[datetime] = _now()
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Transaction Status queries sent about it: each waits twice as long as the one before, and
+    # past ``payout_status_queries_max`` the payout goes to review.
+    status_queries: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class PayoutStatusQuery(Base):
@@ -244,6 +247,30 @@ class DriverDay(Base):
     close_outcome: Mapped[str | None] = mapped_column(Text)
 
 
+class FloatQuery(Base):
+    """An Account Balance query we sent, by the id Daraja gave it: only an answer to one of these
+    is believed."""
+
+    __tablename__ = "float_queries"
+
+    originator_conversation_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class FloatObservation(Base):
+    """M-Pesa's own word on the B2C shortcode's accounts (an Account Balance answer), and what the
+    ledger said M-Pesa held for us when it was recorded."""
+
+    __tablename__ = "float_observations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    inbox_id: Mapped[int] = mapped_column(ForeignKey("inbox.id"), unique=True)
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # M-Pesa's BOCompletedTime
+    utility_available_cents: Mapped[int] = mapped_column(BigInteger)
+    working_available_cents: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+
+
 class ReconciliationRun(Base):
     """One reconciliation: a check (never changes money) or a fix (by the operator named)."""
 
@@ -257,6 +284,8 @@ class ReconciliationRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     discrepancies: Mapped[int] = mapped_column(Integer, server_default="0")
     fixed: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Why the run could not do its work (e.g. Pull Transactions refused), in one line.
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class ReconciliationDiscrepancy(Base):

@@ -93,13 +93,22 @@ def stale_claims(session: Session, *, older_than_s: int, limit: int) -> list[int
     )
 
 
+def _waiting_for_status():  # type: ignore[no-untyped-def]
+    return or_(Payout.state.in_(ASKED_ABOUT), Payout.state == "submitted")
+
+
 def take_status_checks_due(
-    session: Session, *, submitted_older_than_s: int, interval_s: int, limit: int
+    session: Session, *, submitted_older_than_s: int, interval_s: int, backoff_max_s: int, queries_max: int, limit: int
 ) -> list[int]:
     """Payouts whose outcome only a Transaction Status query can tell: ``unknown``,
     ``failure_reported`` (a failure result waits for our confirmation), or ``submitted`` with no
     result for ``submitted_older_than_s``. The right to ask is taken here (stamped), so a slow queue
-    never holds two checks of a payout: at most one query per ``interval_s``."""
+    never holds two checks of a payout. The wait after the n-th query is ``interval_s × 2ⁿ⁻¹``, at
+    most ``backoff_max_s``; a payout asked ``queries_max`` times is left to ``status_exhausted``."""
+    wait = func.least(
+        timedelta(seconds=interval_s) * func.power(2, func.greatest(Payout.status_queries - 1, 0)),
+        timedelta(seconds=backoff_max_s),
+    )
     due = (
         select(Payout.id)
         .where(
@@ -107,10 +116,8 @@ def take_status_checks_due(
                 Payout.state.in_(ASKED_ABOUT),
                 and_(Payout.state == "submitted", _older_than(submitted_older_than_s)),
             ),
-            or_(
-                Payout.status_checked_at.is_(None),
-                Payout.status_checked_at < func.now() - timedelta(seconds=interval_s),
-            ),
+            Payout.status_queries < queries_max,
+            or_(Payout.status_checked_at.is_(None), Payout.status_checked_at < func.now() - wait),
             # Its result has arrived and waits for a worker: asking again would only add work.
             # (Result rows are keyed ``<OriginatorConversationID>#<body digest>``.)
             ~select(Inbox.id)
@@ -126,3 +133,20 @@ def take_status_checks_due(
             update(Payout).where(Payout.id.in_(due.scalar_subquery())).values(status_checked_at=func.now()).returning(Payout.id)
         ).scalars()
     )
+
+
+def status_exhausted(session: Session, *, queries_max: int, interval_s: int, limit: int) -> list[tuple[int, int]]:
+    """(payout id, queries) of payouts still in doubt after ``queries_max`` status queries, once
+    the last query has had ``interval_s`` to be answered."""
+    return [
+        (payout_id, queries)
+        for payout_id, queries in session.execute(
+            select(Payout.id, Payout.status_queries)
+            .where(
+                _waiting_for_status(),
+                Payout.status_queries >= queries_max,
+                Payout.status_checked_at < func.now() - timedelta(seconds=interval_s),
+            )
+            .limit(limit)
+        ).all()
+    ]

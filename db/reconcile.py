@@ -26,10 +26,10 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, TextClause, func, insert, text
+from sqlalchemy import Connection, Engine, TextClause, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import ReconciliationDiscrepancy, ReconciliationRun
+from db.models import FloatObservation, ReconciliationDiscrepancy, ReconciliationRun
 from fleetpay.payout_states import TERMINAL
 from schemas.callbacks import InvalidCallback, parse_b2c_result
 from schemas.json_body import decode_json
@@ -199,9 +199,11 @@ def record_run(
     found: list[Discrepancy],
     operator: str | None = None,
     reason: str | None = None,
+    error: str | None = None,
 ) -> int:
-    """Keep what a reconciliation found (this writes no money)."""
-    run = ReconciliationRun(kind=kind, operator=operator, reason=reason, discrepancies=len(found), finished_at=func.now())
+    """Keep what a reconciliation found, or why it could not look (this writes no money)."""
+    run = ReconciliationRun(kind=kind, operator=operator, reason=reason, discrepancies=len(found),
+                            finished_at=func.now(), error=error)
     session.add(run)
     session.flush()
     if found:
@@ -223,3 +225,15 @@ def run_check(sessions: sessionmaker[Session]) -> tuple[int, list[Discrepancy]]:
     with sessions.begin() as session:
         run_id = record_run(session, kind="check", found=found)
     return run_id, found
+
+
+def latest_float(session: Session, *, low_cents: int) -> dict[str, object] | None:
+    """M-Pesa's last word on the B2C utility account (an Account Balance answer), for the report."""
+    row = session.execute(
+        select(FloatObservation.utility_available_cents, FloatObservation.observed_at)
+        .order_by(FloatObservation.observed_at.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {"utility_available_cents": row[0], "observed_at": row[1].isoformat(), "low": row[0] < low_cents}

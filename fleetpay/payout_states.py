@@ -11,7 +11,8 @@ Three kinds of event drive it:
   ``queue_timeout``;
 - the answers to Transaction Status queries *we* sent about this payout: ``status_paid``,
   ``status_failed``, ``status_not_found``; and ``mismatch``: a result or status answer that names
-  the payout but does not match what we asked (another amount or receiver, a query we never sent).
+  the payout but does not match what we asked (another amount or receiver); and ``escalate``: we
+  cannot find out by ourselves (our status queries are refused, or ran out).
 
 Rules, in order:
 
@@ -26,8 +27,8 @@ Rules, in order:
 4. ``status_not_found`` (our query: M-Pesa does not know the request) sends an ``unknown``,
    ``failure_reported`` or ``review`` payout back to ``pending``: it is sent again with the *same*
    OriginatorConversationID, so if M-Pesa merely had not caught up, Daraja refuses the duplicate.
-5. ``mismatch`` moves an open payout to ``review`` (money stays in flight; an operator looks); it
-   never moves money. ``review`` is left by a proof of payment, by our own status answer, or not at
+5. ``mismatch`` and ``escalate`` move an open payout to ``review`` (money stays in flight; an
+   operator looks); they never move money. ``review`` is left by a proof of payment, by our own status answer, or not at
    all: it is not asked about automatically.
 6. ``queue_timeout`` never changes anything (docs/daraja.md §4.4).
 7. Any other Safaricom event is stale or a duplicate: a no-op (e.g. ``result_failure`` on
@@ -59,6 +60,7 @@ PayoutEvent = Literal[
     "status_failed",
     "status_not_found",
     "mismatch",
+    "escalate",
 ]
 
 # The one list of payout states, in the order they are usually met; the schema, the CLI and the
@@ -86,7 +88,7 @@ _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     **{(state, "result_failure"): "failure_reported" for state in ("submitting", "submitted", "unknown")},
     **{(state, "status_failed"): "failed" for state in ("submitted", "unknown", "failure_reported", "review")},
     **{(state, "status_not_found"): "pending" for state in ("unknown", "failure_reported", "review")},
-    **{(state, "mismatch"): "review" for state in OPEN - {"review"}},
+    **{(state, event): "review" for state in OPEN - {"review"} for event in ("mismatch", "escalate")},
     **{(state, event): "paid" for state in OPEN for event in PROOF_OF_PAYMENT},
     ("failed", "status_paid"): "paid",
 }

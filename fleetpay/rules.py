@@ -100,6 +100,24 @@ def payout_amount_cents(payable_cents: int, *, minimum_cents: int = 1000) -> int
     return payout_cents if payout_cents >= minimum_cents else 0
 
 
+def payout_parts_cents(amount_cents: int, *, maximum_cents: int, minimum_cents: int = 1000) -> list[int]:
+    """``amount_cents`` (whole shillings, at least the minimum) as B2C payments of at most
+    ``maximum_cents`` each and at least ``minimum_cents`` each: full ones first, and a last one
+    topped up from the one before when it would fall below the minimum."""
+    _require(amount_cents >= minimum_cents and amount_cents % _CENTS_PER_SHILLING == 0,
+             "amount_cents must be whole shillings, at least the minimum")
+    _require(maximum_cents >= 2 * minimum_cents and maximum_cents % _CENTS_PER_SHILLING == 0,
+             "maximum_cents must be whole shillings, at least twice the minimum")
+    full, rest = divmod(amount_cents, maximum_cents)
+    parts = [maximum_cents] * full + ([rest] if rest else [])
+    if parts[-1] < minimum_cents:  # only possible with two or more parts
+        parts[-2] -= minimum_cents - parts[-1]
+        parts[-1] = minimum_cents
+    assert sum(parts) == amount_cents
+    assert all(minimum_cents <= part <= maximum_cents and part % _CENTS_PER_SHILLING == 0 for part in parts)
+    return parts
+
+
 @dataclass(frozen=True)
 class DayClose:
     """The outcome of one driver's daily close, to be posted once per business day."""

@@ -8,6 +8,7 @@ logs nor ``repr`` ever show them.
 from __future__ import annotations
 
 from datetime import time
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
@@ -55,6 +56,16 @@ SECRET_HINT = (
 
 class WeakSecrets(RuntimeError):
     """The ingest must not serve with these tokens; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class DarajaApp:
+    """One Daraja app: the product it is used for, its credentials and its shortcode."""
+
+    product: Literal["c2b", "b2c"]
+    consumer_key: str = field(repr=False)
+    consumer_secret: str = field(repr=False)
+    short_code: str
 
 
 class Settings(BaseSettings):
@@ -149,10 +160,25 @@ class Settings(BaseSettings):
     b2c_command_id: Literal["BusinessPayment", "SalaryPayment", "PromotionPayment"] = (
         "BusinessPayment"
     )
+    b2c_maximum_cents: int = Field(
+        default=25_000_000, ge=1000, description="Largest B2C payment (KES 250,000): more goes out as several payouts."
+    )
     daraja_base_url: str = "http://127.0.0.1:8010"
+    # One Daraja app per product (Daraja grants an app "either B2C or C2B"): C2B (register URLs,
+    # Pull) and B2C (payments, Transaction Status, Account Balance). Unset, a product uses the
+    # shared key, secret and shortcode below.
     daraja_consumer_key: SecretStr = SecretStr("sim-consumer-key")
     daraja_consumer_secret: SecretStr = SecretStr("sim-consumer-secret")
     daraja_short_code: str = "4165253"
+    daraja_c2b_consumer_key: SecretStr | None = None
+    daraja_c2b_consumer_secret: SecretStr | None = None
+    daraja_c2b_short_code: str | None = Field(default=None, description="The paybill (C2B, Pull).")
+    daraja_b2c_consumer_key: SecretStr | None = None
+    daraja_b2c_consumer_secret: SecretStr | None = None
+    daraja_b2c_short_code: str | None = Field(default=None, description="The B2C shortcode (PartyA).")
+    daraja_requests_per_second: int = Field(
+        default=20, ge=1, le=10_000, description="Most requests per second to each Daraja app, across all workers."
+    )
     daraja_initiator_name: str = "apiuser"
     daraja_initiator_password: SecretStr = SecretStr("sim-initiator-password")
     daraja_certificate_path: str | None = None
@@ -167,6 +193,24 @@ class Settings(BaseSettings):
     payout_submitting_stale_s: int = Field(default=120, ge=1, description="A claim this old lost its worker: unknown.")
     payout_submitted_stale_s: int = Field(default=300, ge=1, description="Accepted, no result this long: ask status.")
     payout_status_interval_s: int = Field(default=60, ge=1, description="Least time between two status queries.")
+    payout_status_backoff_max_s: int = Field(
+        default=3600, ge=1, description="The wait between status queries of one payout doubles up to this."
+    )
+    payout_status_queries_max: int = Field(
+        default=12, ge=1, le=1000, description="Status queries of one payout before it goes to review."
+    )
+    daraja_status_error_codes: tuple[str, ...] = Field(
+        default=("2001", "8006", "18", "20", "21", "2028"),
+        description="Status result codes that mean our query itself is refused (credential, initiator, "
+        "product): the payout goes to review at once.",
+    )
+    pull_enabled: bool = Field(
+        default=False, description="Compare with M-Pesa's Pull Transactions (the shortcode must be registered for Pull)."
+    )
+    schedule_float_check_s: int = Field(default=3600, ge=60, description="Account Balance query of the B2C account.")
+    float_low_cents: int = Field(
+        default=1_000_000, ge=0, description="Below this the B2C utility account is reported low (KES 10,000)."
+    )
 
     worker_metrics_enabled: bool = Field(
         default=False, description="Workers export dramatiq's Prometheus metrics on port 9191."
@@ -226,6 +270,21 @@ class Settings(BaseSettings):
         if problems := self.weak_secrets():
             each = "each" if len(problems) > 1 else "it"
             raise WeakSecrets(f"{'; '.join(problems)}: set {each} to {SECRET_HINT}")
+
+    def daraja_app(self, product: Literal["c2b", "b2c"]) -> DarajaApp:
+        """The credentials and shortcode fleetpay uses for one Daraja product."""
+        own = (
+            (self.daraja_c2b_consumer_key, self.daraja_c2b_consumer_secret, self.daraja_c2b_short_code)
+            if product == "c2b"
+            else (self.daraja_b2c_consumer_key, self.daraja_b2c_consumer_secret, self.daraja_b2c_short_code)
+        )
+        key, secret, short_code = own
+        return DarajaApp(
+            product=product,
+            consumer_key=(key or self.daraja_consumer_key).get_secret_value(),
+            consumer_secret=(secret or self.daraja_consumer_secret).get_secret_value(),
+            short_code=short_code or self.daraja_short_code,
+        )
 
     def callback_url(self, route: str) -> str:
         """The URL Safaricom is given for one callback route, e.g. ``c2b/confirm``."""

@@ -90,6 +90,8 @@ CALLBACK_ROUTES = (
     CallbackRoute("b2c/timeout", "b2c_timeout", lambda body, _settings: callbacks.parse_b2c_result(body)),
     CallbackRoute("status/result", "status_result", lambda body, _settings: callbacks.parse_status_result(body)),
     CallbackRoute("status/timeout", "status_timeout", lambda body, _settings: callbacks.parse_status_result(body)),
+    CallbackRoute("balance/result", "balance_result", lambda body, _settings: callbacks.parse_balance_result(body)),
+    CallbackRoute("balance/timeout", "balance_timeout", lambda body, _settings: callbacks.parse_b2c_result(body)),
 )
 VALIDATION_KIND = "c2b_validation"
 CALLBACK_METHOD = "POST"  # the only method a callback path answers, once the token is checked

@@ -61,16 +61,36 @@ def servers(settings: Settings) -> Iterator[tuple[str, str]]:
             server.stop()
 
 
+def uses_simulator(settings: Settings) -> bool:
+    """No Daraja base URL configured: dev plays Daraja with its own simulator. With one (the
+    sandbox), dev starts no simulator and every Daraja call goes there."""
+    return "daraja_base_url" not in settings.model_fields_set
+
+
+class DevConfigError(RuntimeError):
+    """``fleetpay dev`` cannot start as configured; the message says what to set."""
+
+
 def child_env(settings: Settings, database_url: str, redis_url: str, ports: DevPorts) -> dict[str, str]:
     data = Path(settings.data_dir).resolve()
-    return {
+    env = {
         "FLEETPAY_DATABASE_URL": database_url,
         "FLEETPAY_REDIS_URL": redis_url,
-        "FLEETPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports.ingest}",
-        "FLEETPAY_DARAJA_BASE_URL": f"http://127.0.0.1:{ports.simulator}",
-        "FLEETPAY_DARAJA_CERTIFICATE_PATH": str(data / "simulator-cert.pem"),
+        # The sandbox must reach the ingest: keep a public URL of the user's own (a tunnel).
+        "FLEETPAY_PUBLIC_BASE_URL": settings.public_base_url
+        if "public_base_url" in settings.model_fields_set
+        else f"http://127.0.0.1:{ports.ingest}",
         **dev_tokens(settings),
     }
+    if uses_simulator(settings):
+        env["FLEETPAY_DARAJA_BASE_URL"] = f"http://127.0.0.1:{ports.simulator}"
+        env["FLEETPAY_DARAJA_CERTIFICATE_PATH"] = str(data / "simulator-cert.pem")
+    elif not settings.daraja_certificate_path:
+        raise DevConfigError(
+            f"FLEETPAY_DARAJA_BASE_URL is {settings.daraja_base_url}: set FLEETPAY_DARAJA_CERTIFICATE_PATH to "
+            "Safaricom's certificate for it (README: 'fleetpay dev against the Daraja sandbox')"
+        )
+    return env
 
 
 def read_dev_env(path: Path = Path(DEV_ENV_FILE)) -> dict[str, str]:
@@ -169,17 +189,18 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
         children = Children({**env, "FLEETPAY_DEV_MODE": "true"})  # for the children only
         stack.callback(children.stop)
 
-        children.start("simulator", "simulator", "--port", str(ports.simulator))
-        wait_http(f"{env['FLEETPAY_DARAJA_BASE_URL']}/healthz")
-        cert = httpx.get(f"{env['FLEETPAY_DARAJA_BASE_URL']}/sim/cert.pem", timeout=5).content
-        Path(env["FLEETPAY_DARAJA_CERTIFICATE_PATH"]).write_bytes(cert)
+        if uses_simulator(settings):
+            children.start("simulator", "simulator", "--port", str(ports.simulator))
+            wait_http(f"{env['FLEETPAY_DARAJA_BASE_URL']}/healthz")
+            cert = httpx.get(f"{env['FLEETPAY_DARAJA_BASE_URL']}/sim/cert.pem", timeout=5).content
+            Path(env["FLEETPAY_DARAJA_CERTIFICATE_PATH"]).write_bytes(cert)
         children.start("ingest", "ingest", "--host", "127.0.0.1", "--port", str(ports.ingest))
         children.start("worker", "worker", "--processes", "1", "--threads", "4")
         children.start("scheduler", "scheduler")
         wait_http(f"{env['FLEETPAY_PUBLIC_BASE_URL']}/readyz")
         if demo:
             register_demo_fleet(database_url)
-        say(banner(env, demo))
+        say(banner(env, demo, simulator=uses_simulator(settings)))
 
         while not stopping["signal"]:
             if dead := children.dead():
@@ -221,12 +242,17 @@ def register_demo_fleet(database_url: str) -> None:
     engine.dispose()
 
 
-def banner(env: dict[str, str], demo: bool) -> str:
-    ingest, simulator = env["FLEETPAY_PUBLIC_BASE_URL"], env["FLEETPAY_DARAJA_BASE_URL"]
+def banner(env: dict[str, str], demo: bool, *, simulator: bool = True) -> str:
+    ingest = env["FLEETPAY_PUBLIC_BASE_URL"]
+    daraja = (
+        f"  simulator  {env['FLEETPAY_DARAJA_BASE_URL']}   (Daraja lookalike; faults at /sim/faults)"
+        if simulator
+        else "  daraja     your FLEETPAY_DARAJA_BASE_URL (no simulator started)"
+    )
     lines = [
         "fleetpay dev is running (Ctrl-C stops everything):",
         f"  ingest     {ingest}   (/healthz /readyz /metrics, callbacks under /cb/<token>/…)",
-        f"  simulator  {simulator}   (Daraja lookalike; faults at /sim/faults)",
+        daraja,
         "  worker, scheduler",
         f"  settings   {DEV_ENV_FILE} (read by every fleetpay command run in this folder; it holds the tokens)",
         "",

@@ -22,7 +22,7 @@ from db import inbox, ledger
 from db.ledger import PostingConflict
 from db.models import Inbox
 from fleetpay.settings import Settings
-from money import payout_results
+from money import float_check, payout_results
 from money.payments import Applied, apply_payment, payee_for_ref, payment_key
 from schemas.callbacks import InvalidCallback, parse_c2b, parse_stk
 from schemas.json_body import decode_json
@@ -72,6 +72,8 @@ HANDLERS: Mapping[str, Handler] = {
     "b2c_timeout": payout_results.b2c_timeout,
     "status_result": payout_results.status_result,
     "status_timeout": payout_results.status_timeout,
+    "balance_result": float_check.balance_result,
+    "balance_timeout": float_check.balance_timeout,
 }
 
 

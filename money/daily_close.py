@@ -92,9 +92,8 @@ def close_driver_day(session: Session, driver_id: int, day: date, settings: Sett
         )
     if outcome.flag_termination and driver.status == "active":
         _flag_for_termination(session, driver, day, accounts, summary)
-    payout = reserve_payable(session, driver, settings, cause_key=f"close:{driver.code}:{day}", business_date=day)
-    if payout is not None:
-        summary.payout_ids.append(payout.id)
+    payouts = reserve_payable(session, driver, settings, cause_key=f"close:{driver.code}:{day}", business_date=day)
+    summary.payout_ids.extend(payout.id for payout in payouts)
     log.info("driver_day_closed", driver=driver.code, business_date=str(day), outcome=verdict,
              contributed_cents=row.contributed_cents, target_cents=row.target_cents)
 

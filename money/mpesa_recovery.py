@@ -39,6 +39,15 @@ class PullReport:
     recovered_inbox_ids: list[int] = field(default_factory=list)
     missing_at_mpesa: list[Discrepancy] = field(default_factory=list)
     run_id: int | None = None
+    error: str | None = None  # why M-Pesa could not be asked (one line); nothing else was done
+
+
+def record_pull_failure(sessions: sessionmaker[Session], error: str) -> PullReport:
+    """Pull Transactions could not be used (not enabled for the paybill, auth, no answer): kept as a
+    run with its error, so the report, the CLI and ``/metrics`` say so."""
+    with sessions.begin() as session:
+        run_id = record_run(session, kind="mpesa", found=[], error=error)
+    return PullReport(run_id=run_id, error=error)
 
 
 def confirmation_from_pull(row: dict[str, Any], settings: Settings) -> dict[str, str]:
@@ -51,7 +60,7 @@ def confirmation_from_pull(row: dict[str, Any], settings: Settings) -> dict[str,
         "TransID": str(row["transactionId"]),
         "TransTime": at.strftime("%Y%m%d%H%M%S"),
         "TransAmount": str(row["amount"]),
-        "BusinessShortCode": settings.daraja_short_code,
+        "BusinessShortCode": settings.daraja_app("c2b").short_code,
         "BillRefNumber": str(row.get("billreference") or ""),
         "InvoiceNumber": "",
         "OrgAccountBalance": "",

@@ -142,7 +142,7 @@ def apply_payment(
     )
     payout_ids: tuple[int, ...] = ()
     if share_cents and terms.instant_payouts:
-        payout = reserve_payable(session, driver, settings, cause_key=f"share:{key}", business_date=business_date)
-        payout_ids = (payout.id,) if payout else ()
+        payouts = reserve_payable(session, driver, settings, cause_key=f"share:{key}", business_date=business_date)
+        payout_ids = tuple(payout.id for payout in payouts)
     return Applied("processed", payout_ids=payout_ids)
 

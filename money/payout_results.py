@@ -43,7 +43,7 @@ def asked(payout: Payout, settings: Settings) -> Asked:
         conversation_id=payout.conversation_id,
         amount_cents=payout.amount_cents,
         msisdn=payout.msisdn,
-        short_code=settings.daraja_short_code,
+        short_code=settings.daraja_app("b2c").short_code,
     )
 
 
@@ -113,7 +113,7 @@ def status_result(session: Session, row: Inbox, body: Any, settings: Settings) -
         return Applied("rejected", "unknown_query")
     verdict = judge_status_result(
         result, asked(payout, settings), query_is_ours=query_is_ours,
-        not_found_codes=settings.daraja_status_not_found_codes,
+        not_found_codes=settings.daraja_status_not_found_codes, error_codes=settings.daraja_status_error_codes,
     )
     evidence: dict[str, Any] = {}
     if verdict.event in ("status_paid", "status_failed", "status_not_found"):

@@ -86,19 +86,25 @@ def create_payout(
 
 def reserve_payable(
     session: Session, driver: Driver, settings: Settings, *, cause_key: str, business_date: date
-) -> Payout | None:
-    """A payout of everything the driver is owed, in whole shillings, once it reaches the B2C
-    minimum; smaller amounts accrue and go out with a later payout. Call under the driver's lock."""
+) -> list[Payout]:
+    """Payouts of everything the driver is owed, in whole shillings, once it reaches the B2C
+    minimum (smaller amounts accrue and go out with a later payout); more than the B2C maximum goes
+    out as several payouts, each with its own OriginatorConversationID, keyed ``<cause>``,
+    ``<cause>#2`` … Call under the driver's lock."""
     payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
     # Below zero after an overpayment: later shares pay the debt back before anything goes out.
     amount_cents = rules.payout_amount_cents(max(0, payable_cents), minimum_cents=settings.b2c_minimum_cents)
     if amount_cents == 0:
-        return None
-    payout = create_payout(
-        session, driver=driver, amount_cents=amount_cents, cause_key=cause_key, business_date=business_date
-    )
-    log.info("payout_reserved", payout_id=payout.id, driver=driver.code, amount_cents=amount_cents)
-    return payout
+        return []
+    parts = rules.payout_parts_cents(amount_cents, maximum_cents=settings.b2c_maximum_cents,
+                                     minimum_cents=settings.b2c_minimum_cents)
+    payouts = [
+        create_payout(session, driver=driver, amount_cents=part_cents, business_date=business_date,
+                      cause_key=cause_key if number == 1 else f"{cause_key}#{number}")
+        for number, part_cents in enumerate(parts, start=1)
+    ]
+    log.info("payout_reserved", payout_ids=[p.id for p in payouts], driver=driver.code, amount_cents=amount_cents)
+    return payouts
 
 
 def retry_failed(session: Session, payout_id: int, settings: Settings, *, business_date: date) -> Payout:
@@ -266,7 +272,7 @@ def approve(session: Session, payout_id: int, *, operator: str) -> None:
     log.warning("payout_approved", payout_id=payout_id, operator=operator)
 
 
-def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, business_date: date) -> Payout | None:
+def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, business_date: date) -> list[Payout]:
     """A payout of what has accrued in one driver's ``payable`` account (instant payouts off, or
     shares below the B2C minimum), if it reaches the minimum. Keyed by the newest entry of that
     account, so asking twice for the same accrued money reserves it once."""
@@ -274,7 +280,7 @@ def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, b
     payable = ledger.driver_accounts(session, driver.id).payable
     newest_entry_id = ledger.newest_entry_id(session, payable)
     if newest_entry_id is None:
-        return None
+        return []
     return reserve_payable(
         session, driver, settings, cause_key=f"accrued:{driver.code}:{newest_entry_id}", business_date=business_date
     )
@@ -291,9 +297,15 @@ def take_status_check(session: Session, payout_id: int) -> str | None:
     return session.execute(
         update(Payout)
         .where(Payout.id == payout_id, Payout.state.in_(QUERYABLE))
-        .values(status_checked_at=func.now())
+        .values(status_checked_at=func.now(), status_queries=Payout.status_queries + 1)
         .returning(Payout.originator_conversation_id)
     ).scalar_one_or_none()
+
+
+def escalate(session: Session, payout_id: int, reason: str) -> Transition:
+    """We cannot find out what became of a payout by ourselves (our status queries are refused, or
+    ran out): it goes to review with ``reason``; its money stays in flight."""
+    return apply_event(session, payout_id, "escalate", review_reason=reason)
 
 
 def record_status_query(session: Session, payout_id: int, query_id: str) -> None:

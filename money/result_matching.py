@@ -50,7 +50,7 @@ class Verdict:
     review: bool = False
 
     def __post_init__(self) -> None:
-        if self.event == "mismatch":
+        if self.event in ("mismatch", "escalate"):
             object.__setattr__(self, "review", True)
 
 
@@ -79,9 +79,16 @@ def judge_b2c_result(result: B2CResult, asked: Asked) -> Verdict:
 
 
 def judge_status_result(
-    result: TransactionStatusResult, asked: Asked, *, query_is_ours: bool, not_found_codes: Collection[str]
+    result: TransactionStatusResult,
+    asked: Asked,
+    *,
+    query_is_ours: bool,
+    not_found_codes: Collection[str],
+    error_codes: Collection[str] = (),
 ) -> Verdict:
-    """A Transaction Status answer that names (or whose query names) the payout ``asked`` describes."""
+    """A Transaction Status answer that names (or whose query names) the payout ``asked`` describes.
+    ``error_codes`` are result codes that refuse the query itself (bad credential, initiator, product):
+    asking again cannot help, so the payout goes to review at once (``escalate``)."""
     if not query_is_ours:
         return Verdict(None, "status_for_a_query_we_never_sent", review=True)
     named = result.original_originator_conversation_id
@@ -90,6 +97,8 @@ def judge_status_result(
     code = str(result.result_code)
     if code in not_found_codes:
         return Verdict("status_not_found")
+    if code in error_codes:
+        return Verdict("escalate", f"status_query_error:{code}")
     status = (result.transaction_status or "").strip().lower()
     if code != "0":
         return Verdict(None, f"status_undecided:{code}")

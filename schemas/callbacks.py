@@ -18,6 +18,7 @@ from datetime import datetime
 from schemas.parsing import (
     InvalidField,
     normalise_msisdn,
+    parse_account_balances,
     parse_amount_cents,
     parse_b2c_completed_time,
     parse_mpesa_time,
@@ -94,6 +95,39 @@ class TransactionStatusResult:
     original_originator_conversation_id: str | None
     debit_party: str | None = None  # DebitPartyName, e.g. "600997 - COMPANY": who paid
     credit_party: str | None = None  # CreditPartyName, e.g. "254708374149 - NAME": who was paid
+
+
+@dataclass(frozen=True)
+class BalanceResult:
+    """An Account Balance answer: each account's available balance, by name (docs/daraja.md §5.2)."""
+
+    originator_conversation_id: str  # the balance query's own id
+    result_code: int | str
+    result_desc: str
+    available_cents: Mapping[str, int]  # e.g. {"Utility Account": 22803700, "Working Account": …}
+    completed_at: datetime | None
+
+
+def parse_balance_result(body: object) -> BalanceResult:
+    """An Account Balance result: ``AccountBalance`` is one string, accounts split by ``&`` and
+    fields by ``|`` (``Name|Currency|Current|Available|Reserved|Uncleared``)."""
+    with _rejecting():
+        result = _mapping(_mapping(body, "body").get("Result"), "Result")
+        result_code = _result_code(result)
+        available: dict[str, int] = {}
+        completed_at: datetime | None = None
+        if result_code == 0:
+            params = _pairs(result, "ResultParameters", "ResultParameter", "Key")
+            available = parse_account_balances(_required(params, "AccountBalance"))
+            if "BOCompletedTime" in params:
+                completed_at = parse_mpesa_time(params["BOCompletedTime"], field="BOCompletedTime")
+        return BalanceResult(
+            originator_conversation_id=_identifier(result, "OriginatorConversationID"),
+            result_code=result_code,
+            result_desc=_optional(result, "ResultDesc") or "",
+            available_cents=available,
+            completed_at=completed_at,
+        )
 
 
 def parse_c2b(body: object, *, max_amount_cents: int = 50_000_000) -> C2BPayment:
@@ -207,6 +241,8 @@ _EXTERNAL_ID_PATH: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "b2c_timeout": ("timeout:", ("Result", "OriginatorConversationID")),
     "status_result": ("", ("Result", "OriginatorConversationID")),
     "status_timeout": ("timeout:", ("Result", "OriginatorConversationID")),
+    "balance_result": ("", ("Result", "OriginatorConversationID")),
+    "balance_timeout": ("timeout:", ("Result", "OriginatorConversationID")),
 }
 
 
@@ -235,7 +271,9 @@ def external_id(kind: str, body: object) -> str:
 
 # Results about our payouts: every distinct body is its own inbox row (a failure and the real success
 # for the same payout must both be seen); receipts are keyed by their id alone, the first body wins.
-RESULT_KINDS = frozenset({"b2c_result", "b2c_timeout", "status_result", "status_timeout"})
+RESULT_KINDS = frozenset(
+    {"b2c_result", "b2c_timeout", "status_result", "status_timeout", "balance_result", "balance_timeout"}
+)
 _DIGEST_CHARS_IN_KEY = 24
 
 

@@ -142,6 +142,36 @@ def require_msisdn(value: object) -> str:
     return msisdn
 
 
+_BALANCE_ACCOUNTS_MAX = 20
+_BALANCE_MAX_CHARS = 20
+
+
+def parse_account_balances(value: object, *, field: str = "AccountBalance") -> dict[str, int]:
+    """``Working Account|KES|700000.00|700000.00|0.00|0.00&Utility Account|KES|228037.00|…`` as
+    each account's *available* balance (the fourth field) in cents; a balance may be negative (the
+    Charges Paid account always is)."""
+    if not isinstance(value, str):
+        raise InvalidField(field, f"invalid_field:{field}")
+    balances: dict[str, int] = {}
+    for account in value.split("&")[:_BALANCE_ACCOUNTS_MAX]:
+        fields = [part.strip() for part in account.split("|")]
+        if len(fields) < 4 or not fields[0]:
+            raise InvalidField(field, f"invalid_field:{field}")
+        balances[fields[0]] = _signed_cents(fields[3], field)
+    return balances
+
+
+def _signed_cents(text: str, field: str) -> int:
+    magnitude = text.removeprefix("-")
+    if len(magnitude) > _BALANCE_MAX_CHARS or not _PLAIN_DECIMAL.fullmatch(magnitude):
+        raise InvalidField(field, f"invalid_field:{field}")
+    amount = Decimal(magnitude)
+    whole_cents = amount.quantize(_CENT, context=_MONEY_CONTEXT)
+    if whole_cents != amount:
+        raise InvalidField(field, "amount_too_many_decimals")
+    return (-1 if text.startswith("-") else 1) * int(whole_cents.scaleb(2, context=_MONEY_CONTEXT))
+
+
 def party_identifier(value: str | None) -> str | None:
     """The number part of a Daraja party name: ``"254705912645 - JOHN DOE"`` → ``"254705912645"``,
     ``"600997 - COMPANY"`` → ``"600997"``; None when there is none."""

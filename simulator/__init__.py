@@ -6,6 +6,7 @@ prove "each payout paid exactly once" independently of what the client believes.
 """
 
 from simulator.app import build_app
+from simulator.apps import DarajaApp
 from simulator.config import SimulatorConfig
 
-__all__ = ["SimulatorConfig", "build_app"]
+__all__ = ["DarajaApp", "SimulatorConfig", "build_app"]

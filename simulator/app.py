@@ -14,9 +14,15 @@ Routes (real Daraja paths):
 ``POST /mpesa/accountbalance/v1/query``
 ``POST /pulltransactions/v1/register``
 ``POST /pulltransactions/v1/query``
+``POST /mpesa/stkpush/v1/processrequest``  M-Pesa Express (STK push)
+``POST /mpesa/stkpushquery/v1/query``    STK query
 =======================================  ==================================================
 
 and the simulator's own ``/healthz`` and ``/sim/...`` routes (see ``simulator.routes.admin``).
+
+Any other path gets Daraja's ``404.001.01 Resource not found`` envelope, and a method an API does
+not take (other than GET on a POST API: ``404.001.04``) gets ``405.001 <METHOD> Method Not
+Allowed`` (docs/daraja.md §9.3); ``/sim/...`` and ``/healthz`` keep Starlette's plain answers.
 """
 
 from __future__ import annotations
@@ -26,16 +32,27 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from simulator.callbacks import CallbackSender, redact_httpx_logs
 from simulator.config import SimulatorConfig
 from simulator.context import SimContext
 from simulator.credentials import SimulatorCredentials, generate_credentials
+from simulator.envelopes import method_not_allowed, resource_not_found
 from simulator.faults import FaultMix
-from simulator.routes import account_balance, admin, b2c, c2b, oauth, pull, transaction_status
+from simulator.routes import (
+    account_balance,
+    admin,
+    b2c,
+    c2b,
+    express,
+    oauth,
+    pull,
+    transaction_status,
+)
 from simulator.state import SimulatorState
 
 #: Bodies above this are refused before parsing (Daraja bodies are a few hundred bytes).
@@ -63,6 +80,8 @@ def _api_routes(ctx: SimContext) -> list[BaseRoute]:
             "account_balance"),
         api("/pulltransactions/v1/register", partial(pull.register, ctx), "pull_register"),
         api("/pulltransactions/v1/query", partial(pull.query, ctx), "pull_query"),
+        api("/mpesa/stkpush/v1/processrequest", partial(express.push, ctx), "stk_push"),
+        api("/mpesa/stkpushquery/v1/query", partial(express.query, ctx), "stk_query"),
     ]
 
 
@@ -81,12 +100,30 @@ def _admin_routes(ctx: SimContext) -> list[BaseRoute]:
         route("/sim/payments", admin.payments, "GET"),
         route("/sim/b2c", admin.b2c_requests, "GET"),
         route("/sim/c2b", admin.c2b_payments, "GET"),
+        route("/sim/stk", admin.stk_requests, "GET"),
         route("/sim/callbacks", admin.callbacks, "GET"),
         route("/sim/callbacks/{attempt_id}/replay", admin.replay_callback, "POST"),
         route("/sim/balances", admin.balances, "GET"),
         route("/sim/tokens/expire", admin.expire_tokens, "POST"),
         route("/sim/reset", admin.reset, "POST"),
     ]
+
+
+def _is_own_route(path: str) -> bool:
+    """The simulator's own routes, which are not Daraja and keep Starlette's plain answers."""
+    return path == "/healthz" or path == "/sim" or path.startswith("/sim/")
+
+
+async def _gateway_http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 as Daraja's gateway answers them: its JSON error envelope."""
+    assert isinstance(exc, HTTPException)
+    if _is_own_route(request.url.path):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        # POST APIs also route GET (for 404.001.04); to the client they take POST only.
+        return method_not_allowed(request.method, "POST" if "POST" in allowed else allowed)
+    return resource_not_found()
 
 
 def build_app(config: SimulatorConfig, *, credentials: SimulatorCredentials | None = None) -> Starlette:
@@ -116,6 +153,7 @@ def build_app(config: SimulatorConfig, *, credentials: SimulatorCredentials | No
             await ctx.callbacks.aclose()
 
     app = Starlette(routes=[*_api_routes(ctx), *_admin_routes(ctx)], lifespan=lifespan,
-                    max_body_size=MAX_BODY_BYTES)
+                    max_body_size=MAX_BODY_BYTES,
+                    exception_handlers={404: _gateway_http_error, 405: _gateway_http_error})
     app.state.simulator = ctx
     return app

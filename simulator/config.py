@@ -13,10 +13,15 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
+from simulator.apps import DarajaApp, resolve_apps
 from simulator.faults import validate_fault_mix
 from simulator.validation import has_filtered_word, is_callback_url
 
 RESPONSE_TYPES = ("Completed", "Cancelled")
+#: The passkey Daraja's sandbox publishes for its M-Pesa Express test shortcode 174379 (test-data
+#: panel of the portal; quoted in safaricom/LNMOnlineAndroidSample and bdhobare/mpesa-android-sdk
+#: issues). The simulator accepts it for its own shortcode: a sandbox-configured client just works.
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -35,13 +40,28 @@ class SimulatorConfig:
     unconfigured fleetpay talks to an unconfigured simulator out of the box.
     """
 
-    # --- the Daraja app and the organisation ------------------------------------------------
+    # --- the Daraja apps and the organisation -----------------------------------------------
+    #: The default app: every product (C2B, B2C, M-Pesa Express).
     consumer_key: str = "sim-consumer-key"
     consumer_secret: str = "sim-consumer-secret"
+    #: More apps, each limited to its products (``simulator.apps``):
+    #: ``apps=(DarajaApp("k1", "s1", products=frozenset({"c2b"})), DarajaApp("k2", "s2",
+    #: products=frozenset({"b2c"})))``. The default app stays unless one of these uses its key,
+    #: which then replaces it. A token works only on its own app's products (``401.003.01``).
+    apps: tuple[DarajaApp, ...] = ()
     short_code: str = "4165253"
+    #: The B2C shortcode (PartyA of B2C, Transaction Status, Account Balance); None: ``short_code``.
+    b2c_short_code: str | None = None
     organization_name: str = "SUNNY FLEET"
     initiator_name: str = "apiuser"
     initiator_password: str = "sim-initiator-password"
+    #: M-Pesa Express: ``Password`` must be ``base64(short_code + passkey + Timestamp)``.
+    passkey: str = SANDBOX_PASSKEY
+
+    @property
+    def b2c_party(self) -> str:
+        """The shortcode B2C requests and their queries must name as PartyA."""
+        return self.b2c_short_code or self.short_code
 
     # --- OAuth -------------------------------------------------------------------------------
     token_ttl_s: int = 3599
@@ -113,7 +133,25 @@ class SimulatorConfig:
     #: When set, ``/sim/...`` routes require ``Authorization: Bearer <admin_token>``.
     admin_token: str | None = None
 
+    #: ``daraja_apps``, resolved once by ``__post_init__``.
+    _resolved_apps: tuple[DarajaApp, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    @property
+    def daraja_apps(self) -> tuple[DarajaApp, ...]:
+        """Every app of the account: the default one (unless redefined) and ``apps``."""
+        return self._resolved_apps
+
+    def app_for(self, consumer_key: str) -> DarajaApp | None:
+        return next((app for app in self.daraja_apps if app.consumer_key == consumer_key), None)
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "apps", tuple(self.apps))
+        if not all(isinstance(app, DarajaApp) for app in self.apps):
+            raise ValueError("apps must be DarajaApp(consumer_key, consumer_secret, products=...)")
+        object.__setattr__(self, "_resolved_apps",
+                           resolve_apps(self.consumer_key, self.consumer_secret, self.apps))
+        if not self.passkey:
+            raise ValueError("passkey must not be empty")
         if self.response_type not in RESPONSE_TYPES:
             raise ValueError(f"response_type must be one of {RESPONSE_TYPES}")
         if self.c2b_validation_url is not None and self.c2b_confirmation_url is None:

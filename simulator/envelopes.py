@@ -13,6 +13,10 @@ from simulator.identifiers import new_request_id
 
 INVALID_ACCESS_TOKEN = "404.001.03"
 INVALID_AUTHENTICATION_HEADER = "404.001.04"
+RESOURCE_NOT_FOUND = "404.001.01"
+METHOD_NOT_ALLOWED = "405.001"
+NO_API_PRODUCT_MATCH = "401.003.01"
+MERCHANT_ERROR = "500.001.1001"
 BAD_REQUEST = "400.002.02"
 INVALID_PAYLOAD = "400.002.05"
 INVALID_AUTHENTICATION_TYPE = "400.008.01"
@@ -59,3 +63,32 @@ def spike_arrest(status_code: int = 500) -> JSONResponse:
 
 def internal_error(status_code: int = 500, message: str = "Internal Server Error") -> JSONResponse:
     return gateway_error(status_code, INTERNAL_ERROR, message)
+
+
+def resource_not_found() -> JSONResponse:
+    """No Daraja API at this path (docs/daraja.md §9.3)."""
+    return gateway_error(404, RESOURCE_NOT_FOUND, "Resource not found")
+
+
+def method_not_allowed(method: str, allowed: str | None = None) -> JSONResponse:
+    """A method the API does not take, e.g. ``PUT Method Not Allowed`` (docs/daraja.md §9.3).
+
+    A GET on a POST API is not this: the gateway answers it ``404.001.04``.
+    """
+    response = gateway_error(405, METHOD_NOT_ALLOWED, f"{method} Method Not Allowed")
+    if allowed:
+        response.headers["Allow"] = allowed
+    return response
+
+
+def no_api_product_match() -> JSONResponse:
+    """A live token of an app that is not subscribed to this API's product (docs/daraja.md §9.1)."""
+    return gateway_error(401, NO_API_PRODUCT_MATCH,
+                         "Error Occurred - Invalid Access Token - "
+                         "Invalid API call as no apiproduct match found")
+
+
+def merchant_error(message: str) -> JSONResponse:
+    """M-Pesa Express's ``500.001.1001`` family: ``Wrong credentials``, ``Merchant does not
+    exist``, ``The transaction is being processed`` (docs/daraja.md §3, §9.2)."""
+    return gateway_error(500, MERCHANT_ERROR, message)

@@ -25,6 +25,7 @@ the hardest case: paid, no HTTP answer, no callback — only Transaction Status 
      "match": {"OriginatorConversationID": "po_42"}}
     [{"mode": "http_timeout_after_accept", "hang_s": 20}, {"mode": "drop_callback"}]
     {"mode": "duplicate_result", "api": "c2b", "copies": 5, "concurrent": true, "times": 3}
+    {"mode": "result_failure", "api": "express", "result_code": 1037}
 
 Common keys: ``mode`` (required), ``api`` (default ``b2c``), ``match`` (body field -> value,
 compared as strings), ``times`` (default 1). Mode parameters: see ``PARAMS_OF``.
@@ -70,6 +71,8 @@ class Api(StrEnum):
     OAUTH = "oauth"
     REGISTER_URL = "register_url"
     PULL = "pull"
+    EXPRESS = "express"  # STK push: the STK callback is its "result"
+    EXPRESS_QUERY = "express_query"  # STK query: synchronous, gateway faults only
 
 
 PHASE_OF: Mapping[FaultMode, Phase] = {
@@ -84,16 +87,18 @@ PHASE_OF: Mapping[FaultMode, Phase] = {
     FaultMode.SLOW_CALLBACK: Phase.CALLBACK,
 }
 
-_ASYNC_APIS = frozenset({Api.B2C, Api.C2B, Api.TRANSACTION_STATUS, Api.ACCOUNT_BALANCE})
+_ASYNC_APIS = frozenset({Api.B2C, Api.C2B, Api.TRANSACTION_STATUS, Api.ACCOUNT_BALANCE, Api.EXPRESS})
 _RESULT_APIS = frozenset({Api.B2C, Api.TRANSACTION_STATUS, Api.ACCOUNT_BALANCE})
 
-#: Which APIs each mode makes sense for. C2B has no result code and no QueueTimeOutURL.
+#: Which APIs each mode makes sense for. C2B has no result code and no QueueTimeOutURL; STK
+#: (``express``) has a ResultCode (``result_failure`` defaults to 1032, cancelled) but no
+#: QueueTimeOutURL.
 APIS_OF: Mapping[FaultMode, frozenset[Api]] = {
     FaultMode.HTTP_5XX: frozenset(Api),
     FaultMode.SPIKE_ARREST: frozenset(Api),
     FaultMode.HTTP_TIMEOUT_AFTER_ACCEPT: _ASYNC_APIS,
     FaultMode.RESULT_BEFORE_RESPONSE: _ASYNC_APIS,
-    FaultMode.RESULT_FAILURE: _RESULT_APIS,
+    FaultMode.RESULT_FAILURE: _RESULT_APIS | {Api.EXPRESS},
     FaultMode.QUEUE_TIMEOUT: _RESULT_APIS,
     FaultMode.DUPLICATE_RESULT: _ASYNC_APIS,
     FaultMode.DROP_CALLBACK: _ASYNC_APIS,

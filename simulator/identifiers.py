@@ -51,6 +51,18 @@ def new_originator_conversation_id() -> str:
     return f"{hexes[:4]}-{hexes[4:8]}-{hexes[8:12]}-{hexes[12:]}{digits}"
 
 
+def new_merchant_request_id() -> str:
+    """``f1e2-4b95-a71d-b30d3cdbb7a7942864``: M-Pesa Express's MerchantRequestID (same shape)."""
+    return new_originator_conversation_id()
+
+
+def new_checkout_request_id(moment: datetime, msisdn: str) -> str:
+    """``ws_CO_21072024125243250722943992``: ``ws_CO_``, ddMMyyyyHHmmss (EAT), three digits and
+    the MSISDN without ``254`` (uniqueness is the state's job)."""
+    return (f"ws_CO_{moment.astimezone(EAT):%d%m%Y%H%M%S}{secrets.randbelow(1000):03d}"
+            f"{msisdn[3:]}")
+
+
 def new_legacy_originator_conversation_id() -> str:
     """``16740-34861180-1``: the gateway-generated ID of v1 APIs."""
     return f"{secrets.randbelow(90000) + 10000}-{secrets.randbelow(90_000_000) + 10_000_000}-1"

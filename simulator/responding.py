@@ -54,12 +54,13 @@ def gateway_rejection(fault: Fault | None) -> Response | None:
 
 
 async def admit(ctx: SimContext, request: Request, api: Api) -> dict[str, Any] | Response:
-    """The gateway's checks before any POST API runs: live token, JSON body, gateway faults.
+    """The gateway's checks before any POST API runs: live token of an app subscribed to
+    ``api``'s product, JSON body, gateway faults.
 
     Returns the body, or the Response that refuses the call. A gateway fault refuses the call
     before anything is recorded, so the same request may be retried unchanged.
     """
-    refusal = require_access_token(ctx, request)
+    refusal = require_access_token(ctx, request, api)
     if refusal is not None:
         return refusal
     body = await read_json_object(request)

@@ -19,7 +19,7 @@ from simulator.formats import (
     money_number,
     plain_amount,
 )
-from simulator.state import B2CPayment, B2CRequest, Balances, C2BPayment
+from simulator.state import B2CPayment, B2CRequest, Balances, C2BPayment, STKRequest
 
 SUCCESS_DESC = "The service request is processed successfully."
 QUEUE_TIMEOUT_DESC = "The service request has timed out."
@@ -63,8 +63,24 @@ REASON_TYPES = {
 }
 
 
+#: M-Pesa Express result codes whose wording differs from the org APIs' (docs/daraja.md §3).
+STK_RESULT_DESCRIPTIONS: dict[int | str, str] = {
+    17: "Rule limited.",
+    1019: "Transaction has expired.",
+    1025: "An error occurred while sending a push request.",
+    1032: "Request cancelled by user",
+    1037: "DS timeout user cannot be reached",
+    2001: "The initiator information is invalid.",
+    2028: "The request is not permitted according to product assignment.",
+}
+
+
 def describe(code: int | str) -> str:
     return RESULT_DESCRIPTIONS.get(code, "The service request failed.")
+
+
+def describe_stk(code: int | str) -> str:
+    return STK_RESULT_DESCRIPTIONS.get(code) or describe(code)
 
 
 def _params(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -172,7 +188,11 @@ def status_of_b2c(request: B2CRequest, payment: B2CPayment | None, *, short_code
 
 def status_of_c2b(payment: C2BPayment, *, short_code: str,
                   organization_name: str) -> list[tuple[str, Any]]:
-    """Transaction Status parameters for a customer payment to our paybill."""
+    """Transaction Status parameters for a customer payment to our paybill.
+
+    Unlike the C2B confirmation (masked or hashed), Transaction Status shows the payer's full
+    number, ``"254708374149 - JANE"``, as production does (docs/daraja.md §9.4).
+    """
     names = " ".join(n for n in (payment.first_name, payment.middle_name, payment.last_name) if n)
     status = {"completed": "Completed", "cancelled": "Cancelled"}.get(payment.status, "Pending Authorized")
     return [
@@ -181,7 +201,7 @@ def status_of_c2b(payment: C2BPayment, *, short_code: str,
         ("TransactionStatus", status),
         ("FinalisedTime", compact_time_number(payment.trans_time)),
         ("InitiatedTime", compact_time_number(payment.trans_time)),
-        ("DebitPartyName", f"{payment.msisdn_sent} - {names}"),
+        ("DebitPartyName", f"{payment.msisdn} - {names}"),
         ("CreditPartyName", f"{short_code} - {organization_name}"),
         ("DebitAccountType", "MMF Account For Customer"),
         ("ReasonType", "Pay Bill Online" if payment.transaction_type == "Pay Bill" else "Pay Merchant"),
@@ -254,4 +274,40 @@ def c2b_notification(payment: C2BPayment, *, for_validation: bool) -> dict[str, 
         "FirstName": payment.first_name,
         "MiddleName": payment.middle_name,
         "LastName": payment.last_name,
+    }
+
+
+def stk_callback(request: STKRequest) -> dict[str, Any]:
+    """samples/stk_callback_success.json or samples/stk_callback_cancelled.json.
+
+    ``ResultCode`` is a number here (a string only for codes like ``SFC_IC0003``); on success
+    ``CallbackMetadata.Item`` lists Amount, MpesaReceiptNumber, Balance (no Value),
+    TransactionDate and PhoneNumber, the last two as JSON numbers.
+    """
+    callback: dict[str, Any] = {
+        "MerchantRequestID": request.merchant_request_id,
+        "CheckoutRequestID": request.checkout_request_id,
+        "ResultCode": request.result_code,
+        "ResultDesc": request.result_desc,
+    }
+    if request.receipt is not None:
+        callback["CallbackMetadata"] = {"Item": [
+            {"Name": "Amount", "Value": money_number(request.amount)},
+            {"Name": "MpesaReceiptNumber", "Value": request.receipt},
+            {"Name": "Balance"},
+            {"Name": "TransactionDate", "Value": compact_time_number(request.processed_at)},
+            {"Name": "PhoneNumber", "Value": int(request.phone_number)},
+        ]}
+    return {"Body": {"stkCallback": callback}}
+
+
+def stk_query_result(request: STKRequest) -> dict[str, Any]:
+    """STK query's answer once the request is processed: ``ResultCode`` is a *string* here."""
+    return {
+        "ResponseCode": "0",
+        "ResponseDescription": "The service request has been accepted successfully",
+        "MerchantRequestID": request.merchant_request_id,
+        "CheckoutRequestID": request.checkout_request_id,
+        "ResultCode": str(request.result_code),
+        "ResultDesc": request.result_desc,
     }

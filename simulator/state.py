@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from simulator.faults import Api, Fault, Phase
 from simulator.formats import money
-from simulator.identifiers import new_access_token, new_receipt
+from simulator.identifiers import new_access_token, new_checkout_request_id, new_receipt
 
 B2CStatus = Literal["completed", "failed"]
 C2BStatus = Literal["pending", "completed", "cancelled"]
@@ -135,6 +135,42 @@ class C2BPayment:
 
 
 @dataclass(frozen=True)
+class STKRequest:
+    """One accepted M-Pesa Express (STK push) request and how it ended.
+
+    Settled at acceptance like B2C: ``receipt`` is set when the customer paid. STK query tells
+    the outcome only from ``processed_at`` on (before that: "The transaction is being processed").
+    """
+
+    merchant_request_id: str
+    checkout_request_id: str
+    business_short_code: str
+    transaction_type: str
+    amount: Decimal
+    party_a: str
+    party_b: str
+    phone_number: str
+    account_reference: str
+    transaction_desc: str
+    callback_url: str
+    app: str
+    received_at: datetime
+    processed_at: datetime
+    result_code: int | str
+    result_desc: str
+    receipt: str | None
+
+    @property
+    def paid(self) -> bool:
+        return self.receipt is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data = _record_json(self)
+        data["status"] = "completed" if self.paid else "failed"
+        return data
+
+
+@dataclass(frozen=True)
 class CallbackAttempt:
     """One POST the simulator made (or deliberately did not make: ``dropped``)."""
 
@@ -162,11 +198,17 @@ class Balances:
     charges_paid: Decimal
 
 
+@dataclass(frozen=True)
+class _Token:
+    expiry: float  # monotonic
+    app: str  # the consumer key of the app that asked for it
+
+
 @dataclass
 class _Tokens:
-    """Issued tokens -> monotonic expiry time."""
+    """Issued tokens -> expiry and app."""
 
-    expiries: dict[str, float] = field(default_factory=dict)
+    issued: dict[str, _Token] = field(default_factory=dict)
 
 
 class SimulatorState:
@@ -191,6 +233,8 @@ class SimulatorState:
             self._duplicate_attempts: Counter[str] = Counter()
             self._payments: list[B2CPayment] = []
             self._c2b: dict[str, C2BPayment] = {}
+            self._stk: dict[str, STKRequest] = {}
+            self._checkout_ids: set[str] = set()
             self._callbacks: list[CallbackAttempt] = []
             self._callback_ids = itertools.count(1)
             self._faults: list[Fault] = []
@@ -200,25 +244,32 @@ class SimulatorState:
             self._charges = Decimal("0.00")
 
     # --- OAuth -------------------------------------------------------------------------------
-    def issue_token(self, *, ttl_s: float, now: float, single_active: bool) -> str:
-        """A new token; with ``single_active`` every earlier token stops working at once."""
+    def issue_token(self, *, ttl_s: float, now: float, single_active: bool,
+                    app: str = "") -> str:
+        """A new token bound to ``app`` (a consumer key); with ``single_active`` every earlier
+        token *of the same app* stops working at once (other apps' tokens are untouched)."""
         token = new_access_token()
         with self._lock:
             if single_active:
-                self._tokens.expiries.clear()
-            self._tokens.expiries[token] = now + ttl_s
+                self._tokens.issued = {t: issued for t, issued in self._tokens.issued.items()
+                                       if issued.app != app}
+            self._tokens.issued[token] = _Token(expiry=now + ttl_s, app=app)
         return token
 
-    def token_valid(self, token: str, *, now: float) -> bool:
+    def token_app(self, token: str, *, now: float) -> str | None:
+        """The consumer key a live token was issued to, or None (unknown, expired, superseded)."""
         with self._lock:
-            expiry = self._tokens.expiries.get(token)
-            return expiry is not None and now < expiry
+            issued = self._tokens.issued.get(token)
+            return issued.app if issued is not None and now < issued.expiry else None
+
+    def token_valid(self, token: str, *, now: float) -> bool:
+        return self.token_app(token, now=now) is not None
 
     def expire_tokens(self) -> int:
         """Make every issued token invalid (what an expiry mid-run looks like to a client)."""
         with self._lock:
-            count = len(self._tokens.expiries)
-            self._tokens.expiries.clear()
+            count = len(self._tokens.issued)
+            self._tokens.issued.clear()
             return count
 
     # --- receipts ----------------------------------------------------------------------------
@@ -285,6 +336,28 @@ class SimulatorState:
     def find_c2b(self, trans_id: str) -> C2BPayment | None:
         with self._lock:
             return self._c2b.get(trans_id)
+
+    # --- M-Pesa Express ----------------------------------------------------------------------
+    def mint_checkout_request_id(self, moment: datetime, msisdn: str) -> str:
+        """A CheckoutRequestID never issued before by this simulator."""
+        with self._lock:
+            while True:
+                checkout_id = new_checkout_request_id(moment, msisdn)
+                if checkout_id not in self._checkout_ids:
+                    self._checkout_ids.add(checkout_id)
+                    return checkout_id
+
+    def record_stk(self, request: STKRequest) -> None:
+        with self._lock:
+            self._stk[request.checkout_request_id] = request
+
+    def find_stk(self, checkout_request_id: str) -> STKRequest | None:
+        with self._lock:
+            return self._stk.get(checkout_request_id)
+
+    def stk_requests(self) -> list[STKRequest]:
+        with self._lock:
+            return list(self._stk.values())
 
     # --- B2C ---------------------------------------------------------------------------------
     def claim_originator_id(self, originator_conversation_id: str, *, detect_duplicates: bool) -> bool:

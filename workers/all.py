@@ -1,5 +1,6 @@
 """Every actor, for ``dramatiq workers.all`` (what ``fleetpay worker`` runs)."""
 
+from workers.check_float import check_float
 from workers.check_payout_status import check_payout_status
 from workers.close_day import close_day
 from workers.process_callback import process_callback
@@ -10,6 +11,7 @@ from workers.sweep_inbox import sweep_inbox
 from workers.sweep_payouts import sweep_payouts
 
 __all__ = [
+    "check_float",
     "check_payout_status",
     "close_day",
     "process_callback",

@@ -12,7 +12,7 @@ import dramatiq
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from money.payouts import record_status_query, take_status_check
+from money.payouts import escalate, record_status_query, take_status_check
 from workers import runtime
 from workers.daraja.client import DarajaClient, DarajaError
 from workers.daraja.outcomes import Outcome
@@ -34,8 +34,13 @@ def ask_payout_status(sessions: sessionmaker[Session], daraja: DarajaClient, pay
         except DarajaError as error:
             log.warning("payout_status_not_asked", error=str(error))
             return None
+        if answer.outcome is Outcome.REJECTED:  # a definite refusal: asking again cannot help
+            log.error("payout_status_query_refused", code=answer.code, description=answer.description)
+            with sessions.begin() as session:
+                escalate(session, payout_id, f"status_query_refused:{answer.code}")
+            return None
         if answer.outcome is not Outcome.ACCEPTED or not answer.originator_conversation_id:
-            log.warning("payout_status_query_refused", outcome=answer.outcome, code=answer.code)
+            log.warning("payout_status_not_taken", outcome=answer.outcome, code=answer.code)
             return None
         with sessions.begin() as session:
             record_status_query(session, payout_id, answer.originator_conversation_id)

@@ -16,6 +16,7 @@ SWEEP_PAYOUTS = "sweep_payouts"
 RECONCILE_BOOKS = "reconcile_books"
 RECONCILE_MPESA = "reconcile_mpesa"
 CLOSE_DAY = "close_day"
+CHECK_FLOAT = "check_float"
 
 
 def process_callback_message(inbox_id: int, *, queue_name: str) -> Message:

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.models import SchedulerFiring
 from fleetpay.settings import Settings
-from workers.messages import CLOSE_DAY, RECONCILE_BOOKS, RECONCILE_MPESA, SWEEP_INBOX, SWEEP_PAYOUTS
+from workers.messages import CHECK_FLOAT, CLOSE_DAY, RECONCILE_BOOKS, RECONCILE_MPESA, SWEEP_INBOX, SWEEP_PAYOUTS
 
 log = structlog.get_logger("workers.scheduler")
 
@@ -60,6 +60,7 @@ def jobs(settings: Settings) -> list[Job]:
         Job(RECONCILE_BOOKS, IntervalTrigger(seconds=settings.schedule_reconcile_s), _every(settings.schedule_reconcile_s)),
         Job(RECONCILE_MPESA, IntervalTrigger(seconds=settings.schedule_mpesa_reconcile_s),
             _every(settings.schedule_mpesa_reconcile_s)),
+        Job(CHECK_FLOAT, IntervalTrigger(seconds=settings.schedule_float_check_s), _every(settings.schedule_float_check_s)),
         Job(CLOSE_DAY, CronTrigger(hour=close_at.hour, minute=close_at.minute, second=close_at.second, timezone=tz),
             lambda at: at.astimezone(tz).date().isoformat()),
     ]

@@ -6,7 +6,10 @@
   answer, so nobody knows whether Daraja got it → ``unknown``;
 - ``unknown`` or ``failure_reported`` (a failure result waiting for our confirmation), or
   ``submitted`` with no result for ``payout_submitted_stale_s``: ask Transaction Status
-  (``check_payout_status``). ``review`` is left to an operator.
+  (``check_payout_status``), each wait twice the one before (up to
+  ``payout_status_backoff_max_s``); after ``payout_status_queries_max`` queries the payout goes to
+  ``review`` (an operator looks; the alert is in docs/operations.md). ``review`` is never asked
+  about automatically.
 
 Idempotency: every step is itself idempotent (claim, state machine, harmless queries), so two
 sweeps at once, or a sweep during normal work, change nothing twice.
@@ -20,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import payouts
 from fleetpay.settings import Settings
-from money.payouts import give_up_stale_claim
+from money.payouts import escalate, give_up_stale_claim
 from workers import runtime
 from workers.check_payout_status import check_payout_status
 from workers.messages import SWEEP_PAYOUTS
@@ -46,13 +49,24 @@ def advance_open_payouts(sessions: sessionmaker[Session], settings: Settings, *,
             give_up_stale_claim(session, payout_id)
     with sessions.begin() as session:
         to_check = payouts.take_status_checks_due(
-            session, submitted_older_than_s=submitted_s, interval_s=settings.payout_status_interval_s, limit=limit
+            session, submitted_older_than_s=submitted_s, interval_s=settings.payout_status_interval_s,
+            backoff_max_s=settings.payout_status_backoff_max_s, queries_max=settings.payout_status_queries_max,
+            limit=limit,
         )
+    with sessions() as session:
+        exhausted = payouts.status_exhausted(
+            session, queries_max=settings.payout_status_queries_max, interval_s=settings.payout_status_interval_s,
+            limit=limit,
+        )
+    for payout_id, queries in exhausted:
+        with sessions.begin() as session:
+            escalate(session, payout_id, f"status_queries_exhausted:{queries}")
     for payout_id in pending:
         send_payout.send(payout_id)
     for payout_id in to_check:
         check_payout_status.send(payout_id)
-    counts = {"resent": len(pending), "stale_claims": len(stale), "status_checks": len(to_check)}
+    counts = {"resent": len(pending), "stale_claims": len(stale), "status_checks": len(to_check),
+              "to_review": len(exhausted)}
     if any(counts.values()):
         log.info("payouts_swept", **counts)
     return counts

@@ -93,6 +93,13 @@ async def c2b_payments(ctx: SimContext, request: Request) -> Response:
                          "registrations": [r.to_json() for r in ctx.state.registrations()]})
 
 
+async def stk_requests(ctx: SimContext, request: Request) -> Response:
+    """Every accepted M-Pesa Express push and its outcome (paid with a receipt, or the code)."""
+    if (refusal := require_admin(ctx, request)) is not None:
+        return refusal
+    return JSONResponse({"requests": [r.to_json() for r in ctx.state.stk_requests()]})
+
+
 async def callbacks(ctx: SimContext, request: Request) -> Response:
     """Every callback attempt; filter with ``?kind=b2c_result`` and/or ``?ref=<OCID or TransID>``."""
     if (refusal := require_admin(ctx, request)) is not None:

@@ -71,7 +71,7 @@ def _natural_outcome(ctx: SimContext, fields: dict[str, Any]) -> int:
     config = ctx.config
     amount: Decimal = fields["amount"]
     if (not ctx.initiator_valid(fields["initiator"], fields["credential"])
-            or fields["party_a"] != config.short_code):
+            or fields["party_a"] != config.b2c_party):
         return 2001
     if amount < config.b2c_min_amount:
         return 2

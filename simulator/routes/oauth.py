@@ -1,4 +1,4 @@
-"""``GET /oauth/v1/generate``: client-credentials tokens, one live token at a time."""
+"""``GET /oauth/v1/generate``: client-credentials tokens, one live token per app at a time."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def _same(given: str, expected: str) -> bool:
 
 
 async def generate_token(ctx: SimContext, request: Request) -> Response:
-    """Issue a token. Each new token invalidates the previous one (Daraja FAQ), by default.
+    """Issue a token for the app whose Basic credentials were sent. Each new token invalidates
+    that app's previous one (Daraja FAQ), by default.
 
     Errors: ``400.008.02`` wrong/missing ``grant_type``; ``400.008.01`` missing or non-Basic
     authorization, or a key/secret that does not match (HTTP 400 in every case).
@@ -48,12 +49,19 @@ async def generate_token(ctx: SimContext, request: Request) -> Response:
         return gateway_error(400, INVALID_AUTHENTICATION_TYPE, "Invalid Authentication passed")
     key, secret = credentials
     config = ctx.config
-    # Evaluate both comparisons so that timing does not reveal which half was wrong.
-    key_ok = _same(key, config.consumer_key)
-    secret_ok = _same(secret, config.consumer_secret)
-    if not (key_ok and secret_ok):
+    # Compare with every app, both halves each time, so that timing reveals neither which app
+    # nor which half was wrong.
+    matched = None
+    for app in config.daraja_apps:
+        key_ok = _same(key, app.consumer_key)
+        secret_ok = _same(secret, app.consumer_secret)
+        if key_ok and secret_ok:
+            matched = app
+    if matched is None:
         return gateway_error(400, INVALID_AUTHENTICATION_TYPE, "Invalid client id passed")
+    # The token is bound to this app: it works on the app's products only (simulator.apps).
     token = ctx.state.issue_token(ttl_s=config.token_ttl_s, now=ctx.monotonic(),
-                                  single_active=config.single_active_token)
+                                  single_active=config.single_active_token,
+                                  app=matched.consumer_key)
     expires_in: str | int = str(config.token_ttl_s) if config.expires_in_as_string else config.token_ttl_s
     return JSONResponse({"access_token": token, "expires_in": expires_in})

@@ -73,7 +73,7 @@ def forced_or_refused(ctx: SimContext, query: OrgQuery, accepted: Accepted,
     """The failure result when the initiator is invalid or a ``result_failure`` is injected."""
     code: int | str | None = None
     desc = ""
-    if not ctx.initiator_valid(query.initiator, query.credential) or query.party_a != ctx.config.short_code:
+    if not ctx.initiator_valid(query.initiator, query.credential) or query.party_a not in (ctx.config.short_code, ctx.config.b2c_party):
         code, desc = 2001, describe(2001)
     if callback_fault is not None and callback_fault.mode is FaultMode.RESULT_FAILURE:
         code = callback_fault.result_code if callback_fault.result_code is not None else 1

@@ -52,7 +52,7 @@ def _status_parameters(ctx: SimContext, transaction_id: str,
         return None
     payment = next((p for p in state.payments()
                     if b2c.receipt is not None and p.receipt == b2c.receipt), None)
-    return status_of_b2c(b2c, payment, short_code=config.short_code,
+    return status_of_b2c(b2c, payment, short_code=config.b2c_party,
                          organization_name=config.organization_name,
                          receiver_name=ctx.customer_name(b2c.party_b))
 

@@ -100,7 +100,7 @@ def test_paid_after_a_confirmed_failure_and_a_repayment_is_an_overpayment_that_h
     assert payable(fresh_sessions, payout.driver_id) == -5_000
     with fresh_sessions.begin() as session:  # the next share pays the debt back before anything goes out
         assert reserve_payable(session, fleet.lock_driver(session, payout.driver_id), settings,
-                               cause_key="share:later", business_date=DAY) is None
+                               cause_key="share:later", business_date=DAY) == []
 
 
 def test_reconciliation_shows_a_payment_mpesa_reported_that_the_books_do_not_show(fresh_sessions) -> None:  # type: ignore[no-untyped-def]

@@ -49,6 +49,8 @@ SAMPLE = {
     "b2c/timeout": "b2c_queue_timeout.json",
     "status/result": "transaction_status_result.json",
     "status/timeout": "transaction_status_result.json",
+    "balance/result": "account_balance_result.json",
+    "balance/timeout": "b2c_queue_timeout.json",
 }
 # Where each route's sample holds a number (as a JSON number, or a string the parser reads as one).
 NUMERIC_FIELD = {
@@ -59,6 +61,8 @@ NUMERIC_FIELD = {
     "b2c/timeout": ("Result", "ResultCode"),
     "status/result": ("Result", "ResultCode"),
     "status/timeout": ("Result", "ResultCode"),
+    "balance/result": ("Result", "ResultCode"),
+    "balance/timeout": ("Result", "ResultCode"),
 }
 
 
@@ -439,4 +443,4 @@ def test_fuzz_anything_but_json_content_is_refused_and_kept(ingest_url: str, ses
 
 
 def test_every_route_is_fuzzed() -> None:
-    assert set(ROUTES) == {route.path for route in CALLBACK_ROUTES} | {"c2b/validate"} and len(ROUTES) == 7
+    assert set(ROUTES) == {route.path for route in CALLBACK_ROUTES} | {"c2b/validate"} and len(ROUTES) == 9

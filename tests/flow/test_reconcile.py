@@ -4,6 +4,7 @@ direct SQL corrupts without changing anything, and an operator's fix mends it on
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import date
 
@@ -16,7 +17,9 @@ from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_rece
 
 
 def reconcile(database_url: str, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    result = fleetpay("reconcile", "--json", *args, database_url=database_url, check=False)
+    """``fleetpay reconcile --json ARGS``, with Pull Transactions on (the simulator offers it)."""
+    env = {**os.environ, "FLEETPAY_LOG_JSON": "false", "FLEETPAY_PULL_ENABLED": "true"}
+    result = fleetpay("reconcile", "--json", *args, database_url=database_url, env=env, check=False)
     assert result.returncode in (0, 3), result.stderr
     return result.returncode, json.loads(result.stdout)
 

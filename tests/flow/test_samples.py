@@ -54,6 +54,7 @@ def test_every_sample_callback(http, worker, sessions, settings) -> None:  # typ
         ("b2c/result", "b2c_result_failure.json"),
         ("b2c/timeout", "b2c_queue_timeout.json"),
         ("status/result", "transaction_status_result.json"),
+        ("balance/result", "account_balance_result.json"),
     ]:
         assert post(http, route, name)["ResultCode"] == 0
 
@@ -86,6 +87,7 @@ def test_every_sample_callback(http, worker, sessions, settings) -> None:  # typ
         ("b2c_result", "po_01J5Z7K2MA", "unknown_payout"),
         ("b2c_timeout", "timeout:po_01J5Z7K2MB", "unknown_payout"),
         ("status_result", "ts_01J5Z9Q4R2", "unknown_query"),
+        ("balance_result", "9209-8162043-1", "unknown_query"),
     ]:
         wait_until(lambda: status_of(sessions, kind, external_id)[0] != "received", what=kind)
         assert status_of(sessions, kind, external_id) == ("rejected", reason)

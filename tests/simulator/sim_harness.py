@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from simulator import SimulatorConfig
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"  # tests/samples (see its README.md)
 WAIT_S = 5.0
+EAT = timezone(timedelta(hours=3), "EAT")
 
 
 def load_sample(name: str) -> Any:
@@ -186,6 +188,13 @@ class Daraja:
                              auth=(key or self.config.consumer_key,
                                    secret or self.config.consumer_secret))
 
+    def token_for(self, key: str, secret: str) -> str:
+        """A token of another app of the same simulator (``SimulatorConfig.apps``)."""
+        response = self.fetch_token(key, secret)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
+
     def token(self) -> str:
         if self._token is None:
             response = self.fetch_token()
@@ -276,6 +285,40 @@ class Daraja:
         body = {"ShortCode": self.config.short_code, "CommandID": "CustomerPayBillOnline",
                 "Amount": amount, "Msisdn": "254708374149", "BillRefNumber": bill_ref, **extra}
         return self.post(f"/mpesa/c2b/{version}/simulate", body)
+
+    def stk_password(self, timestamp: str, passkey: str | None = None,
+                     short_code: str | None = None) -> str:
+        """``base64(BusinessShortCode + passkey + Timestamp)``, computed the client's way."""
+        raw = f"{short_code or self.config.short_code}{passkey or self.config.passkey}{timestamp}"
+        return base64.b64encode(raw.encode()).decode()
+
+    def stk_credentials(self, **overrides: Any) -> dict[str, Any]:
+        timestamp = datetime.now(EAT).strftime("%Y%m%d%H%M%S")
+        body = {"BusinessShortCode": self.config.short_code,
+                "Password": self.stk_password(timestamp), "Timestamp": timestamp}
+        body.update(overrides)
+        return body
+
+    def stk_body(self, **overrides: Any) -> dict[str, Any]:
+        """An M-Pesa Express push to our paybill, shaped like the Daraja sample."""
+        body = self.stk_credentials()
+        body.update({
+            "TransactionType": "CustomerPayBillOnline", "Amount": 1,
+            "PartyA": "254708374149", "PartyB": self.config.short_code,
+            "PhoneNumber": "254708374149", "CallBackURL": self.cb("stk/result"),
+            "AccountReference": "025", "TransactionDesc": "Fare",
+        })
+        body.update(overrides)
+        return body
+
+    def stk_push(self, *, token: str | None = None, **overrides: Any) -> tuple[dict[str, Any], httpx.Response]:
+        body = self.stk_body(**overrides)
+        return body, self.post("/mpesa/stkpush/v1/processrequest", body, token=token)
+
+    def stk_query(self, checkout_request_id: str, *, token: str | None = None,
+                  **overrides: Any) -> httpx.Response:
+        body = self.stk_credentials(CheckoutRequestID=checkout_request_id, **overrides)
+        return self.post("/mpesa/stkpushquery/v1/query", body, token=token)
 
     def transaction_status(self, **ids: str) -> httpx.Response:
         return self.post("/mpesa/transactionstatus/v1/query",

@@ -77,6 +77,22 @@ def test_status_of_a_c2b_payment(daraja: Daraja) -> None:
     assert (params["TransactionStatus"], params["Amount"]) == ("Completed", "300")
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_status_shows_the_full_msisdn_the_confirmation_hides(daraja: Daraja, version: str) -> None:
+    daraja.register_urls(version=version)
+    daraja.simulate_c2b(TransID="SHK3QX7T2R", version=version, FirstName="John", LastName="Doe")
+    confirmation = daraja.wait_for("c2b/confirm")[0].body
+    assert "254708374149" not in confirmation["MSISDN"]  # masked (v2) or hashed (v1)
+    params = _params(_status(daraja, TransactionID="SHK3QX7T2R"))
+    assert params["DebitPartyName"] == "254708374149 - JOHN DOE"
+
+
+def test_status_of_a_payout_names_the_full_recipient_number(daraja: Daraja) -> None:
+    _, receipt = _paid(daraja, PartyB="254705912645")
+    params = _params(_status(daraja, TransactionID=receipt))
+    assert re.fullmatch(r"254705912645 - [A-Z]+ [A-Z]+", params["CreditPartyName"])
+
+
 def test_status_with_a_bad_credential_is_2001_and_a_missing_id_is_400(daraja: Daraja) -> None:
     body = daraja.org_query_body("TransactionStatusQuery", "status", TransactionID="SZZ0000000",
                                  SecurityCredential=daraja.credential("wrong"))

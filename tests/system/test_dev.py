@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -22,7 +23,9 @@ def bare_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETPAY_")} | {"FLEETPAY_LOG_LEVEL": "WARNING"}
 
 
-def start_dev(cwd: Path, ingest_port: int, simulator_port: int) -> subprocess.Popen[str]:
+def start_dev(cwd: Path, ingest_port: int, simulator_port: int, *, banner: list[str] | None = None) -> subprocess.Popen[str]:
+    """``fleetpay dev --demo`` in ``cwd`` (its ``.env`` is read, as a user's would be); the banner's
+    lines are appended to ``banner``."""
     process = subprocess.Popen(
         fleetpay_argv("dev", "--demo", "--ingest-port", str(ingest_port), "--simulator-port", str(simulator_port)),
         cwd=cwd, env=bare_env(), stdout=subprocess.PIPE, stderr=(cwd / "dev-stderr.log").open("a"), text=True,
@@ -31,6 +34,8 @@ def start_dev(cwd: Path, ingest_port: int, simulator_port: int) -> subprocess.Po
     deadline = time.monotonic() + 120
     for line in process.stdout:
         if line.startswith("fleetpay dev is running"):
+            if banner is not None:
+                banner += [line] + [process.stdout.readline() for _ in range(4)]
             return process
         assert time.monotonic() < deadline and process.poll() is None, "fleetpay dev did not start"
     raise AssertionError("fleetpay dev exited before it was running")
@@ -73,3 +78,27 @@ def test_dev_runs_a_payment_end_to_end_and_keeps_its_data(tmp_path: Path) -> Non
         assert balance(tmp_path)["paid_out_cents"] == 10_000
     finally:
         stop(dev, tmp_path)
+
+
+@pytest.mark.slow
+def test_dev_with_a_daraja_url_uses_it_and_starts_no_simulator(tmp_path: Path) -> None:
+    """A configured Daraja (the sandbox; here a simulator standing in for it) is used as is."""
+    from simulator import SimulatorConfig, build_app
+    from tests.support import serve
+
+    ingest_port = free_port()
+    with serve(build_app(SimulatorConfig(result_delay_ms=20))) as sandbox:
+        (tmp_path / "cert.pem").write_bytes(httpx.get(f"{sandbox}/sim/cert.pem").content)
+        (tmp_path / ".env").write_text(f"FLEETPAY_DARAJA_BASE_URL={sandbox}\n"
+                                       f"FLEETPAY_DARAJA_CERTIFICATE_PATH={tmp_path / 'cert.pem'}\n")
+        banner: list[str] = []
+        dev = start_dev(tmp_path, ingest_port, free_port(), banner=banner)
+        try:
+            assert any("no simulator started" in line for line in banner), banner
+            assert not [p for p in psutil.Process(dev.pid).children(recursive=True)
+                        if "simulator" in " ".join(p.cmdline())]
+            fleetpay("simulate", "c2b", "--account", "025", "--amount", "200", cwd=tmp_path, env=bare_env())
+            wait_until(lambda: balance(tmp_path)["paid_out_cents"] == 10_000, timeout_s=60, what="the share to be paid")
+            assert len(httpx.get(f"{sandbox}/sim/payments").json()["payments"]) == 1  # paid by the "sandbox"
+        finally:
+            stop(dev, tmp_path)

@@ -17,6 +17,7 @@ from schemas.callbacks import (
     TransactionStatusResult,
     external_id,
     parse_b2c_result,
+    parse_balance_result,
     parse_c2b,
     parse_status_result,
     parse_stk,
@@ -35,6 +36,7 @@ CALLBACK_SAMPLES: dict[str, tuple[str, Callable[[Any], object]]] = {
     "b2c_result_failure.json": ("b2c_result", parse_b2c_result),
     "b2c_queue_timeout.json": ("b2c_timeout", parse_b2c_result),
     "transaction_status_result.json": ("status_result", parse_status_result),
+    "account_balance_result.json": ("balance_result", parse_balance_result),
 }
 # Requests we send and synchronous answers we receive: not callbacks.
 OTHER_SAMPLES = {

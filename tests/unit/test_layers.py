@@ -18,7 +18,7 @@ LAYERS = ("fleetpay", "schemas", "db", "money", "workers", "ingest", "launcher",
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 RANK["launcher"] = RANK["ingest"]  # side by side: neither imports the other
 ACTOR_NAMES = ("process_callback", "send_payout", "check_payout_status", "sweep_inbox", "sweep_payouts",
-               "reconcile_books", "reconcile_mpesa", "close_day")
+               "reconcile_books", "reconcile_mpesa", "close_day", "check_float")
 
 
 def imports_of(path: Path) -> list[tuple[int, str, tuple[str, ...]]]:

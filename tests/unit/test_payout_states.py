@@ -45,7 +45,8 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("unknown", "status_not_found"): "pending",
     ("review", "status_not_found"): "pending",
     # a result that does not match what we asked: an operator looks; no money moves
-    **{(state, "mismatch"): "review" for state in ("pending", "submitting", "submitted", "unknown", "failure_reported")},
+    **{(state, event): "review" for state in ("pending", "submitting", "submitted", "unknown", "failure_reported")
+       for event in ("mismatch", "escalate")},
     # proof of payment wins, from every open state; from failed, only our own status query's
     **{(state, event): "paid"
        for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review")
@@ -190,7 +191,7 @@ def model_next(state: str, event: str) -> str:
         return "failed" if state in ("submitted", "unknown", "failure_reported", "review") else state
     if event == "status_not_found":
         return "pending" if state in ("unknown", "review", "failure_reported") else state
-    if event == "mismatch":
+    if event in ("mismatch", "escalate"):  # a person must look; the money stays in flight
         return "review"
     assert event == "queue_timeout", event
     return state

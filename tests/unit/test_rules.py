@@ -3,10 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fleetpay.rules import (
+    payout_parts_cents,
     DayClose,
     DriverPaymentSplit,
     FareSplit,
@@ -382,3 +383,40 @@ def test_rollover_is_exactly_the_outstanding_debt(
             assert day.consecutive_misses == misses + 1
         assert day.flag_termination == (day.consecutive_misses >= 3)
         target_cents, misses = day.next_target_cents, day.consecutive_misses
+
+
+# --- payouts larger than B2C's maximum -------------------------------------------------------
+
+MAX_CENTS, MIN_CENTS = 25_000_000, 1_000
+
+
+@pytest.mark.parametrize(
+    ("amount_cents", "parts"),
+    [
+        (1_000, [1_000]),
+        (25_000_000, [25_000_000]),
+        (25_000_100, [24_999_100, 1_000]),  # the last part is topped up to the KES 10 minimum
+        (26_000_000, [25_000_000, 1_000_000]),
+        (60_000_000, [25_000_000, 25_000_000, 10_000_000]),
+        (75_000_000, [25_000_000] * 3),
+    ],
+)
+def test_payout_parts(amount_cents: int, parts: list[int]) -> None:
+    assert payout_parts_cents(amount_cents, maximum_cents=MAX_CENTS, minimum_cents=MIN_CENTS) == parts
+
+
+@given(st.integers(min_value=10, max_value=2_000_000).map(lambda kes: kes * 100),
+       st.integers(min_value=20, max_value=300_000).map(lambda kes: kes * 100))
+def test_payout_parts_are_whole_bounded_and_add_up(amount_cents: int, maximum_cents: int) -> None:
+    assume(amount_cents // maximum_cents <= 1_000)  # a bounded number of parts: fast examples
+    parts = payout_parts_cents(amount_cents, maximum_cents=maximum_cents, minimum_cents=MIN_CENTS)
+    assert sum(parts) == amount_cents
+    assert all(MIN_CENTS <= part <= maximum_cents and part % 100 == 0 for part in parts)
+    assert len(parts) == -(-amount_cents // maximum_cents)  # as few payments as the maximum allows
+
+
+def test_payout_parts_refuse_what_b2c_cannot_pay() -> None:
+    with pytest.raises(ValueError):
+        payout_parts_cents(999, maximum_cents=MAX_CENTS, minimum_cents=MIN_CENTS)
+    with pytest.raises(ValueError):
+        payout_parts_cents(1_050, maximum_cents=MAX_CENTS, minimum_cents=MIN_CENTS)

@@ -3,7 +3,8 @@
 | what happened | outcome | what fleetpay does |
 |---|---|---|
 | connect error, DNS failure, connect/pool timeout | ``NOT_SENT`` | retried at once with backoff (tenacity): the request never left |
-| ``404.001.03`` / ``401.002.01`` / ``400.003.01`` (invalid token), HTTP 401 | ``NOT_SENT`` | refresh the shared token, retry |
+| ``401.003.01`` (the app has no such product: one app's token on another product's API) | ``REJECTED`` | a configuration error: fail at once, the code in the payout's record |
+| ``404.001.03`` / ``401.002.01`` / ``400.003.01`` / ``404.001.04`` (invalid token or header), HTTP 401 | ``NOT_SENT`` | refresh the shared token, retry |
 | ``500.003.02`` spike arrest, ``500.003.03`` quota | ``NOT_SENT`` | retried with backoff: the gateway refused it before processing |
 | HTTP 200, ``ResponseCode "0"`` | ``ACCEPTED`` | payout ``submitted``; the result comes by callback |
 | ``500.002.1001`` Duplicate OriginatorConversationID | ``ACCEPTED`` | it was submitted before: wait for the result / status |
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-INVALID_TOKEN_CODES = frozenset({"404.001.03", "401.002.01", "400.003.01"})
+INVALID_TOKEN_CODES = frozenset({"404.001.03", "401.002.01", "400.003.01", "404.001.04"})
+# The app is not subscribed to the API's product (docs/daraja.md §9): no fresh token can help.
+NO_PRODUCT_CODE = "401.003.01"
 THROTTLED_CODES = frozenset({"500.003.02", "500.003.03"})
 DUPLICATE_ORIGINATOR_CODE = "500.002.1001"
 
@@ -48,6 +51,8 @@ def classify(status_code: int, body: Any) -> Answer:
     body = body if isinstance(body, dict) else {}
     error_code = str(body.get("errorCode") or "") or None
     description = str(body.get("errorMessage") or body.get("ResponseDescription") or "") or None
+    if error_code == NO_PRODUCT_CODE:
+        return Answer(Outcome.REJECTED, error_code, description)
     if status_code == 401 or error_code in INVALID_TOKEN_CODES:
         return Answer(Outcome.NOT_SENT, error_code, description, invalid_token=True)
     if error_code in THROTTLED_CODES:
