@@ -94,11 +94,15 @@ def _reconcile_mpesa(sessions) -> dict[str, object]:  # type: ignore[no-untyped-
 
 def close_day(
     on: Annotated[Optional[str], typer.Option("--date", help="Business date YYYY-MM-DD (default: the day that ended last).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Close a day the close would refuse (needs --reason; recorded).")] = False,
+    reason: Annotated[Optional[str], typer.Option(help="Why a refused day must be closed anyway.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The daily close (idempotent: safe to re-run, finishes a close that crashed half-way)."""
+    """The daily close (idempotent: safe to re-run, finishes a close that crashed half-way). It
+    refuses a day that has not ended and a day before the fleet existed (exit 1, nothing changed)
+    unless --force --reason R."""
     from db.fleet import count_drivers
-    from money.daily_close import yesterday
+    from money.daily_close import CloseRefused, yesterday
     from workers.close_day import close_and_pay
 
     current = context.settings()
@@ -106,12 +110,18 @@ def close_day(
         day = date.fromisoformat(on) if on else yesterday(current)
     except ValueError as error:
         raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
+    if force and not reason:
+        raise fail("--force needs --reason: a forced close is recorded with why", 2)
     sessions = context.sessions()
     with sessions() as session:
         drivers_n = count_drivers(session)
     with Progress(console=errors, transient=True, disable=as_json) as progress:
         task = progress.add_task(f"closing {day}", total=drivers_n)
-        summary, sent = close_and_pay(sessions, current, day, after_each=lambda _: progress.advance(task))
+        try:
+            summary, sent = close_and_pay(sessions, current, day, forced_reason=reason if force else None,
+                                          after_each=lambda _: progress.advance(task))
+        except CloseRefused as refused:
+            raise fail(f"{refused} (nothing changed; --force --reason R closes it anyway)") from refused
     if not sent:
         errors.print("[yellow]payouts not enqueued; the payout sweep will send them[/]")
     document = {"business_date": str(day), **summary.closed, "flagged": summary.flagged,

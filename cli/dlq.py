@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Annotated, Optional
 from zoneinfo import ZoneInfo
 
-import redis
 import typer
 
 from cli import context
@@ -68,8 +67,6 @@ def _dead_letters() -> Iterator[DeadLetters]:
         raise fail(str(error), 2 if isinstance(error, InvalidId) else 1) from error
     except DeadLetterError as error:
         raise fail(str(error), 2) from error
-    except redis.RedisError as error:
-        raise fail(f"Redis is not answering ({error.__class__.__name__}: {error})") from error
     finally:
         broker.client.close()
 

@@ -7,13 +7,13 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from cli import context
+from cli.output import emit, emit_json, emit_table, fail, kes
 from db import fleet
 from db.balances import driver_balance
 from db.fleet import FleetError
-from cli import context
-from cli.output import emit, emit_json, emit_table, fail, kes
 from schemas.callbacks import InvalidCallback
-from schemas.parsing import InvalidField, classify_account_ref, require_msisdn
+from schemas.parsing import InvalidField, require_msisdn
 
 vehicles = typer.Typer(help="Vehicles: a vehicle's code is the C2B account number fares are paid to.")
 drivers = typer.Typer(help="Drivers: their M-Pesa number receives their shares by B2C.")
@@ -22,29 +22,10 @@ unmatched = typer.Typer(help="Payments in suspense, waiting for an operator to a
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-def _code(raw: str, kind: Literal["vehicle", "driver"]) -> str:
-    """The normalised code of a vehicle or driver, or a usage error (exit 2)."""
-    current = context.settings()
-    ref = classify_account_ref(raw, vehicle_code_digits=current.vehicle_code_digits,
-                               driver_code_pattern=current.driver_code_pattern)
-    if ref.kind != kind:
-        shape = f"{current.vehicle_code_digits} digits" if kind == "vehicle" else f"pattern {current.driver_code_pattern}"
-        raise fail(f"{raw!r} is not a {kind} code ({shape})", 2)
-    return ref.code
-
-
-def _vehicle_code(raw: str) -> str:
-    return _code(raw, "vehicle")
-
-
-def _driver_code(raw: str) -> str:
-    return _code(raw, "driver")
-
-
 @vehicles.command("add")
 def vehicles_add(code: Annotated[str, typer.Option(help="e.g. 025")]) -> None:
     """Register a vehicle."""
-    vehicle_code = _vehicle_code(code)
+    vehicle_code = context.vehicle_code(code)
     try:
         with context.transaction() as session:
             fleet.add_vehicle(session, vehicle_code)
@@ -61,9 +42,10 @@ def drivers_add(
     vehicle: Annotated[Optional[str], typer.Option(help="Assign as regular driver of this vehicle.")] = None,
     target_kes: Annotated[Optional[int], typer.Option(min=0, help="Own daily target (KES).")] = None,
     fare_percent: Annotated[Optional[int], typer.Option(min=1, max=100, help="Own fare share (%).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the vehicle's present regular driver.")] = False,
 ) -> None:
-    """Register a driver (and optionally assign a vehicle)."""
-    driver_code = _driver_code(code)
+    """Register a driver (and optionally assign a vehicle; one that has a regular driver needs --replace)."""
+    driver_code = context.driver_code(code)
     try:
         number = require_msisdn(msisdn)
     except InvalidField as error:
@@ -79,10 +61,11 @@ def drivers_add(
                 fare_percent=fare_percent,
             )
             if vehicle:
-                fleet.assign(session, driver_code=driver_code, vehicle_code=_vehicle_code(vehicle), substitute=False)
+                fleet.assign(session, driver_code=driver_code, vehicle_code=context.vehicle_code(vehicle), substitute=False,
+                             replace=replace)
     except FleetError as error:
         raise fail(str(error)) from error
-    typer.echo(f"driver {driver_code} added" + (f", regular driver of {vehicle}" if vehicle else ""))
+    typer.echo(f"driver {driver_code} added" + (f", regular driver of {context.vehicle_code(vehicle)}" if vehicle else ""))
 
 
 @drivers.command("assign")
@@ -90,14 +73,16 @@ def drivers_assign(
     code: Annotated[str, typer.Option()],
     vehicle: Annotated[str, typer.Option()],
     substitute: Annotated[bool, typer.Option("--substitute", help="As the vehicle's substitute.")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace whoever holds that seat now.")] = False,
 ) -> None:
-    """Assign a vehicle to a driver, as regular driver or substitute."""
+    """Assign a vehicle to a driver, as regular driver or substitute (a taken seat needs --replace)."""
     try:
         with context.transaction() as session:
-            fleet.assign(session, driver_code=_driver_code(code), vehicle_code=_vehicle_code(vehicle), substitute=substitute)
+            fleet.assign(session, driver_code=context.driver_code(code), vehicle_code=context.vehicle_code(vehicle),
+                         substitute=substitute, replace=replace)
     except FleetError as error:
         raise fail(str(error)) from error
-    typer.echo(f"driver {code} assigned to {vehicle}" + (" as substitute" if substitute else ""))
+    typer.echo(f"driver {context.driver_code(code)} assigned to {context.vehicle_code(vehicle)}" + (" as substitute" if substitute else ""))
 
 
 def balance(
@@ -112,7 +97,7 @@ def balance(
         raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
     try:
         with context.transaction() as session:
-            document = driver_balance(session, _driver_code(driver), business_date, context.settings())
+            document = driver_balance(session, context.driver_code(driver), business_date, context.settings())
     except FleetError as error:
         raise fail(str(error)) from error
     emit(document, as_json, title=f"balance of {driver} on {business_date}")
@@ -161,7 +146,7 @@ def unmatched_assign(
     try:
         with context.transaction() as session:
             applied = assign_unmatched(
-                session, trans_id=trans_id, driver_code=_driver_code(driver), reason=reason,
+                session, trans_id=trans_id, driver_code=context.driver_code(driver), reason=reason,
                 operator=operator, settings=context.settings(), as_=role,
             )
     except (FleetError, InvalidCallback) as error:
@@ -170,4 +155,8 @@ def unmatched_assign(
         from workers.send_payout import send_payouts
 
         send_payouts(applied.payout_ids)  # committed; if Redis is down the payout sweep sends it
-    typer.echo(f"{trans_id} assigned to {driver}" + (f" (payout {applied.payout_ids[0]} sent)" if applied.payout_ids else ""))
+    if applied.reason and applied.reason.startswith("already_assigned:"):
+        typer.echo(f"{trans_id} was already assigned to {context.driver_code(driver)}: nothing changed")
+        return
+    typer.echo(f"{trans_id} assigned to {context.driver_code(driver)}"
+               + (f" (payout {applied.payout_ids[0]} sent)" if applied.payout_ids else ""))

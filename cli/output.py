@@ -36,7 +36,7 @@ def emit(document: Mapping[str, Any], as_json: bool, title: str = "") -> None:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a clear error on stderr; ``raise fail(...)`` ends the command with ``code``."""
-    errors.print(f"[bold red]error:[/] {message}")
+    errors.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, whatever the width
     return typer.Exit(code)
 
 

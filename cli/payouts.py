@@ -28,7 +28,7 @@ def payouts_list(
     if state and state not in STATE_ORDER:
         raise fail(f"--state is one of {', '.join(STATE_ORDER)}", 2)
     with context.transaction() as session:
-        rows = list_payouts(session, state=state, driver_code=driver, limit=limit)
+        rows = list_payouts(session, state=state, driver_code=context.driver_code(driver) if driver else None, limit=limit)
     if as_json:
         emit_json({"payouts": rows})
     else:
@@ -92,7 +92,7 @@ def payouts_send(driver: Annotated[Optional[str], typer.Option(help="Only this d
     current = context.settings()
     today = date.fromisoformat(context.today())
     with context.transaction() as session:
-        codes = [driver] if driver else fleet.driver_codes(session)
+        codes = [context.driver_code(driver)] if driver else fleet.driver_codes(session)
     sent: list[int] = []
     for code in codes:
         try:

@@ -79,10 +79,16 @@ def count_drivers(session: Session) -> int:
     return session.execute(select(func.count()).select_from(Driver)).scalar_one()
 
 
-def assign(session: Session, *, driver_code: str, vehicle_code: str, substitute: bool) -> None:
-    """Make a driver the vehicle's regular (or substitute) driver, freeing any earlier vehicle."""
+def assign(session: Session, *, driver_code: str, vehicle_code: str, substitute: bool, replace: bool = False) -> None:
+    """Make a driver the vehicle's regular (or substitute) driver, freeing their earlier vehicle.
+    A vehicle that has another driver in that seat is refused unless ``replace``."""
     driver = get_driver(session, driver_code)
     vehicle = get_vehicle(session, vehicle_code)
+    seated = vehicle.substitute_driver_id if substitute else vehicle.regular_driver_id
+    if seated is not None and seated != driver.id and not replace:
+        holder = session.execute(select(Driver.code).where(Driver.id == seated)).scalar_one()
+        seat = "substitute" if substitute else "regular driver"
+        raise FleetError(f"vehicle {vehicle_code} has {holder} as its {seat}: give --replace to replace them")
     if substitute:
         vehicle.substitute_driver_id = driver.id
     else:

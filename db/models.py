@@ -247,6 +247,17 @@ class DriverDay(Base):
     close_outcome: Mapped[str | None] = mapped_column(Text)
 
 
+class DailyClose(Base):
+    """A business day the daily close has run for: what the scheduler catches up from, and the
+    record of a close an operator forced (with the reason)."""
+
+    __tablename__ = "daily_closes"
+
+    business_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    closed_at: Mapped[datetime] = _now()
+    forced_reason: Mapped[str | None] = mapped_column(Text)
+
+
 class FloatQuery(Base):
     """An Account Balance query we sent, by the id Daraja gave it: only an answer to one of these
     is believed."""

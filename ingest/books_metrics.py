@@ -7,6 +7,7 @@
   need attention, ``pending`` with approval too);
 - ``fleetpay_overpaid_cents``: what drivers were paid beyond what they were owed (a payment M-Pesa
   made after we had booked it failed and paid it again);
+- ``fleetpay_last_closed_business_date_timestamp_seconds``: the last business day closed;
 - ``fleetpay_mpesa_pull_ok``: whether the last Pull Transactions comparison could run;
 - ``fleetpay_mpesa_utility_available_cents`` and ``…_observed_timestamp_seconds``: the B2C utility
   account as M-Pesa's last Account Balance answer gave it (the low-float alert reads it);
@@ -34,6 +35,7 @@ QUERIES = {
         " GROUP BY status"
     ),
     "overpaid": "SELECT coalesce(-sum(balance_cents), 0) FROM accounts WHERE kind = 'payable' AND balance_cents < 0",
+    "closed": "SELECT extract(epoch FROM max(business_date)) FROM daily_closes",
     "pull": "SELECT error IS NULL FROM reconciliation_runs WHERE kind = 'mpesa' ORDER BY id DESC LIMIT 1",
     "float": (
         "SELECT utility_available_cents, extract(epoch FROM observed_at) FROM float_observations"
@@ -59,6 +61,8 @@ class BooksGauges(Collector):
         discrepancies = GaugeMetricFamily("fleetpay_reconciliation_discrepancies", "Discrepancies of the last check.")
         checked = GaugeMetricFamily("fleetpay_reconciliation_last_check_timestamp_seconds", "When the last check ended.")
         overpaid = GaugeMetricFamily("fleetpay_overpaid_cents", "Paid to drivers beyond what they were owed.")
+        closed = GaugeMetricFamily("fleetpay_last_closed_business_date_timestamp_seconds",
+                                   "The last business day the daily close ran for (its date, midnight UTC).")
         pull_ok = GaugeMetricFamily("fleetpay_mpesa_pull_ok", "1 if the last Pull Transactions comparison ran, 0 if it failed.")
         utility = GaugeMetricFamily("fleetpay_mpesa_utility_available_cents", "The B2C utility account, as M-Pesa last said.")
         utility_at = GaugeMetricFamily("fleetpay_mpesa_utility_observed_timestamp_seconds", "When M-Pesa said it.")
@@ -71,6 +75,8 @@ class BooksGauges(Collector):
                     payouts.add_metric([state], count)
                 postings.add_metric([], connection.execute(text(QUERIES["postings"])).scalar_one())
                 overpaid.add_metric([], connection.execute(text(QUERIES["overpaid"])).scalar_one())
+                if (last_closed := connection.execute(text(QUERIES["closed"])).scalar_one()) is not None:
+                    closed.add_metric([], float(last_closed))
                 if (ran := connection.execute(text(QUERIES["pull"])).scalar_one_or_none()) is not None:
                     pull_ok.add_metric([], 1 if ran else 0)
                 if (observed := connection.execute(text(QUERIES["float"])).first()) is not None:
@@ -82,7 +88,7 @@ class BooksGauges(Collector):
                     checked.add_metric([], float(last[1]))
         except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
             log.warning("books_metrics_unavailable", error=str(error))
-        yield from (inbox, payouts, postings, discrepancies, checked, overpaid, pull_ok, utility, utility_at)
+        yield from (inbox, payouts, postings, discrepancies, checked, overpaid, closed, pull_ok, utility, utility_at)
 
 
 def books_metrics(engine: Engine) -> CollectorRegistry:

@@ -23,11 +23,12 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet, ledger
-from db.models import Driver, DriverDay, Vehicle
+from db.models import DailyClose, Driver, DriverDay, Vehicle
 from fleetpay import rules
 from fleetpay.settings import Settings
 from money.payouts import create_payout, reserve_payable
@@ -117,24 +118,83 @@ def _flag_for_termination(
                 refund_cents=refund_cents)
 
 
+class CloseRefused(ValueError):
+    """A close that would hurt the books: the message says why and what to do."""
+
+
+def day_ends_at(day: date, settings: Settings) -> datetime:
+    """The moment business day ``day`` ends: the close time of the next calendar day, local time."""
+    return datetime.combine(day + timedelta(days=1), settings.close_time, ZoneInfo(settings.timezone))
+
+
+def refusal(session: Session, day: date, settings: Settings, *, now: datetime | None = None) -> str | None:
+    """Why closing ``day`` must be refused (without ``--force``), or None: a day that has not ended
+    (its later fares would go straight to revenue), or a day before the fleet existed (it would
+    count a miss for drivers who were not there)."""
+    current = now or datetime.now(ZoneInfo(settings.timezone))
+    if day_ends_at(day, settings) > current:
+        return (f"business day {day} has not ended (it ends {day_ends_at(day, settings):%Y-%m-%d %H:%M} "
+                f"{settings.timezone}): closing it now would send its later fares to revenue")
+    first = session.execute(select(func.min(Driver.created_at))).scalar_one()
+    if first is None or first >= day_ends_at(day, settings):
+        since = "no driver is registered" if first is None else f"the first driver was registered on {first:%Y-%m-%d}"
+        return f"business day {day} is before the fleet existed ({since}): it would count misses for nobody's fault"
+    return None
+
+
 def close_business_day(
     sessions: sessionmaker[Session],
     day: date,
     settings: Settings,
     *,
+    forced_reason: str | None = None,
     after_each: Callable[[int], None] | None = None,
 ) -> CloseSummary:
-    """Close ``day`` for every driver not yet closed, one transaction per driver.
-    ``after_each(driver_id)`` is called after each commit (progress bars, tests)."""
+    """Close ``day`` for every driver registered before it ended and not yet closed, one transaction
+    per driver; ``CloseRefused`` for a day that must not be closed (``refusal``) unless
+    ``forced_reason`` says why it must be, which is recorded. ``after_each(driver_id)`` is called
+    after each commit (progress bars, tests)."""
     summary = CloseSummary(day)
     with sessions() as session:
-        driver_ids = session.execute(select(Driver.id).where(Driver.status != "exited").order_by(Driver.id)).scalars().all()
+        if forced_reason is None and (why := refusal(session, day, settings)):
+            raise CloseRefused(why)
+        driver_ids = session.execute(
+            select(Driver.id)
+            .where(Driver.status != "exited", Driver.created_at < day_ends_at(day, settings))
+            .order_by(Driver.id)
+        ).scalars().all()
     for driver_id in driver_ids:
         with sessions.begin() as session:
             close_driver_day(session, driver_id, day, settings, summary)
         if after_each:
             after_each(driver_id)
+    with sessions.begin() as session:
+        session.execute(
+            pg_insert(DailyClose).values(business_date=day, forced_reason=forced_reason)
+            .on_conflict_do_update(index_elements=[DailyClose.business_date],
+                                   set_={"forced_reason": func.coalesce(forced_reason, DailyClose.forced_reason)})
+        )
+    if forced_reason:
+        log.warning("business_day_close_forced", business_date=str(day), reason=forced_reason)
     return summary
+
+
+CATCH_UP_DAYS_MAX = 31
+
+
+def days_to_close(session: Session, settings: Settings, *, now: datetime | None = None) -> list[date]:
+    """Every ended business day not closed yet, oldest first: from the day after the last close
+    (or the fleet's first day), at most ``CATCH_UP_DAYS_MAX`` back, so a scheduler that was down at
+    the close time catches up when it comes back."""
+    last_ended = yesterday(settings, now)
+    last_closed = session.execute(select(func.max(DailyClose.business_date))).scalar_one()
+    first = session.execute(select(func.min(Driver.created_at))).scalar_one()
+    if first is None:
+        return []
+    start = (last_closed + timedelta(days=1)) if last_closed else business_date_of(
+        first, close_time=settings.close_time, tz=settings.timezone)
+    start = max(start, last_ended - timedelta(days=CATCH_UP_DAYS_MAX - 1))
+    return [start + timedelta(days=n) for n in range((last_ended - start).days + 1)]
 
 
 def yesterday(settings: Settings, now: datetime | None = None) -> date:

@@ -72,12 +72,15 @@ def assign_unmatched(
     key = f"assign:{trans_id}"
     if row is None:
         raise FleetError(f"no payment {trans_id}")
+    driver = fleet.get_driver(session, driver_code)  # an unknown driver is refused whatever the row says
     if row.status != "unmatched":
-        if row.reason and row.reason.startswith("assigned:"):
-            return Applied("processed", row.reason)  # assigned before: nothing to do
-        raise FleetError(f"payment {trans_id} is {row.status}, not unmatched")
+        assigned_to = row.reason.split(":")[1] if row.reason and row.reason.startswith("assigned:") else None
+        if assigned_to == driver.code:
+            return Applied("processed", f"already_assigned:{driver.code}")  # asked twice: nothing to do
+        if assigned_to:
+            raise FleetError(f"payment {trans_id} was already assigned to {assigned_to}: nothing changed")
+        raise FleetError(f"payment {trans_id} is {row.status}, not unmatched: nothing changed")
     _, amount_cents, ref_text, at = _payment(row)
-    driver = fleet.get_driver(session, driver_code)
     ref = classify_account_ref(ref_text, vehicle_code_digits=settings.vehicle_code_digits,
                                driver_code_pattern=settings.driver_code_pattern)
     role = as_ or ("company" if ref.kind == "driver" else "fare")

@@ -2,6 +2,10 @@
 
 Idempotency: per driver and day (``driver_days.closed_at``, keyed postings and payouts): a
 redelivered or repeated close changes nothing; one that crashed half-way is finished.
+
+Without a date (the scheduler's firing) it closes every ended business day not closed yet, oldest
+first: a scheduler that was down at the close time catches up when it comes back. A day the close
+must refuse (not ended, before the fleet existed) is logged and skipped, never retried.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleetpay.settings import Settings
-from money.daily_close import CloseSummary, close_business_day, yesterday
+from money.daily_close import CloseRefused, CloseSummary, close_business_day, days_to_close
 from workers import runtime
 from workers.messages import CLOSE_DAY
 from workers.send_payout import send_payouts
@@ -23,11 +27,17 @@ log = structlog.get_logger("fleetpay.close")
 
 
 def close_and_pay(
-    sessions: sessionmaker[Session], settings: Settings, day: date, *, after_each: Callable[[int], None] | None = None
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    day: date,
+    *,
+    forced_reason: str | None = None,
+    after_each: Callable[[int], None] | None = None,
 ) -> tuple[CloseSummary, bool]:
     """Close ``day``, then enqueue the payouts it reserved (``fleetpay close-day`` calls it too).
-    Returns the summary and whether the payouts were enqueued (if not, the payout sweep sends them)."""
-    summary = close_business_day(sessions, day, settings, after_each=after_each)
+    Returns the summary and whether the payouts were enqueued (if not, the payout sweep sends them);
+    ``CloseRefused`` for a day that must not be closed, unless ``forced_reason``."""
+    summary = close_business_day(sessions, day, settings, forced_reason=forced_reason, after_each=after_each)
     enqueued = send_payouts(summary.payout_ids)
     log.info("business_day_closed", business_date=str(day), **summary.closed, flagged=summary.flagged)
     return summary, enqueued
@@ -35,5 +45,14 @@ def close_and_pay(
 
 @dramatiq.actor(actor_name=CLOSE_DAY, queue_name=runtime.settings.queue_name, max_retries=3, time_limit=3_600_000)
 def close_day(business_date: str | None = None) -> None:
-    day = date.fromisoformat(business_date) if business_date else yesterday(runtime.settings)
-    close_and_pay(runtime.sessions(), runtime.settings, day)
+    sessions = runtime.sessions()
+    if business_date:
+        days = [date.fromisoformat(business_date)]
+    else:
+        with sessions() as session:
+            days = days_to_close(session, runtime.settings)
+    for day in days:
+        try:
+            close_and_pay(sessions, runtime.settings, day)
+        except CloseRefused as refused:
+            log.error("business_day_close_refused", business_date=str(day), reason=str(refused))

@@ -27,6 +27,7 @@ def settings(**changes: object) -> Settings:
 def add(sessions, code: str, vehicle: str | None, *, substitute: bool = False, msisdn: str = "254700000001") -> int:  # type: ignore[no-untyped-def]
     with sessions.begin() as session:
         driver = fleet.add_driver(session, code=code, name=code, msisdn=msisdn)
+        driver.created_at = datetime(2026, 11, 1, tzinfo=EAT)  # the fleet existed before the days closed here
         if vehicle:
             fleet.add_vehicle(session, vehicle)
             fleet.assign(session, driver_code=code, vehicle_code=vehicle, substitute=substitute)

@@ -1,0 +1,133 @@
+"""Commands that cannot hurt the books by accident, and that say what they did: run as a user
+runs them (``fleetpay …`` in a subprocess) against real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, text
+
+from db import fleet
+from db.models import DailyClose, Driver, DriverDay, Inbox
+from money.daily_close import close_business_day, days_to_close
+from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_receipt, pending_count, wait_until
+
+EAT = ZoneInfo("Africa/Nairobi")
+
+
+def url_of(sessions) -> str:  # type: ignore[no-untyped-def]
+    return sessions.kw["bind"].url.render_as_string(hide_password=False)
+
+
+def close_day(sessions, *args: str):  # type: ignore[no-untyped-def]
+    return fleetpay("close-day", *args, database_url=url_of(sessions), check=False)
+
+
+def closed_rows(sessions) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        days = session.execute(select(func.count()).select_from(DriverDay).where(DriverDay.closed_at.is_not(None))).scalar_one()
+        closes = session.execute(select(func.count()).select_from(DailyClose)).scalar_one()
+    return days, closes
+
+
+def test_the_close_refuses_today_the_future_and_days_before_the_fleet(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    with fresh_sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code="D120001", vehicle_code="120")  # registered just now
+    today = datetime.now(EAT).date()
+    for args, said in [
+        ((), "before the fleet existed"),  # the default, yesterday: nobody was there
+        (("--date", today.isoformat()), "has not ended"),
+        (("--date", (today + timedelta(days=3)).isoformat()), "has not ended"),
+        (("--date", "2020-01-01"), "before the fleet existed"),
+    ]:
+        refused = close_day(fresh_sessions, *args)
+        assert refused.returncode == 1 and said in refused.stderr, (args, refused.stderr)
+        assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.stderr
+    assert closed_rows(fresh_sessions) == (0, 0)  # nothing changed
+
+    assert close_day(fresh_sessions, "--date", "2020-01-01", "--force").returncode == 2  # needs a reason
+    forced = close_day(fresh_sessions, "--date", "2020-01-01", "--force", "--reason", "migration from the old system", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["business_date"] == "2020-01-01"  # stdout is one JSON document
+    with fresh_sessions() as session:
+        assert session.get(DailyClose, date(2020, 1, 1)).forced_reason == "migration from the old system"
+
+
+def test_a_scheduler_that_was_down_closes_every_missed_day_when_it_comes_back(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    from fleetpay.settings import Settings
+
+    settings = Settings()
+    with fresh_sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code="D120002", vehicle_code="121")
+        session.execute(text("UPDATE drivers SET created_at = now() - interval '3 days 1 hour'"))
+    with fresh_sessions() as session:
+        missed = days_to_close(session, settings)
+    yesterday = datetime.now(EAT).date() - timedelta(days=1)
+    assert missed[-1] == yesterday and 3 <= len(missed) <= 4
+    for day in missed:
+        close_business_day(fresh_sessions, day, settings)
+    with fresh_sessions() as session:
+        assert days_to_close(session, settings) == []
+
+
+def test_assigning_money_tells_the_truth(http, worker, sessions, database_url, unique) -> None:  # type: ignore[no-untyped-def]
+    codes = [f"D8{int(unique, 16) % 10**4:04d}{n}" for n in range(2)]
+    with sessions.begin() as session:
+        for code in codes:
+            add_driver_with_vehicle(session, driver_code=code)
+    receipt = next_receipt("U")
+    assert http.post("c2b/confirm", json=c2b_body(receipt, "300.00", "NOBODY")).status_code == 200
+    wait_until(lambda: pending_count(sessions, [receipt]) == 0, what="the unmatched payment")
+
+    unknown = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--reason", "typo", database_url=database_url, check=False)
+    assert unknown.returncode == 1 and "no driver D999999" in unknown.stderr
+    fleetpay("unmatched", "assign", receipt, "--driver", codes[0].lower(), "--reason", "typed the plate", database_url=database_url)
+    again = fleetpay("unmatched", "assign", receipt, "--driver", codes[0], "--reason", "twice", database_url=database_url)
+    assert "already assigned" in again.stdout and "nothing changed" in again.stdout
+    other = fleetpay("unmatched", "assign", receipt, "--driver", codes[1], "--reason", "wrong", database_url=database_url, check=False)
+    assert other.returncode == 1 and f"already assigned to {codes[0]}" in other.stderr
+    unknown_again = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--reason", "x", database_url=database_url, check=False)
+    assert unknown_again.returncode == 1 and "assigned to D999999" not in unknown_again.stdout
+    with sessions() as session:
+        assert session.execute(select(Inbox.reason).where(Inbox.external_id == receipt)).scalar_one().startswith(f"assigned:{codes[0]}:")
+
+
+def test_a_vehicle_s_driver_is_replaced_only_when_asked(sessions, database_url, unique) -> None:  # type: ignore[no-untyped-def]
+    first, second = f"D9{int(unique, 16) % 10**4:04d}1", f"D9{int(unique, 16) % 10**4:04d}2"
+    with sessions.begin() as session:
+        vehicle = add_driver_with_vehicle(session, driver_code=first)
+    added = fleetpay("drivers", "add", "--code", second, "--name", "B", "--msisdn", "0712000111", "--vehicle", vehicle,
+                     database_url=database_url, check=False)
+    assert added.returncode == 1 and "--replace" in added.stderr and first in added.stderr
+    with sessions() as session:  # refused as a whole: no driver added, the vehicle's driver unchanged
+        assert session.execute(select(Driver.id).where(Driver.code == second)).first() is None
+        assert fleet.payee_for_vehicle(session, vehicle).driver_id == fleet.get_driver(session, first).id
+    fleetpay("drivers", "add", "--code", second, "--name", "B", "--msisdn", "0712000111", database_url=database_url)
+    refused = fleetpay("drivers", "assign", "--code", second, "--vehicle", vehicle, database_url=database_url, check=False)
+    assert refused.returncode == 1 and "--replace" in refused.stderr
+    fleetpay("drivers", "assign", "--code", second.lower(), "--vehicle", vehicle, "--replace", database_url=database_url)
+    with sessions() as session:
+        assert fleet.payee_for_vehicle(session, vehicle).driver_id == fleet.get_driver(session, second).id
+
+
+def test_an_unreachable_database_is_one_line_and_no_traceback() -> None:
+    env = {**os.environ, "FLEETPAY_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none", "FLEETPAY_LOG_JSON": "false"}
+    for args in (("balance", "D112006", "--json"), ("payouts", "list", "--json"), ("close-day", "--json")):
+        result = fleetpay(*args, env=env, check=False)
+        assert result.returncode == 5, (args, result.stderr)
+        assert result.stdout == "" and result.stderr.count("\n") == 1 and "PostgreSQL is not reachable" in result.stderr
+        assert "Traceback" not in result.stderr
+    debug = fleetpay("balance", "D112006", "--debug", env=env, check=False)
+    assert "Traceback" in debug.stderr
+
+
+def test_codes_are_read_as_users_type_them(sessions, database_url, unique) -> None:  # type: ignore[no-untyped-def]
+    code = f"D6{int(unique, 16) % 10**5:05d}"
+    with sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code=code)
+    assert json.loads(fleetpay("balance", code.lower(), "--json", database_url=database_url).stdout)["driver"] == code
+    listed = json.loads(fleetpay("payouts", "list", "--driver", code.lower(), "--json", database_url=database_url).stdout)
+    assert listed == {"payouts": []}
