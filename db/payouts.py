@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from db.models import Driver, Inbox, Payout, Posting
 from fleetpay.payout_states import ASKED_ABOUT
 
+BACKOFF_DOUBLINGS_MAX = 20  # 2²⁰ × the interval is past any sensible maximum; more would overflow
+
 
 def payout_by_originator_id(session: Session, originator_conversation_id: str) -> Payout | None:
     return session.execute(
@@ -93,10 +95,6 @@ def stale_claims(session: Session, *, older_than_s: int, limit: int) -> list[int
     )
 
 
-def _waiting_for_status():  # type: ignore[no-untyped-def]
-    return or_(Payout.state.in_(ASKED_ABOUT), Payout.state == "submitted")
-
-
 def take_status_checks_due(
     session: Session, *, submitted_older_than_s: int, interval_s: int, backoff_max_s: int, queries_max: int, limit: int
 ) -> list[int]:
@@ -105,10 +103,8 @@ def take_status_checks_due(
     result for ``submitted_older_than_s``. The right to ask is taken here (stamped), so a slow queue
     never holds two checks of a payout. The wait after the n-th query is ``interval_s × 2ⁿ⁻¹``, at
     most ``backoff_max_s``; a payout asked ``queries_max`` times is left to ``status_exhausted``."""
-    wait = func.least(
-        timedelta(seconds=interval_s) * func.power(2, func.greatest(Payout.status_queries - 1, 0)),
-        timedelta(seconds=backoff_max_s),
-    )
+    doublings = func.least(func.greatest(Payout.status_queries - 1, 0), BACKOFF_DOUBLINGS_MAX)
+    wait = func.least(timedelta(seconds=interval_s) * func.power(2, doublings), timedelta(seconds=backoff_max_s))
     due = (
         select(Payout.id)
         .where(
@@ -135,15 +131,18 @@ def take_status_checks_due(
     )
 
 
-def status_exhausted(session: Session, *, queries_max: int, interval_s: int, limit: int) -> list[tuple[int, int]]:
-    """(payout id, queries) of payouts still in doubt after ``queries_max`` status queries, once
-    the last query has had ``interval_s`` to be answered."""
+def status_exhausted(
+    session: Session, *, queries_max: int, interval_s: int, submitted_older_than_s: int, limit: int
+) -> list[tuple[int, int]]:
+    """(payout id, queries) of payouts still in doubt after ``queries_max`` status queries Daraja
+    took, once the last one has had ``interval_s`` to be answered (a ``submitted`` payout only once
+    it is as stale as the sweep asks about)."""
     return [
         (payout_id, queries)
         for payout_id, queries in session.execute(
             select(Payout.id, Payout.status_queries)
             .where(
-                _waiting_for_status(),
+                or_(Payout.state.in_(ASKED_ABOUT), and_(Payout.state == "submitted", _older_than(submitted_older_than_s))),
                 Payout.status_queries >= queries_max,
                 Payout.status_checked_at < func.now() - timedelta(seconds=interval_s),
             )

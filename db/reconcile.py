@@ -231,7 +231,7 @@ def latest_float(session: Session, *, low_cents: int) -> dict[str, object] | Non
     """M-Pesa's last word on the B2C utility account (an Account Balance answer), for the report."""
     row = session.execute(
         select(FloatObservation.utility_available_cents, FloatObservation.observed_at)
-        .order_by(FloatObservation.observed_at.desc())
+        .order_by(FloatObservation.id.desc())  # the latest to arrive (its time is M-Pesa's word)
         .limit(1)
     ).first()
     if row is None:

@@ -17,18 +17,21 @@ Three kinds of event drive it:
 Rules, in order:
 
 1. Proof of payment wins: ``result_success`` and ``status_paid`` lead to ``paid`` from every open
-   state. From ``failed`` (its money already payable again) only our own ``status_paid`` does: a
-   success callback about a failed payout is flagged and asked about (``money.payout_results``),
-   and the payment is then booked again, a re-payment showing as an overpayment.
-2. ``paid`` absorbs every other event; ``failed`` every event but ``status_paid``.
+   state but ``reopened``. From ``failed`` (its money already payable again) only our own
+   ``status_paid`` does; a matching success *callback* about a failed payout makes it
+   ``reopened``: its money goes back in flight (so it cannot be paid out again meanwhile), and only
+   our own status answer settles it (``status_paid`` → paid, ``status_failed`` → failed).
+2. ``paid`` absorbs every other event; ``failed`` every event but ``status_paid`` and
+   ``result_success``.
 3. A failure result is never final by itself: it makes the payout ``failure_reported``, and only
    the answer to a status query we made (``status_failed``) makes it ``failed`` and its money
    payable again. A forged failure therefore costs one status query.
 4. ``status_not_found`` (our query: M-Pesa does not know the request) sends an ``unknown``,
    ``failure_reported`` or ``review`` payout back to ``pending``: it is sent again with the *same*
    OriginatorConversationID, so if M-Pesa merely had not caught up, Daraja refuses the duplicate.
-5. ``mismatch`` and ``escalate`` move an open payout to ``review`` (money stays in flight; an
-   operator looks); they never move money. ``review`` is left by a proof of payment, by our own status answer, or not at
+5. ``mismatch`` moves an open payout to ``review`` (money stays in flight; an operator looks);
+   ``escalate`` does so only for a payout waiting for a status answer (``submitted``, ``unknown``,
+   ``failure_reported``): we cannot find out by ourselves. Neither moves money. ``review`` is left by a proof of payment, by our own status answer, or not at
    all: it is not asked about automatically.
 6. ``queue_timeout`` never changes anything (docs/daraja.md §4.4).
 7. Any other Safaricom event is stale or a duplicate: a no-op (e.g. ``result_failure`` on
@@ -46,7 +49,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-PayoutState = Literal["pending", "submitting", "submitted", "unknown", "failure_reported", "review", "paid", "failed"]
+PayoutState = Literal[
+    "pending", "submitting", "submitted", "unknown", "failure_reported", "review", "reopened", "paid", "failed"
+]
 PayoutEvent = Literal[
     "claim",
     "not_sent",
@@ -74,9 +79,9 @@ TERMINAL: frozenset[PayoutState] = frozenset({"paid", "failed"})
 OPEN: frozenset[PayoutState] = STATES - TERMINAL
 PROOF_OF_PAYMENT: frozenset[PayoutEvent] = frozenset({"result_success", "status_paid"})
 # Asked about by the payout sweep as soon as they are due (``submitted`` too, once stale).
-ASKED_ABOUT: tuple[PayoutState, ...] = ("unknown", "failure_reported")
+ASKED_ABOUT: tuple[PayoutState, ...] = ("unknown", "failure_reported", "reopened")
 # May be asked about at all: the status actor refuses the rest.
-QUERYABLE: tuple[PayoutState, ...] = ("submitted", "unknown", "failure_reported", "review", "failed")
+QUERYABLE: tuple[PayoutState, ...] = ("submitted", "unknown", "failure_reported", "review", "reopened", "failed")
 _HTTP_OUTCOMES: frozenset[PayoutEvent] = frozenset({"not_sent", "accepted", "rejected", "ambiguous"})
 
 _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
@@ -88,10 +93,28 @@ _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     **{(state, "result_failure"): "failure_reported" for state in ("submitting", "submitted", "unknown")},
     **{(state, "status_failed"): "failed" for state in ("submitted", "unknown", "failure_reported", "review")},
     **{(state, "status_not_found"): "pending" for state in ("unknown", "failure_reported", "review")},
-    **{(state, event): "review" for state in OPEN - {"review"} for event in ("mismatch", "escalate")},
-    **{(state, event): "paid" for state in OPEN for event in PROOF_OF_PAYMENT},
+    **{(state, "mismatch"): "review" for state in OPEN - {"review", "reopened"}},
+    **{(state, "escalate"): "review" for state in ("submitted", "unknown", "failure_reported")},
+    ("failed", "result_success"): "reopened",
+    **{(state, event): "paid" for state in OPEN - {"reopened"} for event in PROOF_OF_PAYMENT},
+    ("reopened", "status_paid"): "paid",
+    ("reopened", "status_failed"): "failed",
     ("failed", "status_paid"): "paid",
 }
+
+
+# What our own sender's HTTP outcome (``workers.daraja.outcomes.Outcome``) means for the payout.
+_EVENT_BY_OUTCOME: Mapping[str, PayoutEvent] = {
+    "accepted": "accepted", "rejected": "rejected", "ambiguous": "ambiguous", "not_sent": "not_sent",
+}
+
+
+def sending_event(outcome: str, attempt: int) -> PayoutEvent:
+    """The event of Daraja's answer to the ``attempt``-th send of a payout. A refusal of a re-send
+    is ``ambiguous``: the gateway refuses some requests (e.g. ``401.003.01``) before its duplicate
+    check, so it says nothing of the earlier attempt, which only a status query may settle."""
+    event = _EVENT_BY_OUTCOME[outcome]
+    return "ambiguous" if event == "rejected" and attempt > 1 else event
 
 
 class IllegalTransition(ValueError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Safaricom's published callback source addresses (docs/daraja.md §6); used only when the allowlist is on.
@@ -224,6 +224,19 @@ class Settings(BaseSettings):
     @classmethod
     def _psycopg2(cls, url: str | None) -> str | None:
         return None if url is None else sqlalchemy_url(url)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        """Settings that would fail later, and loudly, are refused when they are read."""
+        if self.b2c_minimum_cents % 100 or self.b2c_maximum_cents % 100:
+            raise ValueError("FLEETPAY_B2C_MINIMUM_CENTS and FLEETPAY_B2C_MAXIMUM_CENTS must be whole shillings")
+        if self.b2c_maximum_cents < 2 * self.b2c_minimum_cents:
+            raise ValueError("FLEETPAY_B2C_MAXIMUM_CENTS must be at least twice FLEETPAY_B2C_MINIMUM_CENTS")
+        for product in ("c2b", "b2c"):
+            key, secret = getattr(self, f"daraja_{product}_consumer_key"), getattr(self, f"daraja_{product}_consumer_secret")
+            if (key is None) != (secret is None):
+                raise ValueError(f"FLEETPAY_DARAJA_{product.upper()}_CONSUMER_KEY and _CONSUMER_SECRET go together")
+        return self
 
     def require_database_url(self) -> str:
         if not self.database_url:

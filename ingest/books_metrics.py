@@ -39,7 +39,7 @@ QUERIES = {
     "pull": "SELECT error IS NULL FROM reconciliation_runs WHERE kind = 'mpesa' ORDER BY id DESC LIMIT 1",
     "float": (
         "SELECT utility_available_cents, extract(epoch FROM observed_at) FROM float_observations"
-        " ORDER BY observed_at DESC LIMIT 1"
+        " ORDER BY id DESC LIMIT 1"
     ),
     "payouts": "SELECT state, count(*) FROM payouts GROUP BY state",
     "postings": "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM postings_id_seq",

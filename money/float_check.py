@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,7 @@ from schemas.callbacks import parse_balance_result
 log = structlog.get_logger("fleetpay.float")
 
 UTILITY_ACCOUNT = "Utility Account"
+ANSWER_CLOCK_SKEW = timedelta(minutes=5)
 WORKING_ACCOUNT = "Working Account"
 
 
@@ -33,8 +36,10 @@ def record_float_query(session: Session, query_id: str) -> None:
 
 def balance_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
     result = parse_balance_result(body)
+    # Each query we sent is answered once: its id is used up by the first answer.
     ours = session.execute(
-        select(FloatQuery.originator_conversation_id).where(FloatQuery.originator_conversation_id == result.originator_conversation_id)
+        delete(FloatQuery).where(FloatQuery.originator_conversation_id == result.originator_conversation_id)
+        .returning(FloatQuery.originator_conversation_id)
     ).first()
     if ours is None:
         return Applied("rejected", "unknown_query")
@@ -44,6 +49,8 @@ def balance_result(session: Session, row: Inbox, body: Any, settings: Settings) 
     utility_cents = result.available_cents.get(UTILITY_ACCOUNT)
     if utility_cents is None or result.completed_at is None:
         return Applied("processed", "balance_without_utility_account")
+    if result.completed_at > row.received_at + ANSWER_CLOCK_SKEW:
+        return Applied("processed", "balance_from_the_future")  # M-Pesa cannot answer before it is asked
     session.execute(
         pg_insert(FloatObservation)
         .values(inbox_id=row.id, observed_at=result.completed_at, utility_available_cents=utility_cents,

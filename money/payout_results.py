@@ -61,10 +61,9 @@ def _apply(session: Session, row: Inbox, payout: Payout, verdict: Verdict, **evi
                             review_reason=review_reason, **evidence)
         log.info("payout_result", kind=row.kind, payout_event=verdict.event, reason=verdict.reason,
                  state=moved.new_state, changed=moved.changed)
-        if verdict.event == "result_success" and moved.new_state == "failed":
-            # A success callback about a payout our own status query found failed (its money is
-            # payable again, maybe paid again): only our own query may book it. Ask.
-            flag(session, payout.id, "success_after_failure")
+        if moved.new_state == "reopened" and moved.changed:
+            # A success callback about a payout our own status query had found failed: its money is
+            # back in flight, and only our own query may book it. Ask.
             return Applied("processed", "success_after_failure:status_asked", status_checks=(payout.id,))
         if moved.new_state == "pending" and moved.changed:  # proven unsent: send again, same OriginatorConversationID
             return Applied("processed", "resend", payout_ids=(payout.id,))

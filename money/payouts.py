@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from db import fleet, ledger
 from db.fleet import lock_driver
-from db.models import Driver, Payout, PayoutStatusQuery
+from db.models import Driver, Payout, PayoutStatusQuery, Posting
 from db.payouts import reserved_on
 from fleetpay import rules
 from fleetpay.payout_states import QUERYABLE, TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
@@ -151,11 +151,9 @@ def apply_event(
     review_reason: str | None = None,
 ) -> Transition:
     """Move a payout by ``event`` (``fleetpay.payout_states``) and post the money that goes with
-    its new state: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to
-    ``payable`` (the driver is still owed it); ``paid`` after ``failed`` takes it back out of
-    ``payable`` (and flags an overpayment if it was paid again meanwhile). ``evidence_inbox_id`` is
-    the callback that moved it; ``review_reason`` is added to the payout's record of what needs an
-    operator, even when the state cannot move. Locks the driver, then the payout."""
+    it (``_post_move``). ``evidence_inbox_id`` is the callback that moved it; ``review_reason`` is
+    added to the payout's record of what needs an operator, even when the state cannot move. Locks
+    the driver, then the payout (read again under its lock)."""
     driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one()
     lock_driver(session, driver_id)
     payout = session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one()
@@ -172,46 +170,74 @@ def apply_event(
     payout.result_desc = result_desc or payout.result_desc
     payout.status_result_code = status_result_code or payout.status_result_code
     payout.settled_by_inbox_id = evidence_inbox_id or payout.settled_by_inbox_id
+    if moved.new_state == "pending":  # sent again: its status queries start over
+        payout.status_queries = 0
     if moved.new_state in TERMINAL:
         payout.completed_at = func.now()  # type: ignore[assignment]
-        if previous == "failed":
-            _book_payment_after_failure(session, payout)
-        else:
-            post_settlement(session, payout)
+    _post_move(session, payout, previous)
     return moved
 
 
-def _book_payment_after_failure(session: Session, payout: Payout) -> None:
-    """M-Pesa paid a payout we had booked as failed (its money back in ``payable``): the payment is
-    booked from ``payable``. If that money was paid out again meanwhile, ``payable`` goes below
-    zero: the driver was overpaid, and the payout is flagged for an operator (reconciliation shows
-    it as ``overpayment``)."""
+def _post_move(session: Session, payout: Payout, previous: str) -> None:
+    """The money of a move, each posting keyed so it is made once per move:
+
+    - to ``paid``: ``payouts_in_flight → mpesa`` (from ``failed``: ``payable → mpesa``);
+    - to ``failed``: ``payouts_in_flight → payable`` (the driver is owed it again);
+    - ``failed`` to ``reopened``: ``payable → payouts_in_flight`` (a success named it: the money
+      must not be paid out again until our own status query answers).
+
+    Whenever the driver's ``payable`` ends below zero (the money had been paid out again), their
+    unsent payouts are held for an operator, and a payment so booked is flagged as an overpayment."""
+    system = ledger.system_accounts(session)
     payable = ledger.driver_accounts(session, payout.driver_id).payable
-    ledger.post(
-        session,
-        key=f"payout:{payout.id}:paid_after_failure",
-        kind="payout_paid_after_failure",
-        business_date=reserved_on(session, payout.id),
-        driver_id=payout.driver_id,
-        payout_id=payout.id,
-        legs=[(payable, -payout.amount_cents), (ledger.system_accounts(session).mpesa, payout.amount_cents)],
-    )
-    owed_cents = ledger.balance_cents(session, payable)
-    log.error("payout_paid_after_failure", payout_id=payout.id, amount_cents=payout.amount_cents,
-              driver_payable_cents=owed_cents)
-    if owed_cents >= 0:
-        flag_for_review(payout, "paid_after_failure")
+    amount_cents = payout.amount_cents
+    if payout.state == "paid":
+        source, kind = (payable, "payout_paid_after_failure") if previous == "failed" else (system.payouts_in_flight, "payout_paid")
+        _post_payout(session, payout, kind, [(source, -amount_cents), (system.mpesa, amount_cents)])
+    elif payout.state == "failed":
+        _post_payout(session, payout, "payout_failed", [(system.payouts_in_flight, -amount_cents), (payable, amount_cents)])
+    elif payout.state == "reopened":
+        _post_payout(session, payout, "payout_reopened", [(payable, -amount_cents), (system.payouts_in_flight, amount_cents)])
+        flag_for_review(payout, "success_after_failure")
+    else:
         return
-    flag_for_review(payout, f"overpaid:{-owed_cents}")
-    # Stop what would make it worse: the driver's payouts not yet sent wait for an operator.
+    owed_cents = ledger.balance_cents(session, payable)
+    if owed_cents >= 0:
+        if previous == "failed" and payout.state == "paid":
+            flag_for_review(payout, "paid_after_failure")
+        return
+    if payout.state == "paid":
+        flag_for_review(payout, f"overpaid:{-owed_cents}")
+        log.error("payout_overpaid", payout_id=payout.id, driver_payable_cents=owed_cents)
     held = session.execute(
         update(Payout)
         .where(Payout.driver_id == payout.driver_id, Payout.state == "pending", Payout.requires_approval.is_(False))
-        .values(requires_approval=True, review_reason=func.concat_ws("; ", Payout.review_reason, "held:overpayment"))
+        .values(requires_approval=True, review_reason=func.concat_ws("; ", Payout.review_reason, "held:overpayment_risk"))
         .returning(Payout.id)
     ).scalars().all()
     if held:
-        log.error("payouts_held_after_overpayment", driver_id=payout.driver_id, payout_ids=list(held))
+        log.error("payouts_held", driver_id=payout.driver_id, payout_ids=list(held), driver_payable_cents=owed_cents)
+
+
+def _post_payout(
+    session: Session, payout: Payout, kind: str, legs: list[tuple[int, int]], *, memo: dict[str, str] | None = None
+) -> None:
+    """One posting of a payout's move; keyed ``payout:<id>:<state>``, and for a move a payout has
+    made before (failed, reopened, failed again) ``payout:<id>:<state>:<n>``."""
+    key = f"payout:{payout.id}:{kind.removeprefix('payout_')}"
+    earlier = session.execute(
+        select(func.count()).select_from(Posting).where(Posting.payout_id == payout.id, Posting.kind == kind)
+    ).scalar_one()
+    ledger.post(
+        session,
+        key=key if earlier == 0 else f"{key}:{earlier + 1}",
+        kind=kind,
+        business_date=reserved_on(session, payout.id),
+        driver_id=payout.driver_id,
+        payout_id=payout.id,
+        memo=memo,
+        legs=legs,
+    )
 
 
 def flag(session: Session, payout_id: int, reason: str) -> None:
@@ -238,25 +264,13 @@ def record_conversation_id(session: Session, payout_id: int, conversation_id: st
 
 
 def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | None = None) -> None:
-    """The money of a terminal payout: ``paid`` moves ``payouts_in_flight → mpesa``; ``failed``
-    returns the amount to ``payable``. Keyed ``payout:<id>:<state>``: posted once."""
+    """The missing money of a settled payout whose in-flight share was left (a reconciliation fix):
+    ``paid`` moves ``payouts_in_flight → mpesa``; ``failed`` returns the amount to ``payable``."""
     system = ledger.system_accounts(session)
-    if payout.state == "paid":
-        to_account = system.mpesa
-    else:
-        assert payout.state == "failed", payout.state
-        to_account = ledger.driver_accounts(session, payout.driver_id).payable
-    ledger.post(
-        session,
-        key=f"payout:{payout.id}:{payout.state}",
-        kind=f"payout_{payout.state}",
-        business_date=reserved_on(session, payout.id),
-        driver_id=payout.driver_id,
-        payout_id=payout.id,
-        memo=memo,
-        legs=[(system.payouts_in_flight, -payout.amount_cents), (to_account, payout.amount_cents)],
-    )
-
+    assert payout.state in ("paid", "failed"), payout.state
+    to_account = system.mpesa if payout.state == "paid" else ledger.driver_accounts(session, payout.driver_id).payable
+    _post_payout(session, payout, f"payout_{payout.state}",
+                 [(system.payouts_in_flight, -payout.amount_cents), (to_account, payout.amount_cents)], memo=memo)
 
 
 def approve(session: Session, payout_id: int, *, operator: str) -> None:
@@ -297,7 +311,7 @@ def take_status_check(session: Session, payout_id: int) -> str | None:
     return session.execute(
         update(Payout)
         .where(Payout.id == payout_id, Payout.state.in_(QUERYABLE))
-        .values(status_checked_at=func.now(), status_queries=Payout.status_queries + 1)
+        .values(status_checked_at=func.now())
         .returning(Payout.originator_conversation_id)
     ).scalar_one_or_none()
 
@@ -311,9 +325,13 @@ def escalate(session: Session, payout_id: int, reason: str) -> Transition:
 def record_status_query(session: Session, payout_id: int, query_id: str) -> None:
     """Remember a Transaction Status query we sent (by the id Daraja gave it): only a result for
     a query we sent may speak about a payout."""
-    session.execute(
-        pg_insert(PayoutStatusQuery).values(originator_conversation_id=query_id, payout_id=payout_id).on_conflict_do_nothing()
-    )
+    recorded = session.execute(
+        pg_insert(PayoutStatusQuery).values(originator_conversation_id=query_id, payout_id=payout_id)
+        .on_conflict_do_nothing()
+        .returning(PayoutStatusQuery.originator_conversation_id)
+    ).scalar_one_or_none()
+    if recorded is not None:  # only queries Daraja took count towards the limit
+        session.execute(update(Payout).where(Payout.id == payout_id).values(status_queries=Payout.status_queries + 1))
 
 
 def give_up_stale_claim(session: Session, payout_id: int) -> None:

@@ -8,6 +8,7 @@ next period asks again.
 from __future__ import annotations
 
 import dramatiq
+import redis
 import structlog
 
 from money.float_check import record_float_query
@@ -23,7 +24,7 @@ log = structlog.get_logger("fleetpay.float")
 def check_float() -> None:
     try:
         answer = runtime.daraja().account_balance()
-    except DarajaError as error:
+    except (DarajaError, redis.RedisError) as error:  # the next period asks again: no dead letter
         log.warning("float_not_asked", error=str(error))
         return
     if answer.outcome is not Outcome.ACCEPTED or not answer.originator_conversation_id:

@@ -11,6 +11,7 @@ normally: nothing to retry for hours, no dead letter; the next period tries agai
 from __future__ import annotations
 
 import dramatiq
+import redis
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,11 +32,12 @@ def recover_missed_confirmations(
     calls it too)."""
     start, end = pull_window(settings)
     try:
-        rows = daraja.pull_all(start, end)
-    except DarajaError as error:  # Pull refused or silent, or no token: one line, nothing else done
-        return record_pull_failure(sessions, str(error))
-    report = recover_from_pull(sessions, rows, settings, start=start, end=end)
-    for inbox_id in report.recovered_inbox_ids:
+        report = recover_from_pull(sessions, daraja.pull_all(start, end), settings, start=start, end=end)
+    except (DarajaError, redis.RedisError, KeyError, ValueError) as error:
+        # Pull refused or silent, no token, Redis down, a row we cannot read: one line, recorded;
+        # nothing to retry for hours and no dead letter: the next period tries again.
+        return record_pull_failure(sessions, str(error) if isinstance(error, DarajaError) else f"{error.__class__.__name__}: {error}")
+    for inbox_id in report.recovered_inbox_ids:  # committed: if this is lost, the inbox sweep enqueues them
         process_callback.send(inbox_id)
     return report
 

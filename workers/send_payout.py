@@ -16,8 +16,8 @@ from __future__ import annotations
 import dramatiq
 import structlog
 
+from fleetpay.payout_states import IllegalTransition, sending_event
 from money.payouts import apply_event, claim, record_conversation_id
-from fleetpay.payout_states import IllegalTransition, PayoutEvent
 from workers import runtime
 from workers.daraja.client import DarajaError
 from workers.daraja.outcomes import Answer, Outcome
@@ -25,12 +25,6 @@ from workers.messages import SEND_PAYOUT
 
 log = structlog.get_logger("fleetpay.payouts")
 
-EVENT_BY_OUTCOME: dict[Outcome, PayoutEvent] = {
-    Outcome.ACCEPTED: "accepted",
-    Outcome.REJECTED: "rejected",
-    Outcome.AMBIGUOUS: "ambiguous",
-    Outcome.NOT_SENT: "not_sent",
-}
 
 
 @dramatiq.actor(actor_name=SEND_PAYOUT, queue_name=runtime.settings.payout_queue_name, **runtime.RETRY_OPTIONS)
@@ -43,12 +37,17 @@ def send_payout(payout_id: int) -> None:
             log.info("payout_not_pending")
             return
         try:
-            answer = runtime.daraja().b2c_payment(
-                originator_conversation_id=payout.originator_conversation_id,
-                msisdn=payout.msisdn,
-                amount_cents=payout.amount_cents,
-                remarks=f"fleetpay payout {payout.id}",
-            )
+            if payout.amount_cents > runtime.settings.b2c_maximum_cents:
+                # Made before a lower maximum: refused here, never sent (its money returns to
+                # payable, and goes out again split).
+                answer = Answer(Outcome.REJECTED, "above_b2c_maximum", f"more than {runtime.settings.b2c_maximum_cents} cents")
+            else:
+                answer = runtime.daraja().b2c_payment(
+                    originator_conversation_id=payout.originator_conversation_id,
+                    msisdn=payout.msisdn,
+                    amount_cents=payout.amount_cents,
+                    remarks=f"fleetpay payout {payout.id}",
+                )
         except DarajaError as error:  # no token or no certificate: nothing left this process
             answer = Answer(Outcome.NOT_SENT, description=str(error))
         log.info("payout_sent", outcome=answer.outcome, code=answer.code, cause=payout.cause_key,
@@ -58,7 +57,7 @@ def send_payout(payout_id: int) -> None:
                 record_conversation_id(session, payout_id, answer.conversation_id)
             try:
                 with session.begin_nested():
-                    apply_event(session, payout_id, EVENT_BY_OUTCOME[answer.outcome],
+                    apply_event(session, payout_id, sending_event(answer.outcome, payout.attempts),
                                 result_code=answer.code, result_desc=answer.description)
             except IllegalTransition as error:
                 # The claim was lost meanwhile (a result overtook this answer, or the sweeper

@@ -56,7 +56,7 @@ def advance_open_payouts(sessions: sessionmaker[Session], settings: Settings, *,
     with sessions() as session:
         exhausted = payouts.status_exhausted(
             session, queries_max=settings.payout_status_queries_max, interval_s=settings.payout_status_interval_s,
-            limit=limit,
+            submitted_older_than_s=submitted_s, limit=limit,
         )
     for payout_id, queries in exhausted:
         with sessions.begin() as session:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from money.payouts import apply_event, claim, create_payout, reserve_payable
 from tests.support import add_driver_with_vehicle
 
 DAY = date(2026, 11, 30)
+EAT = ZoneInfo("Africa/Nairobi")
 
 
 def funded_payout(sessions, amount_cents: int = 5_000) -> Payout:  # type: ignore[no-untyped-def]
@@ -96,7 +98,7 @@ def test_paid_after_a_confirmed_failure_and_a_repayment_is_an_overpayment_that_h
     with fresh_sessions() as session:
         first, second = session.get(Payout, payout.id), session.get(Payout, again_id)
         assert (first.state, first.review_reason) == ("paid", "overpaid:5000")
-        assert (second.state, second.requires_approval, second.review_reason) == ("pending", True, "held:overpayment")
+        assert (second.state, second.requires_approval, second.review_reason) == ("pending", True, "held:overpayment_risk")
     assert payable(fresh_sessions, payout.driver_id) == -5_000
     with fresh_sessions.begin() as session:  # the next share pays the debt back before anything goes out
         assert reserve_payable(session, fleet.lock_driver(session, payout.driver_id), settings,
@@ -124,3 +126,51 @@ def test_reconciliation_shows_a_payment_mpesa_reported_that_the_books_do_not_sho
         found = check(session.connection())
     assert [(d.kind, d.subject, d.expected_cents, d.actual_cents) for d in found] == [
         ("mpesa_paid_unbooked", str(payout.id), 10_000, 0)]
+
+
+def test_status_query_backoff_does_not_overflow_after_many_queries(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from db.payouts import status_exhausted, take_status_checks_due
+
+    payout = funded_payout(fresh_sessions)
+    with fresh_sessions.begin() as session:
+        apply_event(session, payout.id, "result_failure")
+        session.execute(update(Payout).where(Payout.id == payout.id).values(status_queries=60, status_checked_at=None))
+    with fresh_sessions.begin() as session:
+        due = take_status_checks_due(session, submitted_older_than_s=60, interval_s=60, backoff_max_s=3600,
+                                     queries_max=1000, limit=10)
+    assert due == [payout.id]
+    with fresh_sessions() as session:
+        assert status_exhausted(session, queries_max=12, interval_s=0, submitted_older_than_s=60, limit=10) == [(payout.id, 60)]
+
+
+def test_an_account_balance_answer_is_believed_once_and_never_from_the_future(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from datetime import datetime
+
+    from db.models import FloatObservation, Inbox
+    from fleetpay.settings import Settings
+    from money.float_check import balance_result, record_float_query
+    from tests.support import SAMPLES
+
+    body = json.loads((SAMPLES / "account_balance_result.json").read_text())
+    query = body["Result"]["OriginatorConversationID"]
+    outcomes = []
+    for completed in ("20200324200441", "20990101000000", "20200324200442"):
+        if completed != "20200324200442":  # the third answer names a query already answered
+            with fresh_sessions.begin() as session:
+                record_float_query(session, query)
+        for param in body["Result"]["ResultParameters"]["ResultParameter"]:
+            if param["Key"] == "BOCompletedTime":
+                param["Value"] = completed
+        with fresh_sessions.begin() as session:
+            row = Inbox(kind="balance_result", external_id=f"{query}#{completed}", body=json.dumps(body),
+                        received_at=datetime.now(EAT))
+            session.add(row)
+            session.flush()
+            applied = balance_result(session, row, body, Settings())
+            outcomes.append((applied.status, applied.reason))
+    assert outcomes == [("processed", None), ("processed", "balance_from_the_future"), ("rejected", "unknown_query")]
+    with fresh_sessions() as session:
+        assert len(session.execute(select(FloatObservation)).all()) == 1

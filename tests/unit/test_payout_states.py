@@ -20,6 +20,7 @@ from fleetpay.payout_states import (
     PayoutEvent,
     PayoutState,
     Transition,
+    sending_event,
     transition,
 )
 
@@ -45,8 +46,13 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("unknown", "status_not_found"): "pending",
     ("review", "status_not_found"): "pending",
     # a result that does not match what we asked: an operator looks; no money moves
-    **{(state, event): "review" for state in ("pending", "submitting", "submitted", "unknown", "failure_reported")
-       for event in ("mismatch", "escalate")},
+    **{(state, "mismatch"): "review" for state in ("pending", "submitting", "submitted", "unknown", "failure_reported")},
+    # we cannot find out by ourselves: only a payout waiting for a status answer
+    **{(state, "escalate"): "review" for state in ("submitted", "unknown", "failure_reported")},
+    # a matching success callback for a failed payout: its money back in flight until our query answers
+    ("failed", "result_success"): "reopened",
+    ("reopened", "status_paid"): "paid",
+    ("reopened", "status_failed"): "failed",
     # proof of payment wins, from every open state; from failed, only our own status query's
     **{(state, event): "paid"
        for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review")
@@ -57,13 +63,14 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
 # that overtook the HTTP answer (the sender logs it and changes nothing).
 ILLEGAL = {
     (state, event)
-    for state in ("pending", "submitted", "unknown", "failure_reported", "review")
+    for state in ("pending", "submitted", "unknown", "failure_reported", "review", "reopened")
     for event in ("not_sent", "accepted", "rejected", "ambiguous")
 }
 
 
 def test_states_match_the_database() -> None:
-    assert STATE_ORDER == ("pending", "submitting", "submitted", "unknown", "failure_reported", "review", "paid", "failed")
+    assert STATE_ORDER == ("pending", "submitting", "submitted", "unknown", "failure_reported", "review", "reopened",
+                           "paid", "failed")
     assert STATES == set(STATE_ORDER)
     assert TERMINAL == {"paid", "failed"}
     assert OPEN == STATES - TERMINAL
@@ -106,7 +113,11 @@ def test_everything_else_is_a_no_op(state: PayoutState, event: PayoutEvent) -> N
         ("paid", "mismatch"),
         ("failed", "result_failure"),
         ("failed", "mismatch"),  # flagged for review, but its money stays where it is
-        ("failed", "result_success"),  # a callback is not enough once failed: our status query is asked
+        ("pending", "escalate"),  # never sent (again) yet: nothing to find out
+        ("reopened", "result_success"),  # only our own status answer settles a reopened payout
+        ("reopened", "mismatch"),
+        ("reopened", "status_not_found"),
+        ("submitting", "escalate"),
         ("paid", "accepted"),  # the result overtook the HTTP response
         ("failed", "accepted"),
     ],
@@ -135,8 +146,10 @@ def replay(events: list[PayoutEvent], state: PayoutState = "pending") -> PayoutS
         ("success, then a failure", ["claim", "accepted", "result_success", "result_failure"], "paid"),
         ("forged failure, our status says paid", ["claim", "accepted", "result_failure", "status_paid"], "paid"),
         ("failure confirmed by our status query", ["claim", "accepted", "result_failure", "status_failed"], "failed"),
-        ("failure confirmed, then a success: asked, and our query says paid",
+        ("failure confirmed, then a success: reopened, and our query says paid",
          ["claim", "accepted", "result_failure", "status_failed", "result_success", "status_paid"], "paid"),
+        ("failure confirmed, then a forged success: reopened, and our query says failed again",
+         ["claim", "accepted", "result_failure", "status_failed", "result_success", "status_failed"], "failed"),
         ("forged failure, M-Pesa not caught up: sent again", ["claim", "accepted", "result_failure", "status_not_found", "claim"],
          "submitting"),
         ("result before the HTTP answer", ["claim", "result_success", "accepted"], "paid"),
@@ -176,7 +189,11 @@ def model_next(state: str, event: str) -> str:
     if state == "paid":
         return state
     if state == "failed":
-        return "paid" if event == "status_paid" else state
+        return {"status_paid": "paid", "result_success": "reopened"}.get(event, state)
+    if state == "reopened":
+        if event in HTTP:
+            raise IllegalTransition(state, event)
+        return {"status_paid": "paid", "status_failed": "failed"}.get(event, state)
     if event in ("result_success", "status_paid"):
         return "paid"
     if event == "claim":
@@ -191,8 +208,10 @@ def model_next(state: str, event: str) -> str:
         return "failed" if state in ("submitted", "unknown", "failure_reported", "review") else state
     if event == "status_not_found":
         return "pending" if state in ("unknown", "review", "failure_reported") else state
-    if event in ("mismatch", "escalate"):  # a person must look; the money stays in flight
+    if event == "mismatch":  # a person must look; the money stays in flight
         return "review"
+    if event == "escalate":
+        return "review" if state in ("submitted", "unknown", "failure_reported") else state
     assert event == "queue_timeout", event
     return state
 
@@ -238,6 +257,9 @@ class World:
         elif self.state == "failed":
             self.ledger["in_flight"] -= 100
             self.ledger["payable"] += 100
+        elif before == "failed":  # reopened: the money goes back in flight
+            self.ledger["payable"] -= 100
+            self.ledger["in_flight"] += 100
         if self.state == "pending" and before != "submitting" and event != "status_not_found":
             self.resent_without_proof = True
 
@@ -286,10 +308,13 @@ def test_proof_of_payment_wins_whatever_came_before_or_after(
 @settings(max_examples=300)
 @given(st.lists(st.sampled_from(sorted(EVENTS - {"status_paid"})), max_size=30))
 def test_a_failed_payout_is_booked_paid_only_by_our_own_status_query(events: list[PayoutEvent]) -> None:
+    """Once failed, callbacks alone never book a payment: a success reopens it (money back in
+    flight, where it cannot be paid out again) until our own status query answers."""
     world = World(mpesa_paid=True)
     for event in ["claim", "accepted", "result_failure", "status_failed", *events]:
         world.apply(event)
-    assert world.state == "failed" and world.ledger["payable"] == 100
+        assert world.ledger["mpesa"] == 0
+    assert world.state in ("failed", "reopened")  # nothing but our own status answer moves it on
     world.apply("status_paid")
     assert world.state == "paid" and world.ledger == {"payable": 0, "in_flight": 0, "mpesa": 100}
 
@@ -307,3 +332,39 @@ def test_without_proof_of_payment_nothing_is_booked_as_paid(events: list[PayoutE
 @given(st.sampled_from(sorted(STATES)))
 def test_queue_timeout_never_changes_state(state: PayoutState) -> None:
     assert transition(state, "queue_timeout") == Transition(state, changed=False)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "attempt", "event"),
+    [
+        ("accepted", 1, "accepted"), ("accepted", 3, "accepted"),
+        ("rejected", 1, "rejected"),  # a first attempt refused outright: nothing was ever sent
+        ("rejected", 2, "ambiguous"),  # a re-send refused says nothing of the first attempt
+        ("ambiguous", 1, "ambiguous"), ("not_sent", 2, "not_sent"),
+    ],
+)
+def test_what_an_answer_to_a_send_means(outcome: str, attempt: int, event: str) -> None:
+    assert sending_event(outcome, attempt) == event
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(["claim", "rejected", "not_sent", "ambiguous", "accepted", "status_not_found",
+                                 "result_failure", "status_failed"]), max_size=30))
+def test_a_refused_re_send_never_releases_the_money(events: list[str]) -> None:
+    """Whatever the sends and answers, money goes back to payable only on a refusal of the first
+    attempt or on our own status query's "failed"."""
+    state: PayoutState = "pending"
+    attempts = 0
+    for name in events:
+        event = name
+        if name == "claim" and state == "pending":
+            attempts += 1
+        if name in ("accepted", "rejected", "ambiguous", "not_sent"):
+            event = sending_event(name, attempts)
+        try:
+            moved = transition(state, event)  # type: ignore[arg-type]
+        except IllegalTransition:
+            continue
+        if moved.new_state == "failed" and moved.changed:
+            assert event == "status_failed" or (event == "rejected" and attempts == 1)
+        state = moved.new_state

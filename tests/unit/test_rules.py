@@ -420,3 +420,17 @@ def test_payout_parts_refuse_what_b2c_cannot_pay() -> None:
         payout_parts_cents(999, maximum_cents=MAX_CENTS, minimum_cents=MIN_CENTS)
     with pytest.raises(ValueError):
         payout_parts_cents(1_050, maximum_cents=MAX_CENTS, minimum_cents=MIN_CENTS)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"b2c_maximum_cents": 1_500}, {"b2c_maximum_cents": 25_000_050}, {"b2c_minimum_cents": 1_050},
+     {"daraja_b2c_consumer_key": "key-without-its-secret"}],
+)
+def test_settings_that_would_fail_later_are_refused_when_read(changes: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from fleetpay.settings import Settings
+
+    with pytest.raises(ValidationError):
+        Settings(**changes)

@@ -44,6 +44,7 @@ REGISTER_PATH = "/mpesa/c2b/v2/registerurl"
 SIMULATE_PATH = "/mpesa/c2b/v2/simulate"
 TOKEN_PATH = "/oauth/v1/generate?grant_type=client_credentials"
 PULL_PAGES_MAX = 10_000
+PULL_OK_CODES = frozenset({"1000", "1001"})  # success; none (docs/daraja.md §5.3)
 RATE_LIMIT_WAIT_MAX_S = 30.0  # past this a request waiting for its slot counts as not sent
 # Errors raised before a single byte of the request could have reached Daraja.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -186,8 +187,9 @@ class DarajaClient:
         body = {"ShortCode": self.apps["c2b"].short_code, "StartDate": start, "EndDate": end, "OffSetValue": str(offset)}
         for _ in range(2):  # once more with a fresh token if the cached one was refused
             token = self.tokens["c2b"].get()
+            if not self._wait_for_slot("c2b"):
+                raise PullFailed("Pull Transactions not asked: no request slot came free (rate limit)")
             try:
-                self._wait_for_slot("c2b")
                 response = self.http.post(PULL_PATH, json=body, headers={"Authorization": f"Bearer {token}"})
             except httpx.HTTPError as error:
                 raise PullFailed(f"Pull Transactions did not answer: {error.__class__.__name__}") from error
@@ -211,8 +213,11 @@ class DarajaClient:
             page = self.pull_transactions(
                 start=start.strftime("%Y-%m-%d %H:%M:%S"), end=end.strftime("%Y-%m-%d %H:%M:%S"), offset=len(rows)
             )
+            code = str(page.get("ResponseCode"))
+            if code not in PULL_OK_CODES:  # e.g. 500: a failure, not the end of the list
+                raise PullFailed(f"Pull Transactions answered ResponseCode {code}: {page.get('ResponseMessage') or ''}".strip())
             found = [row for group in page.get("Response") or [] for row in (group or [])]
-            if str(page.get("ResponseCode")) != "1000" or not found:
+            if code == "1001" or not found:  # 1001: no (more) transactions
                 return rows
             rows.extend(found)
         raise PullFailed("Pull Transactions kept paging past its bound")

@@ -11,9 +11,11 @@
 | other 4xx with an error code, or 200 with ``ResponseCode ≠ 0`` | ``REJECTED`` | payout ``failed``; the money returns to ``payable`` |
 | read timeout, connection reset after sending, other 5xx | ``AMBIGUOUS`` | payout ``unknown``: only a Transaction Status query may decide; never a blind resend |
 
-``NOT_SENT`` that is still failing after the retries counts as ``AMBIGUOUS`` for a payout: the
-conservative answer, settled by a status query (which finds nothing, and the payout is sent again
-with the *same* OriginatorConversationID).
+``NOT_SENT`` that is still failing after the retries sends the payout back to ``pending``: nothing
+left this process, so the payout sweep sends it again later (with the same OriginatorConversationID).
+A ``REJECTED`` answer to a *re-send* (an attempt after the first) is taken as ``AMBIGUOUS`` by
+``workers.send_payout``: the gateway refuses some requests before its duplicate check, so the
+refusal says nothing of the first attempt.
 """
 
 from __future__ import annotations
