@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from fleetpay.settings import Settings
-from tests.support import TOKEN, serve
+from tests.support import TOKEN, add_driver_with_vehicle, serve
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,12 @@ def worker(broker, simulator, ingest_url) -> Iterator[dramatiq.Worker]:  # type:
 def http(ingest_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"{ingest_url}/cb/{TOKEN}", timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def driver(sessions):  # type: ignore[no-untyped-def]
+    """A driver of their own vehicle, unique to the test: (code, vehicle code)."""
+    code = f"D5{uuid.uuid4().int % 10**5:05d}"
+    with sessions.begin() as session:
+        vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254722000111")
+    return code, vehicle

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from db.models import Driver, FloatObservation, Payout
 from tests.flow.test_payouts import pay_fares, queue_faults, settle, sim_payments
-from tests.support import add_driver_with_vehicle, fleetpay, serve, wait_until
+from tests.support import fleetpay, serve, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -27,14 +27,6 @@ def no_faults_left(simulator):  # type: ignore[no-untyped-def]
     """A fault queued for more requests than a test makes must not reach the next test."""
     yield
     httpx.delete(f"{simulator}/sim/faults", timeout=10)
-
-
-@pytest.fixture
-def driver(sessions):  # type: ignore[no-untyped-def]
-    code = f"D7{uuid.uuid4().int % 10**5:05d}"
-    with sessions.begin() as session:
-        vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254722000777")
-    return code, vehicle
 
 
 def payout_of(sessions, payout_id: int) -> Payout:  # type: ignore[no-untyped-def]

@@ -69,14 +69,6 @@ def pay_fares(ingest_url: str, sessions, vehicle: str, count: int, amount: str =
         )
 
 
-@pytest.fixture
-def driver(sessions):  # type: ignore[no-untyped-def]
-    code = f"D5{uuid.uuid4().int % 10**5:05d}"
-    with sessions.begin() as session:
-        vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254722000111")
-    return code, vehicle
-
-
 FAULTS = [
     # (fault, expected end state)
     ({"mode": "http_timeout_after_accept", "hang_s": 3}, "paid"),
