@@ -85,6 +85,75 @@ def drivers_assign(
     typer.echo(f"driver {context.driver_code(code)} assigned to {context.vehicle_code(vehicle)}" + (" as substitute" if substitute else ""))
 
 
+PAGE_MAX = 10_000
+
+
+def _page(rows: list[dict[str, object]], limit: int, as_json: bool, title: str, columns: list[str], key: str) -> None:
+    """One page of a listing: with ``--json`` ``{key: rows, "next_after": code or null}``; for
+    people, a table and the command line of the next page when there is one."""
+    next_after = rows[-1]["code"] if len(rows) == limit else None
+    if as_json:
+        emit_json({key: rows, "next_after": next_after})
+        return
+    emit_table(title, rows, columns)
+    if next_after:
+        typer.echo(f"more: run again with --after {next_after}")
+
+
+@vehicles.command("list")
+def vehicles_list(
+    after: Annotated[Optional[str], typer.Option(help="Start after this vehicle code (the next page).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_MAX)] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """Vehicles in code order, with their regular driver and substitute."""
+    with context.transaction() as session:
+        rows = fleet.list_vehicles(session, after_code=context.vehicle_code(after) if after else None, limit=limit)
+    _page(rows, limit, as_json, "vehicles", ["code", "regular_driver", "substitute"], "vehicles")
+
+
+@drivers.command("list")
+def drivers_list(
+    after: Annotated[Optional[str], typer.Option(help="Start after this driver code (the next page).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_MAX)] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """Drivers in code order, with their status and the vehicles they drive."""
+    with context.transaction() as session:
+        rows = fleet.list_drivers(session, after_code=context.driver_code(after) if after else None, limit=limit)
+    _page(rows, limit, as_json, "drivers", ["code", "name", "msisdn", "status", "regular_of", "substitute_of"], "drivers")
+
+
+@drivers.command("show")
+def drivers_show(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    as_json: JsonFlag = False,
+) -> None:
+    """One driver: today's target and progress, money owed, in flight and paid, deposit, misses,
+    status and assignment."""
+    code = context.driver_code(driver)
+    try:
+        with context.transaction() as session:
+            document = driver_balance(session, code, date.fromisoformat(context.today()), context.settings())
+            [listed] = fleet.list_drivers(session, only_code=code)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    document |= {key: listed[key] for key in ("name", "msisdn", "status", "regular_of", "substitute_of")}
+    emit(document, as_json, title=f"driver {code}")
+
+
+@drivers.command("end-shift")
+def drivers_end_shift(vehicle: Annotated[str, typer.Option(help="The vehicle whose substitute stands down.")]) -> None:
+    """A substitute's shift ends: the vehicle's fares go to its regular driver again."""
+    code = context.vehicle_code(vehicle)
+    try:
+        with context.transaction() as session:
+            substitute = fleet.end_substitute_shift(session, code)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    typer.echo(f"substitute {substitute} of vehicle {code} stood down")
+
+
 def balance(
     driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
     on: Annotated[Optional[str], typer.Option("--date", help="Business date YYYY-MM-DD (default today).")] = None,

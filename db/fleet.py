@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from db.models import DRIVER_ACCOUNT_KINDS, Account, Driver, DriverDay, Vehicle
 from fleetpay.settings import Settings
@@ -100,9 +100,58 @@ def assign(session: Session, *, driver_code: str, vehicle_code: str, substitute:
     session.flush()
 
 
-def unassign_substitute(session: Session, vehicle_code: str) -> None:
-    get_vehicle(session, vehicle_code).substitute_driver_id = None
+def end_substitute_shift(session: Session, vehicle_code: str) -> str:
+    """The vehicle's substitute stands down (its fares go to its regular driver again); returns the
+    substitute's code. ``FleetError`` when the vehicle has no substitute."""
+    vehicle = get_vehicle(session, vehicle_code)
+    if vehicle.substitute_driver_id is None:
+        raise FleetError(f"vehicle {vehicle_code} has no substitute")
+    code = session.execute(select(Driver.code).where(Driver.id == vehicle.substitute_driver_id)).scalar_one()
+    vehicle.substitute_driver_id = None
     session.flush()
+    return code
+
+
+def list_drivers(
+    session: Session, *, after_code: str | None = None, only_code: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Drivers in code order from ``after_code`` (keyset pages), or the one ``only_code``, with the
+    vehicles they drive."""
+    regular, substitute = aliased(Vehicle), aliased(Vehicle)
+    query = (
+        select(Driver, regular.code, substitute.code)
+        .outerjoin(regular, regular.regular_driver_id == Driver.id)
+        .outerjoin(substitute, substitute.substitute_driver_id == Driver.id)
+        .order_by(Driver.code)
+        .limit(limit)
+    )
+    if after_code:
+        query = query.where(Driver.code > after_code)
+    if only_code:
+        query = query.where(Driver.code == only_code)
+    return [
+        {"code": driver.code, "name": driver.name, "msisdn": driver.msisdn, "status": driver.status,
+         "regular_of": regular_code, "substitute_of": substitute_code}
+        for driver, regular_code, substitute_code in session.execute(query).all()
+    ]
+
+
+def list_vehicles(session: Session, *, after_code: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Vehicles in code order from ``after_code``, with their regular driver and substitute."""
+    regular, substitute = aliased(Driver), aliased(Driver)
+    query = (
+        select(Vehicle.code, regular.code, substitute.code)
+        .outerjoin(regular, regular.id == Vehicle.regular_driver_id)
+        .outerjoin(substitute, substitute.id == Vehicle.substitute_driver_id)
+        .order_by(Vehicle.code)
+        .limit(limit)
+    )
+    if after_code:
+        query = query.where(Vehicle.code > after_code)
+    return [
+        {"code": code, "regular_driver": regular_code, "substitute": substitute_code}
+        for code, regular_code, substitute_code in session.execute(query).all()
+    ]
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,27 @@ def test_codes_are_read_as_users_type_them(sessions, database_url, unique) -> No
     assert json.loads(fleetpay("balance", code.lower(), "--json", database_url=database_url).stdout)["driver"] == code
     listed = json.loads(fleetpay("payouts", "list", "--driver", code.lower(), "--json", database_url=database_url).stdout)
     assert listed == {"payouts": []}
+
+
+def test_the_fleet_can_be_seen_page_by_page_and_a_substitute_stood_down(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    database_url = url_of(fresh_sessions)
+    with fresh_sessions.begin() as session:
+        for n in range(3):
+            add_driver_with_vehicle(session, driver_code=f"D13000{n}", vehicle_code=f"13{n}")
+        fleet.add_driver(session, code="D139999", name="Sub", msisdn="254711000999")
+        fleet.assign(session, driver_code="D139999", vehicle_code="130", substitute=True)
+    first = json.loads(fleetpay("drivers", "list", "--limit", "2", "--json", database_url=database_url).stdout)
+    assert [d["code"] for d in first["drivers"]] == ["D130000", "D130001"] and first["next_after"] == "D130001"
+    rest = json.loads(fleetpay("drivers", "list", "--after", "d130001", "--json", database_url=database_url).stdout)
+    assert [d["code"] for d in rest["drivers"]] == ["D130002", "D139999"] and rest["next_after"] is None
+    assert rest["drivers"][1]["substitute_of"] == "130"
+    vehicles = json.loads(fleetpay("vehicles", "list", "--json", database_url=database_url).stdout)["vehicles"]
+    assert vehicles[0] == {"code": "130", "regular_driver": "D130000", "substitute": "D139999"}
+    shown = json.loads(fleetpay("drivers", "show", "d130000", "--json", database_url=database_url).stdout)
+    assert (shown["driver"], shown["regular_of"], shown["status"], shown["payable_cents"]) == ("D130000", "130", "active", 0)
+
+    assert "D139999" in fleetpay("drivers", "end-shift", "--vehicle", "130", database_url=database_url).stdout
+    again = fleetpay("drivers", "end-shift", "--vehicle", "130", database_url=database_url, check=False)
+    assert again.returncode == 1 and "no substitute" in again.stderr
+    with fresh_sessions() as session:
+        assert fleet.payee_for_vehicle(session, "130").role == "regular"
