@@ -21,19 +21,24 @@ payouts = typer.Typer(help="B2C payouts to drivers: each share paid exactly once
 def payouts_list(
     state: Annotated[Optional[str], typer.Option(help=f"One of {', '.join(STATE_ORDER)}.")] = None,
     driver: Annotated[Optional[str], typer.Option(help="Only this driver's.")] = None,
+    after: Annotated[Optional[int], typer.Option(help="The next page: payouts older than this id.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 200,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Payouts, newest first."""
+    """Payouts, newest first, a page at a time, with why each failed or waits for review."""
     if state and state not in STATE_ORDER:
         raise fail(f"--state is one of {', '.join(STATE_ORDER)}", 2)
     with context.transaction() as session:
-        rows = list_payouts(session, state=state, driver_code=context.driver_code(driver) if driver else None, limit=limit)
+        rows = list_payouts(session, state=state, driver_code=context.driver_code(driver) if driver else None,
+                            before_id=after, limit=limit)
+    next_after = rows[-1]["id"] if len(rows) == limit else None
     if as_json:
-        emit_json({"payouts": rows})
-    else:
-        emit_table("payouts", [{**r, "amount": kes(int(r["amount_cents"]))} for r in rows],
-                   ["id", "driver", "amount", "state", "receipt", "result_code", "result_desc", "review_reason", "cause"])
+        emit_json({"payouts": rows, "next_after": next_after})
+        return
+    emit_table("payouts", [{**r, "amount": kes(int(r["amount_cents"]))} for r in rows],
+               ["id", "driver", "amount", "state", "receipt", "result_code", "result_desc", "review_reason", "cause"])
+    if next_after:
+        typer.echo(f"more: run again with --after {next_after}")
 
 
 @payouts.command("resolve")

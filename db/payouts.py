@@ -33,10 +33,14 @@ def payout_state(session: Session, payout_id: int) -> str | None:
 
 
 def list_payouts(
-    session: Session, *, state: str | None = None, driver_code: str | None = None, limit: int = 200
+    session: Session, *, state: str | None = None, driver_code: str | None = None, before_id: int | None = None,
+    limit: int = 200,
 ) -> list[dict[str, Any]]:
-    """Payouts, newest first, as operators read them (``fleetpay payouts list``)."""
+    """Payouts, newest first, as operators read them (``fleetpay payouts list``); ``before_id``
+    starts the page after the last one shown (keyset pages)."""
     query = select(Payout, Driver.code).join(Driver, Driver.id == Payout.driver_id).order_by(Payout.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Payout.id < before_id)
     if state:
         query = query.where(Payout.state == state)
     if driver_code:

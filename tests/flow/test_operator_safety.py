@@ -130,7 +130,7 @@ def test_codes_are_read_as_users_type_them(sessions, database_url, unique) -> No
         add_driver_with_vehicle(session, driver_code=code)
     assert json.loads(fleetpay("balance", code.lower(), "--json", database_url=database_url).stdout)["driver"] == code
     listed = json.loads(fleetpay("payouts", "list", "--driver", code.lower(), "--json", database_url=database_url).stdout)
-    assert listed == {"payouts": []}
+    assert listed == {"payouts": [], "next_after": None}
 
 
 def test_the_fleet_can_be_seen_page_by_page_and_a_substitute_stood_down(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
@@ -155,3 +155,24 @@ def test_the_fleet_can_be_seen_page_by_page_and_a_substitute_stood_down(fresh_se
     assert again.returncode == 1 and "no substitute" in again.stderr
     with fresh_sessions() as session:
         assert fleet.payee_for_vehicle(session, "130").role == "regular"
+
+
+def test_payouts_are_listed_a_page_at_a_time(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    from db import ledger
+    from money.payouts import create_payout
+
+    day = date(2026, 11, 30)
+    with fresh_sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code="D140001", vehicle_code="140")
+        driver = fleet.lock_driver(session, fleet.get_driver(session, "D140001").id)
+        ledger.post(session, key="seed:140", kind="fare", business_date=day, driver_id=driver.id,
+                    legs=[(ledger.system_accounts(session).mpesa, -3_000),
+                          (ledger.driver_accounts(session, driver.id).payable, 3_000)])
+        ids = [create_payout(session, driver=driver, amount_cents=1_000, cause_key=f"test:{n}", business_date=day).id
+               for n in range(3)]
+    first = json.loads(fleetpay("payouts", "list", "--limit", "2", "--json", database_url=url_of(fresh_sessions)).stdout)
+    assert [p["id"] for p in first["payouts"]] == ids[:0:-1] and first["next_after"] == ids[1]
+    rest = json.loads(fleetpay("payouts", "list", "--after", str(ids[1]), "--json", database_url=url_of(fresh_sessions)).stdout)
+    assert [p["id"] for p in rest["payouts"]] == [ids[0]] and rest["next_after"] is None
+    table = fleetpay("payouts", "list", "--limit", "2", database_url=url_of(fresh_sessions)).stdout
+    assert f"more: run again with --after {ids[1]}" in table
