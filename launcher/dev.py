@@ -16,6 +16,7 @@ placeholder or short token of the user's own, which it refuses everywhere else.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import signal
@@ -169,8 +170,29 @@ def wait_http(url: str, timeout_s: float = 30, *, gone: Callable[[], str | None]
         time.sleep(0.2)
 
 
+@contextmanager
+def owning(data_dir: Path) -> Iterator[None]:
+    """This folder's ``fleetpay dev``: an exclusive lock on ``<data_dir>/dev.lock`` (released by the
+    kernel if the process dies, so a killed run leaves nothing stale), taken before anything is
+    started. A second ``fleetpay dev`` here gets ``DevConfigError`` naming the first one's pid."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "dev.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise DevConfigError(f"fleetpay dev already runs in this folder (pid {holder}); stop it first") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
 def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  # type: ignore[no-untyped-def]
-    """Start everything, wait for Ctrl-C/SIGTERM or a child's death, stop everything."""
+    """Start everything, wait for Ctrl-C, SIGTERM, SIGHUP (the terminal closed) or a child's death,
+    stop everything."""
     from db.migrate import upgrade
 
     stopping = {"signal": False}
@@ -178,10 +200,10 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
     def on_signal(signum: int, _frame: object) -> None:
         stopping["signal"] = True
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
-
     with ExitStack() as stack:
+        stack.enter_context(owning(Path(settings.data_dir).resolve()))
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, on_signal)
         database_url, redis_url = stack.enter_context(servers(settings))
         upgrade(database_url)
         env = child_env(settings, database_url, redis_url, ports)

@@ -102,3 +102,22 @@ def test_dev_with_a_daraja_url_uses_it_and_starts_no_simulator(tmp_path: Path) -
             assert len(httpx.get(f"{sandbox}/sim/payments").json()["payments"]) == 1  # paid by the "sandbox"
         finally:
             stop(dev, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_second_dev_in_the_same_folder_is_refused_and_sighup_stops_everything(tmp_path: Path) -> None:
+    ports = (free_port(), free_port())
+    dev = start_dev(tmp_path, *ports)
+    try:
+        second = subprocess.run(fleetpay_argv("dev", "--ingest-port", str(free_port()), "--simulator-port", str(free_port())),
+                                cwd=tmp_path, env=bare_env(), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and f"already runs in this folder (pid {dev.pid})" in second.stderr
+        assert balance(tmp_path)["driver"] == "D112006"  # the first one still works, Redis included
+        tree = everything_of(dev, tmp_path)
+        dev.send_signal(signal.SIGHUP)  # the terminal was closed
+        assert dev.wait(timeout=60) == 0
+        wait_until(lambda: not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
+                   timeout_s=30, what="every process of fleetpay dev to exit")
+    finally:
+        if dev.poll() is None:
+            stop(dev, tmp_path)
