@@ -30,10 +30,19 @@ TOKEN = "test-callback-token-5f2c9e81d4a7b3c6e0f9"
 ADMIN_TOKEN = "test-admin-token-8b1e4d7a2c9f6e3b0d5a"
 
 
+_ports_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on, and never one this process handed out before: a port
+    chosen but not yet bound could otherwise be chosen twice (two servers, one port)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
 
 
 @contextlib.contextmanager

@@ -37,8 +37,14 @@ def start_dev(cwd: Path, ingest_port: int, simulator_port: int, *, banner: list[
             if banner is not None:
                 banner += [line] + [process.stdout.readline() for _ in range(4)]
             return process
-        assert time.monotonic() < deadline and process.poll() is None, "fleetpay dev did not start"
-    raise AssertionError("fleetpay dev exited before it was running")
+        assert time.monotonic() < deadline and process.poll() is None, f"fleetpay dev did not start:\n{_tail(cwd)}"
+    raise AssertionError(f"fleetpay dev exited before it was running:\n{_tail(cwd)}")
+
+
+def _tail(cwd: Path, lines: int = 40) -> str:
+    """The end of dev's stderr, so that a failure says why."""
+    log = cwd / "dev-stderr.log"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no stderr)"
 
 
 def everything_of(process: subprocess.Popen[str], cwd: Path) -> set[int]:
@@ -86,8 +92,8 @@ def test_dev_with_a_daraja_url_uses_it_and_starts_no_simulator(tmp_path: Path) -
     from simulator import SimulatorConfig, build_app
     from tests.support import serve
 
-    ingest_port = free_port()
     with serve(build_app(SimulatorConfig(result_delay_ms=20))) as sandbox:
+        ingest_port = free_port()  # chosen once the sandbox holds its own port, so they cannot be the same
         (tmp_path / "cert.pem").write_bytes(httpx.get(f"{sandbox}/sim/cert.pem").content)
         (tmp_path / ".env").write_text(f"FLEETPAY_DARAJA_BASE_URL={sandbox}\n"
                                        f"FLEETPAY_DARAJA_CERTIFICATE_PATH={tmp_path / 'cert.pem'}\n")
