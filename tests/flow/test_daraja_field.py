@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -222,7 +223,7 @@ def test_the_float_is_asked_shown_and_low_before_payouts_fail(simulator, worker,
         observed = session.execute(
             select(FloatObservation.utility_available_cents).order_by(FloatObservation.id.desc()).limit(1)
         ).scalar_one()
-    assert abs(observed - round(float(utility_kes) * 100)) < 100_000_00  # the same account (payouts may move it)
+    assert abs(observed - int(Decimal(utility_kes) * 100)) < 100_000_00  # the same account (payouts may move it)
     assert "fleetpay_mpesa_utility_available_cents" in httpx.get(f"{ingest_url}/metrics").text
 
     database_url = sessions.kw["bind"].url.render_as_string(hide_password=False)
