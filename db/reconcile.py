@@ -94,7 +94,7 @@ SELECT 'posting_unbalanced' AS kind, p.id::text AS subject, NULL::bigint AS ref_
 PAYOUT_ATTENTION_SQL = text("""
 SELECT 'payout_in_review' AS kind, po.id::text || ' ' || coalesce(po.review_reason, '') AS subject,
        po.id AS ref_id, po.amount_cents AS expected, 0::bigint AS actual
-  FROM payouts po WHERE po.state = 'review'
+  FROM payouts po WHERE po.state IN ('review', 'reopened')
 UNION ALL
 SELECT 'overpayment', d.code, d.id, 0, a.balance_cents
   FROM accounts a JOIN drivers d ON d.id = a.driver_id

@@ -170,7 +170,7 @@ def apply_event(
     payout.result_desc = result_desc or payout.result_desc
     payout.status_result_code = status_result_code or payout.status_result_code
     payout.settled_by_inbox_id = evidence_inbox_id or payout.settled_by_inbox_id
-    if moved.new_state == "pending":  # sent again: its status queries start over
+    if moved.new_state in ("pending", "reopened"):  # sent again, or asked about anew: queries start over
         payout.status_queries = 0
     if moved.new_state in TERMINAL:
         payout.completed_at = func.now()  # type: ignore[assignment]

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet, ledger
-from db.models import Account, DriverDay, Payout, ReconciliationFix, ReconciliationRun
+from db.models import Account, DriverDay, Entry, Payout, Posting, ReconciliationFix, ReconciliationRun
 from db.reconcile import Discrepancy, check, record_run
 from fleetpay.settings import Settings
 from money.payouts import post_settlement
@@ -102,14 +102,22 @@ def _fix_driver_day(session: Session, found: Discrepancy, by: FixBy) -> bool:
 
 def _fix_payout(session: Session, found: Discrepancy, by: FixBy) -> bool:
     """A terminal payout whose settlement posting is missing gets it; anything else about a
-    payout's money needs a person (reported, not guessed)."""
-    payout = session.get(Payout, found.ref_id)
-    assert payout is not None
-    if payout.state not in ("paid", "failed") or found.actual_cents != payout.amount_cents:
+    payout's money needs a person (reported, not guessed). Re-measured under the driver's lock and
+    the payout's: a payout that moved since the check (reopened, then paid) is not fixed twice."""
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == found.ref_id)).scalar_one()
+    fleet.lock_driver(session, driver_id)
+    payout = session.execute(
+        select(Payout).where(Payout.id == found.ref_id).with_for_update().execution_options(populate_existing=True)
+    ).scalar_one()
+    in_flight_cents = session.execute(
+        select(func.coalesce(func.sum(Entry.amount_cents), 0))
+        .join(Posting, Posting.id == Entry.posting_id)
+        .where(Posting.payout_id == payout.id, Entry.account_id == ledger.system_accounts(session).payouts_in_flight)
+    ).scalar_one()
+    if payout.state not in ("paid", "failed") or in_flight_cents != payout.amount_cents:
         return False
     if not _record(session, found, by, -payout.amount_cents):
         return False
-    fleet.lock_driver(session, payout.driver_id)
     post_settlement(session, payout, memo={"operator": by.operator, "reason": by.reason})
     return True
 
