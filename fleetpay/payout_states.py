@@ -99,10 +99,6 @@ _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     **{(state, event): "paid" for state in OPEN - {"reopened"} for event in PROOF_OF_PAYMENT},
     ("reopened", "status_paid"): "paid",
     ("reopened", "status_failed"): "failed",
-    # M-Pesa does not know the payment a callback claimed, and our earlier query found it failed:
-    # failed again. (When our queries cannot settle it at all, it stays reopened, money in flight,
-    # flagged, and reconciliation lists it for a person.)
-    ("reopened", "status_not_found"): "failed",
     ("failed", "status_paid"): "paid",
 }
 

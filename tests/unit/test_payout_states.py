@@ -53,7 +53,6 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("failed", "result_success"): "reopened",
     ("reopened", "status_paid"): "paid",
     ("reopened", "status_failed"): "failed",
-    ("reopened", "status_not_found"): "failed",  # M-Pesa does not know the payment the callback claimed
     # proof of payment wins, from every open state; from failed, only our own status query's
     **{(state, event): "paid"
        for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review")
@@ -117,7 +116,10 @@ def test_everything_else_is_a_no_op(state: PayoutState, event: PayoutEvent) -> N
         ("pending", "escalate"),  # never sent (again) yet: nothing to find out
         ("reopened", "result_success"),  # only our own status answer settles a reopened payout
         ("reopened", "mismatch"),
-        ("reopened", "escalate"),  # flagged, listed by reconciliation; its money stays in flight
+        # "not found" may only mean M-Pesa is behind the success it sent: proof of payment wins,
+        # the money stays in flight, and reconciliation lists the payout for a person
+        ("reopened", "status_not_found"),
+        ("reopened", "escalate"),
         ("submitting", "escalate"),
         ("paid", "accepted"),  # the result overtook the HTTP response
         ("failed", "accepted"),
@@ -194,7 +196,7 @@ def model_next(state: str, event: str) -> str:
     if state == "reopened":
         if event in HTTP:
             raise IllegalTransition(state, event)
-        return {"status_paid": "paid", "status_failed": "failed", "status_not_found": "failed"}.get(event, state)
+        return {"status_paid": "paid", "status_failed": "failed"}.get(event, state)
     if event in ("result_success", "status_paid"):
         return "paid"
     if event == "claim":
