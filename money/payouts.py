@@ -257,7 +257,9 @@ def flag_for_review(payout: Payout, reason: str) -> None:
 
 def record_conversation_id(session: Session, payout_id: int, conversation_id: str) -> None:
     """The ConversationID Daraja's HTTP answer gave our request; only that answer may set it (a
-    result callback, forged or not, never does), and only once."""
+    result callback, forged or not, never does), and only once. Locks the driver first, as every
+    payout move does (driver, then payout: one lock order, no deadlock with a settlement)."""
+    lock_driver(session, session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one())
     session.execute(
         update(Payout).where(Payout.id == payout_id, Payout.conversation_id.is_(None)).values(conversation_id=conversation_id)
     )

@@ -174,3 +174,32 @@ def test_an_account_balance_answer_is_believed_once_and_never_from_the_future(fr
     assert outcomes == [("processed", None), ("processed", "balance_from_the_future"), ("rejected", "unknown_query")]
     with fresh_sessions() as session:
         assert len(session.execute(select(FloatObservation)).all()) == 1
+
+
+def test_recording_daraja_s_answer_takes_the_driver_lock_before_the_payout(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    """One lock order everywhere (driver, then payout): the sender recording a ConversationID
+    must not hold the payout while it waits for the driver, or a settlement holding the driver
+    and waiting for the payout deadlocks with it."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from money.payouts import record_conversation_id
+
+    payout = funded_payout(fresh_sessions)
+    holder = fresh_sessions()
+    holder.begin()
+    fleet.lock_driver(holder, payout.driver_id)  # a settlement holds the driver
+    recorder = fresh_sessions()
+    recorder.begin()
+    recorder.execute(text("SET LOCAL lock_timeout = '300ms'"))
+    try:
+        record_conversation_id(recorder, payout.id, "AG_lock_order")
+        raise AssertionError("recorded while another transaction held the driver")
+    except OperationalError:
+        recorder.rollback()
+    # The recorder waited for the driver holding nothing: the settlement can still take the payout.
+    holder.execute(text("SET LOCAL lock_timeout = '300ms'"))
+    holder.execute(select(Payout.id).where(Payout.id == payout.id).with_for_update()).one()
+    holder.rollback()
+    holder.close()
+    recorder.close()
