@@ -132,6 +132,41 @@ def close_day(
         console.print(document)
 
 
+def undo_close(
+    on: Annotated[str, typer.Option("--date", help="The business date YYYY-MM-DD whose close to undo.")],
+    reason: Annotated[str, typer.Option(help="Why the close was a mistake (recorded).")],
+    operator: Annotated[str, typer.Option(help="Who decided (recorded).")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Undo a mistaken daily close with correcting entries (never edits): contributions back
+    towards the target, bonus taken back, misses, shortfall and targets restored, a termination
+    flag cleared. Only the last close run can be undone (exit 1, nothing changed, otherwise)."""
+    from money.close_undo import undo_close as undo
+    from money.daily_close import CloseRefused
+
+    try:
+        day = date.fromisoformat(on)
+    except ValueError as error:
+        raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
+    try:
+        summary = undo(context.sessions(), day, context.settings(), operator=operator, reason=reason)
+    except CloseRefused as refused:
+        raise fail(str(refused)) from refused
+    document = {"business_date": str(day), **{k: v for k, v in vars(summary).items() if k != "business_date"}}
+    if as_json:
+        emit_json(document)
+        return
+    console.print(f"close of {day} undone for {len(summary.reopened)} drivers", soft_wrap=True)
+    if summary.reinstated:
+        console.print(f"reinstated: {', '.join(summary.reinstated)}", soft_wrap=True)
+    if summary.vehicles_taken:
+        errors.print(f"[yellow]vehicles with a new driver since (reassign by hand if needed): "
+                     f"{', '.join(summary.vehicles_taken)}[/]", soft_wrap=True)
+    if summary.refunds_already_released:
+        errors.print(f"[yellow]deposit refunds already released, left as they are: payouts "
+                     f"{', '.join(map(str, summary.refunds_already_released))}[/]", soft_wrap=True)
+
+
 def scheduler() -> None:
     """The scheduler (one active instance; start others as standbys)."""
     from db.engine import make_engine

@@ -130,12 +130,14 @@ def drivers_show(
     as_json: JsonFlag = False,
 ) -> None:
     """One driver: today's target and progress, money owed, in flight and paid, deposit, misses,
-    status and assignment."""
+    status, assignment and rostered days off."""
     code = context.driver_code(driver)
     try:
         with context.transaction() as session:
-            document = driver_balance(session, code, date.fromisoformat(context.today()), context.settings())
+            today = date.fromisoformat(context.today())
+            document = driver_balance(session, code, today, context.settings())
             [listed] = fleet.list_drivers(session, only_code=code)
+            document["days_off"] = [str(d) for d in fleet.days_off(session, fleet.get_driver(session, code).id, since=today)]
     except FleetError as error:
         raise fail(str(error)) from error
     document |= {key: listed[key] for key in ("name", "msisdn", "status", "regular_of", "substitute_of")}
@@ -152,6 +154,58 @@ def drivers_end_shift(vehicle: Annotated[str, typer.Option(help="The vehicle who
     except FleetError as error:
         raise fail(str(error)) from error
     typer.echo(f"substitute {substitute} of vehicle {code} stood down")
+
+
+@drivers.command("reinstate")
+def drivers_reinstate(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    reason: Annotated[str, typer.Option(help="Why the driver stays (recorded).")],
+    operator: Annotated[str, typer.Option(help="Who decided (recorded).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Clear a termination flag: the driver is active with no misses counted, and their unsent
+    deposit refund goes back into the deposit. Give them a vehicle with `drivers assign`."""
+    from money.standing import reinstate
+
+    code = context.driver_code(driver)
+    try:
+        with context.transaction() as session:
+            document = reinstate(session, code, operator=operator, reason=reason,
+                                 business_date=date.fromisoformat(context.today()))
+    except (FleetError, ValueError) as error:
+        raise fail(str(error)) from error
+    if as_json:
+        emit_json(document)
+        return
+    typer.echo(f"driver {code} reinstated" + (f"; deposit refund withdrawn (payout {', '.join(map(str, document['refunds_withdrawn']))})"
+                                              if document["refunds_withdrawn"] else ""))
+    if document["refunds_already_released"]:
+        typer.echo(f"note: deposit refund already released (payout {', '.join(map(str, document['refunds_already_released']))}): "
+                   "it stays paid", err=True)
+
+
+@drivers.command("day-off")
+def drivers_day_off(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    on: Annotated[str, typer.Option("--date", help="Business date YYYY-MM-DD.")],
+    operator: Annotated[str, typer.Option(help="Who rostered it (recorded).")],
+    reason: Annotated[Optional[str], typer.Option(help="e.g. rostered rest day, vehicle in service.")] = None,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel a day off rostered before.")] = False,
+) -> None:
+    """Roster a day off: that day's close counts no miss and no shortfall for the driver (their
+    fares still count). A day already closed is refused."""
+    code = context.driver_code(driver)
+    try:
+        day = date.fromisoformat(on)
+    except ValueError as error:
+        raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
+    try:
+        with context.transaction() as session:
+            changed = fleet.set_day_off(session, driver_code=code, day=day, off=not cancel, operator=operator, reason=reason)
+    except FleetError as error:
+        raise fail(str(error)) from error
+    what = "day off cancelled" if cancel else "day off rostered"
+    typer.echo(f"{code} {day}: {what}" if changed else f"{code} {day}: nothing changed ({'no day off' if cancel else 'already a day off'})")
 
 
 def balance(

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, aliased
 
-from db.models import DRIVER_ACCOUNT_KINDS, Account, Driver, DriverDay, Vehicle
+from db.models import DRIVER_ACCOUNT_KINDS, Account, DayOff, Driver, DriverDay, Vehicle
 from fleetpay.settings import Settings
 
 T = TypeVar("T")
@@ -110,6 +110,40 @@ def end_substitute_shift(session: Session, vehicle_code: str) -> str:
     vehicle.substitute_driver_id = None
     session.flush()
     return code
+
+
+def is_day_off(session: Session, driver_id: int, day: date) -> bool:
+    return session.get(DayOff, (driver_id, day)) is not None
+
+
+def set_day_off(session: Session, *, driver_code: str, day: date, off: bool, operator: str, reason: str | None) -> bool:
+    """Roster (``off``) or cancel a driver's day off; False when nothing changed. A day whose close
+    has run is refused: the close has counted it already (undo the close first)."""
+    driver = lock_driver(session, get_driver(session, driver_code).id)
+    closed = session.execute(
+        select(DriverDay.closed_at).where(DriverDay.driver_id == driver.id, DriverDay.business_date == day)
+    ).scalar_one_or_none()
+    if closed is not None:
+        raise FleetError(f"{driver_code}'s business day {day} is closed already: undo the close first")
+    if off:
+        inserted = session.execute(
+            pg_insert(DayOff).values(driver_id=driver.id, business_date=day, operator=operator, reason=reason)
+            .on_conflict_do_nothing().returning(DayOff.driver_id)
+        ).first()
+        return inserted is not None
+    row = session.get(DayOff, (driver.id, day))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
+def days_off(session: Session, driver_id: int, *, since: date) -> list[date]:
+    return list(session.execute(
+        select(DayOff.business_date).where(DayOff.driver_id == driver_id, DayOff.business_date >= since)
+        .order_by(DayOff.business_date)
+    ).scalars())
 
 
 def list_drivers(

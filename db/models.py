@@ -245,6 +245,39 @@ class DriverDay(Base):
     misses_carried: Mapped[int] = mapped_column(Integer, server_default="0")
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     close_outcome: Mapped[str | None] = mapped_column(Text)
+    # How many times its close was undone: a close after an undo keys its postings ``…/<n+1>``.
+    reopened: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Whether its close flagged the driver for termination, and the vehicle that close freed: what
+    # undoing the close restores.
+    flagged: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    freed_vehicle_id: Mapped[int | None] = mapped_column(ForeignKey("vehicles.id"))
+
+
+class DayOff(Base):
+    """A rostered day off: the close counts no miss for it (docs/rules.md, daily close)."""
+
+    __tablename__ = "days_off"
+
+    driver_id: Mapped[int] = mapped_column(ForeignKey("drivers.id"), primary_key=True)
+    business_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    operator: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class OperatorAction(Base):
+    """What a person did by hand that changed money or a driver's standing (an undone close, a
+    reinstatement, a withdrawn payout …): who, why and when. Append-only (migration 0009)."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    action: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    operator: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
 
 
 class DailyClose(Base):

@@ -12,7 +12,9 @@ Three kinds of event drive it:
 - the answers to Transaction Status queries *we* sent about this payout: ``status_paid``,
   ``status_failed``, ``status_not_found``; and ``mismatch``: a result or status answer that names
   the payout but does not match what we asked (another amount or receiver); and ``escalate``: we
-  cannot find out by ourselves (our status queries are refused, or ran out).
+  cannot find out by ourselves (our status queries are refused, or ran out);
+- an operator's: ``withdraw`` (a payout held for approval and never sent, e.g. the deposit refund
+  of a driver who is reinstated, is not to be paid after all).
 
 Rules, in order:
 
@@ -39,7 +41,10 @@ Rules, in order:
    Safaricom accepted and may still pay).
 8. ``claim`` on an open state other than ``pending`` is a redelivered send message: a no-op, and
    ``changed=False`` tells the caller not to send.
-9. An HTTP outcome on an open state other than ``submitting`` means the sender lost its claim (a
+9. ``withdraw`` makes a ``pending`` payout ``failed`` (its money payable again); every other state
+   ignores it. ``money.payouts.withdraw`` allows it only for a payout held for approval that was
+   never sent (no attempt), which M-Pesa cannot have paid.
+10. An HTTP outcome on an open state other than ``submitting`` means the sender lost its claim (a
    result overtook the HTTP answer, or a sweep judged the claim stale): `IllegalTransition`.
 """
 
@@ -66,6 +71,7 @@ PayoutEvent = Literal[
     "status_not_found",
     "mismatch",
     "escalate",
+    "withdraw",
 ]
 
 # The one list of payout states, in the order they are usually met; the schema, the CLI and the
@@ -100,6 +106,7 @@ _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {
     ("reopened", "status_paid"): "paid",
     ("reopened", "status_failed"): "failed",
     ("failed", "status_paid"): "paid",
+    ("pending", "withdraw"): "failed",
 }
 
 

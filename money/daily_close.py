@@ -3,10 +3,12 @@
 
 Idempotency: each driver is closed in a transaction of their own, under their row lock, and only
 if their day row is not closed yet (``driver_days.closed_at``); every posting and payout it makes
-has a key naming the driver and the day (``close:``, ``bonus:``, ``refund:``). A close that crashes
-half-way is finished by running it again; a second run changes nothing.
+has a key naming the driver and the day (``close:``, ``bonus:``, ``refund:``; ``…/<n>`` for the
+n-th close of a day whose close was undone, ``money.close_undo``). A close that crashes half-way is
+finished by running it again; a second run changes nothing.
 
-Per driver (regular drivers; a driver with no vehicle, or only a substitute's seat, is paused):
+Per driver (regular drivers; a driver with no vehicle, only a substitute's seat, or on a rostered
+day off is paused):
 - the day's contributions move ``target → revenue``;
 - missed: consecutive misses + 1, the shortfall rolls over (tomorrow = base + shortfall, never
   yesterday's target + shortfall); at ``termination_misses`` the driver is flagged, their vehicle
@@ -28,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet, ledger
-from db.models import DailyClose, Driver, DriverDay, Vehicle
+from db.models import DailyClose, Driver, DriverDay, Posting, Vehicle
 from fleetpay import rules
 from fleetpay.settings import Settings
 from money.payouts import create_payout, reserve_payable
@@ -49,6 +51,12 @@ def is_regular(session: Session, driver_id: int) -> bool:
     return session.execute(select(Vehicle.id).where(Vehicle.regular_driver_id == driver_id)).first() is not None
 
 
+def day_key(kind: str, code: str, day: date, reopened: int) -> str:
+    """The key of a close's posting or payout: ``close:D112006:2026-11-20`` for a day's first
+    close, ``…/2`` for its close after one undo, and so on."""
+    return f"{kind}:{code}:{day}" + (f"/{reopened + 1}" if reopened else "")
+
+
 def close_driver_day(session: Session, driver_id: int, day: date, settings: Settings, summary: CloseSummary) -> None:
     driver = fleet.lock_driver(session, driver_id)
     terms = fleet.driver_terms(driver, settings)
@@ -56,7 +64,8 @@ def close_driver_day(session: Session, driver_id: int, day: date, settings: Sett
     if row.closed_at is not None:
         summary.closed["already"] += 1
         return
-    paused = driver.status != "active" or not is_regular(session, driver.id)
+    paused = (driver.status != "active" or not is_regular(session, driver.id)
+              or fleet.is_day_off(session, driver.id, day))
     outcome = rules.close_day(
         target_cents=row.target_cents,
         contributed_cents=row.contributed_cents,
@@ -69,7 +78,7 @@ def close_driver_day(session: Session, driver_id: int, day: date, settings: Sett
     system = ledger.system_accounts(session)
     if row.contributed_cents:
         ledger.post(
-            session, key=f"close:{driver.code}:{day}", kind="close", business_date=day, driver_id=driver.id,
+            session, key=day_key("close", driver.code, day, row.reopened), kind="close", business_date=day, driver_id=driver.id,
             legs=[(accounts.target, -row.contributed_cents), (system.revenue, row.contributed_cents)],
         )
     verdict = "paused" if paused else ("met" if outcome.met else "missed")
@@ -88,31 +97,40 @@ def close_driver_day(session: Session, driver_id: int, day: date, settings: Sett
         )
     if outcome.met and settings.bonus_enabled and settings.bonus_cents > 0:
         ledger.post(
-            session, key=f"bonus:{driver.code}:{day}", kind="bonus", business_date=day, driver_id=driver.id,
+            session, key=day_key("bonus", driver.code, day, row.reopened), kind="bonus", business_date=day, driver_id=driver.id,
             legs=[(system.revenue, -settings.bonus_cents), (accounts.payable, settings.bonus_cents)],
         )
     if outcome.flag_termination and driver.status == "active":
-        _flag_for_termination(session, driver, day, accounts, summary)
-    payouts = reserve_payable(session, driver, settings, cause_key=f"close:{driver.code}:{day}", business_date=day)
+        _flag_for_termination(session, driver, row, accounts, summary)
+    payouts = reserve_payable(session, driver, settings, cause_key=day_key("close", driver.code, day, row.reopened),
+                              business_date=day)
     summary.payout_ids.extend(payout.id for payout in payouts)
     log.info("driver_day_closed", driver=driver.code, business_date=str(day), outcome=verdict,
              contributed_cents=row.contributed_cents, target_cents=row.target_cents)
 
 
 def _flag_for_termination(
-    session: Session, driver: Driver, day: date, accounts: ledger.DriverAccounts, summary: CloseSummary
+    session: Session, driver: Driver, row: DriverDay, accounts: ledger.DriverAccounts, summary: CloseSummary
 ) -> None:
-    """Flag, free the vehicle, and prepare the deposit refund for an operator to approve."""
+    """Flag, free the vehicle, and prepare the deposit refund for an operator to approve. The day
+    row keeps what was done (flag, vehicle), so undoing the close can restore it."""
     driver.status = "flagged"
-    session.execute(update(Vehicle).where(Vehicle.regular_driver_id == driver.id).values(regular_driver_id=None))
+    row.flagged = True
+    row.freed_vehicle_id = session.execute(
+        update(Vehicle).where(Vehicle.regular_driver_id == driver.id).values(regular_driver_id=None).returning(Vehicle.id)
+    ).scalar_one_or_none()
     refund_cents = rules.payout_amount_cents(ledger.balance_cents(session, accounts.deposit), minimum_cents=100)
     if refund_cents:
+        # A driver reinstated and flagged again gets a refund of their own: ``refund:<code>/<n>``.
+        earlier = session.execute(select(func.count()).select_from(Posting).where(
+            Posting.driver_id == driver.id, Posting.kind == "deposit_refund")).scalar_one()
+        key = f"refund:{driver.code}" + (f"/{earlier + 1}" if earlier else "")
         ledger.post(
-            session, key=f"refund:{driver.code}", kind="deposit_refund", business_date=day, driver_id=driver.id,
+            session, key=key, kind="deposit_refund", business_date=row.business_date, driver_id=driver.id,
             legs=[(accounts.deposit, -refund_cents), (accounts.payable, refund_cents)],
         )
-        create_payout(session, driver=driver, amount_cents=refund_cents, cause_key=f"refund:{driver.code}",
-                      business_date=day, requires_approval=True)
+        create_payout(session, driver=driver, amount_cents=refund_cents, cause_key=key,
+                      business_date=row.business_date, requires_approval=True)
     summary.flagged.append(driver.code)
     log.warning("driver_flagged_for_termination", driver=driver.code, misses=driver.consecutive_misses,
                 refund_cents=refund_cents)

@@ -288,6 +288,24 @@ def approve(session: Session, payout_id: int, *, operator: str) -> None:
     log.warning("payout_approved", payout_id=payout_id, operator=operator)
 
 
+def withdraw(session: Session, payout_id: int, *, operator: str, reason: str) -> Payout:
+    """An operator withdraws a payout held for approval that was never sent (no attempt: M-Pesa
+    cannot have paid it): it becomes ``failed`` and its money is payable again. Locks the driver,
+    then the payout; ``PayoutError`` for any other payout."""
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one_or_none()
+    if driver_id is None:
+        raise PayoutError(f"no payout {payout_id}")
+    lock_driver(session, driver_id)
+    payout = session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one()
+    if not (payout.state == "pending" and payout.requires_approval and payout.attempts == 0):
+        raise PayoutError(f"payout {payout_id} is {payout.state}"
+                          + (" and was sent" if payout.attempts else "")
+                          + ": only a payout held for approval and never sent can be withdrawn")
+    apply_event(session, payout_id, "withdraw", result_desc=f"withdrawn by {operator}: {reason}")
+    log.warning("payout_withdrawn", payout_id=payout_id, operator=operator, reason=reason)
+    return payout
+
+
 def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, business_date: date) -> list[Payout]:
     """A payout of what has accrued in one driver's ``payable`` account (instant payouts off, or
     shares below the B2C minimum), if it reaches the minimum. Keyed by the newest entry of that

@@ -56,6 +56,63 @@ def test_the_close_refuses_today_the_future_and_days_before_the_fleet(fresh_sess
         assert session.get(DailyClose, date(2020, 1, 1)).forced_reason == "migration from the old system"
 
 
+def test_a_mistaken_close_is_undone_by_a_person_who_says_why(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    with fresh_sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code="D120005", vehicle_code="125")
+        session.execute(text("UPDATE drivers SET created_at = '2019-12-01'"))
+    url = url_of(fresh_sessions)
+    forced = close_day(fresh_sessions, "--date", "2020-01-01", "--force", "--reason", "typo")
+    assert forced.returncode == 0, forced.stderr
+    with fresh_sessions() as session:
+        assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 1  # the harm done
+    usage = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "typo", database_url=url, check=False)
+    assert usage.returncode == 2 and "--operator" in usage.stderr  # who decided is required
+    not_closed = fleetpay("undo-close", "--date", "2020-01-02", "--reason", "x", "--operator", "amina",
+                          database_url=url, check=False)
+    assert not_closed.returncode == 1 and "is not closed" in not_closed.stderr
+    assert not_closed.stderr.strip().count("\n") == 0
+    undone = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "meant 2026", "--operator", "amina", "--json",
+                      database_url=url, check=False)
+    assert undone.returncode == 0, undone.stderr
+    assert json.loads(undone.stdout)["reopened"] == ["D120005"]
+    assert closed_rows(fresh_sessions) == (0, 0)
+    with fresh_sessions() as session:
+        assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 0
+        assert session.execute(text("SELECT operator, reason FROM operator_actions")).one() == ("amina", "meant 2026")
+    again = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "x", "--operator", "amina", database_url=url, check=False)
+    assert again.returncode == 1 and "is not closed" in again.stderr
+
+
+def test_a_flagged_driver_is_reinstated_and_days_off_are_rostered(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    with fresh_sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code="D120006", vehicle_code="126")
+    url = url_of(fresh_sessions)
+    active = fleetpay("drivers", "reinstate", "d120006", "--reason", "x", "--operator", "amina", database_url=url, check=False)
+    assert active.returncode == 1 and "only a flagged driver" in active.stderr
+    unknown = fleetpay("drivers", "reinstate", "D999999", "--reason", "x", "--operator", "amina", database_url=url, check=False)
+    assert unknown.returncode == 1 and "no driver D999999" in unknown.stderr
+    with fresh_sessions.begin() as session:
+        session.execute(text("UPDATE drivers SET status = 'flagged', consecutive_misses = 3"))
+    done = fleetpay("drivers", "reinstate", "D120006", "--reason", "sick days", "--operator", "amina", "--json",
+                    database_url=url, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"driver": "D120006", "status": "active", "refunds_withdrawn": [],
+                                       "refunds_already_released": []}
+    with fresh_sessions() as session:
+        assert session.execute(select(Driver.status, Driver.consecutive_misses)).one() == ("active", 0)
+
+    tomorrow = (datetime.now(EAT) + timedelta(days=1)).date().isoformat()
+    rostered = fleetpay("drivers", "day-off", "D120006", "--date", tomorrow, "--operator", "amina", database_url=url, check=False)
+    assert rostered.returncode == 0 and "day off rostered" in rostered.stdout, rostered.stderr
+    shown = fleetpay("drivers", "show", "D120006", "--json", database_url=url, check=False)
+    assert json.loads(shown.stdout)["days_off"] == [tomorrow]
+    cancelled = fleetpay("drivers", "day-off", "D120006", "--date", tomorrow, "--cancel", "--operator", "amina",
+                         database_url=url, check=False)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    shown = fleetpay("drivers", "show", "D120006", "--json", database_url=url, check=False)
+    assert json.loads(shown.stdout)["days_off"] == []
+
+
 def test_a_scheduler_that_was_down_closes_every_missed_day_when_it_comes_back(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
     from fleetpay.settings import Settings
 

@@ -58,6 +58,8 @@ MOVES: dict[tuple[PayoutState, PayoutEvent], PayoutState] = {
        for state in ("pending", "submitting", "submitted", "unknown", "failure_reported", "review")
        for event in ("result_success", "status_paid")},
     ("failed", "status_paid"): "paid",
+    # an operator withdraws a payout never sent (a reinstated driver's deposit refund)
+    ("pending", "withdraw"): "failed",
 }
 # A sender reporting an HTTP outcome without holding the claim: a bug, or a claim lost to a result
 # that overtook the HTTP answer (the sender logs it and changes nothing).
@@ -201,6 +203,8 @@ def model_next(state: str, event: str) -> str:
         return "paid"
     if event == "claim":
         return "submitting" if state == "pending" else state
+    if event == "withdraw":  # an operator's, for a payout never sent
+        return "failed" if state == "pending" else state
     if event in HTTP:
         if state != "submitting":
             raise IllegalTransition(state, event)
@@ -271,9 +275,10 @@ def events_consistent_with(mpesa_paid: bool) -> st.SearchStrategy[PayoutEvent]:
     """Any event may arrive, except answers to our own requests that would lie (a status answer
     saying failed, Daraja refusing outright a request M-Pesa then paid), and a proof of payment for a
     payment M-Pesa did not make (a forged success that matches our ids, amount and receiver cannot be
-    told from a real one: out of scope). "Not found" may come for a paid payout: M-Pesa's status
+    told from a real one: out of scope). An operator withdraws only a payout never sent, which M-Pesa
+    cannot have paid (``money.payouts.withdraw`` checks it). "Not found" may come for a paid payout: M-Pesa's status
     lags behind its payments."""
-    lies = {"status_failed", "rejected"} if mpesa_paid else {"status_paid", "result_success"}
+    lies = {"status_failed", "rejected", "withdraw"} if mpesa_paid else {"status_paid", "result_success"}
     return st.sampled_from(sorted(EVENTS - lies))
 
 
