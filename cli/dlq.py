@@ -111,8 +111,8 @@ def dlq_list(
     emit_table("dead letters, newest first", [_table_row(letter) for letter in letters], LIST_COLUMNS)
     console.print(_depth_line(depth))
     console.print(
-        f"Times are {context.settings().timezone}. 'last error' is that of the last retried failure; dramatiq "
-        "keeps the final one only in the worker log. `dlq show ID` has the first failure's time when retries <= 1."
+        f"Times are {context.settings().timezone}. 'last error' is the final one (for a dead letter from before "
+        "fleetpay kept it: the last retried one). `dlq show ID` has the first failure's time when retries <= 1."
     )
 
 
@@ -121,7 +121,7 @@ def dlq_show(
     message_id: Annotated[str, typer.Argument(help="A message id, as `fleetpay dlq list` shows it.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """One dead letter in full: the message as dramatiq stored it and its last error."""
+    """One dead letter in full: the message as dramatiq stored it, its final error and traceback."""
     with _dead_letters() as dead:
         letter = dead.get(message_id)
     document = letter.document()
@@ -135,7 +135,8 @@ def dlq_show(
     fields.update(args=message["args"], kwargs=message["kwargs"],
                   options={k: v for k, v in message["options"].items() if k != "traceback"})
     emit(fields, as_json=False, title=f"dead letter {letter.id}")
-    console.print("[bold]traceback of the last retried failure[/] (the final one is in the worker log)")
+    console.print("[bold]traceback of the final failure[/]" if letter.failure
+                  else "[bold]traceback of the last retried failure[/] (a dead letter from before the final one was kept)")
     console.print(letter.traceback or "(none kept: the message was never retried)", markup=False)
 
 

@@ -7,9 +7,11 @@ Broker maintenance deletes both after ``dead_message_ttl`` (30 days, ``workers.b
 
 What is recorded, exactly: the hash keeps the message *as it was last enqueued*; the options the
 ``Retries`` middleware sets on the final failure never reach Redis. So ``retries`` is the number
-of retries made (0: it failed on its only attempt), and ``traceback`` / ``requeue_timestamp`` are
-those of the last failure that was *retried*, not of the final one (which is only in the worker's
-log, ``Failed to process message …``). A message never retried carries no error at all.
+of retries made (0: it failed on its only attempt), and the message's own ``traceback`` /
+``requeue_timestamp`` are those of the last failure that was *retried*. The final error and its
+traceback are kept beside it by ``workers.failures.FailureRecorder``; ``last_error`` and
+``traceback`` show that record (``final_error: true``), falling back on the message's own only for a
+dead letter from before it existed.
 
 Times: ``enqueued_at`` (the message's own timestamp) and ``dead_lettered_at`` (the final failure)
 always exist. dramatiq overwrites the failure time on each retry, so ``first_failed_at`` is exact
@@ -34,7 +36,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -45,7 +47,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 
 from fleetpay.settings import Settings
-from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_PAYOUT
+from workers import failures
 
 log = structlog.get_logger("fleetpay.dlq")
 
@@ -54,14 +56,6 @@ LIST_LIMIT_MAX = 10_000  # also the most one requeue --all / purge --older-than 
 SCAN_MAX = 100_000  # dead entries examined per queue by one read
 PAGE_SIZE = 500
 LAST_ERROR_MAX_CHARS = 300
-
-# What the actor's first argument names, shown as e.g. ``inbox:42`` / ``payout:7``.
-REFERENCE_KIND_BY_ACTOR = {
-    PROCESS_CALLBACK: "inbox",
-    SEND_PAYOUT: "payout",
-    CHECK_PAYOUT_STATUS: "payout",
-}
-REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id"}
 
 # Options a requeue drops: the failure record (Retries) and the delay and Redis bookkeeping the
 # broker sets again when it enqueues.
@@ -133,6 +127,8 @@ class DeadLetter:
     queue: str  # the canonical queue whose dead set holds it
     redis_id: str  # the member of the dead set (internal)
     dead_lettered_at: datetime
+    # The final failure as ``workers.failures`` recorded it (None for an older dead letter).
+    failure: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -148,6 +144,8 @@ class DeadLetter:
 
     @property
     def traceback(self) -> str | None:
+        if self.failure:
+            return self.failure["traceback"]
         return self.message.options.get("traceback")
 
     @property
@@ -165,8 +163,10 @@ class DeadLetter:
 
     @property
     def last_error(self) -> str | None:
-        """The last error kept with the message (``ExceptionType: message``): that of the last
-        retried failure; None when it was never retried or failed without an exception."""
+        """The final error (``ExceptionType: message``); for a dead letter older than the failure
+        record, that of the last retried failure (None when it was never retried)."""
+        if self.failure:
+            return self.failure["error"]
         # The exception's own line: the first unindented line after the last traceback header
         # (drivers and SQLAlchemy add context lines after it).
         lines = (self.traceback or "").splitlines()
@@ -178,14 +178,7 @@ class DeadLetter:
     @property
     def reference(self) -> str | None:
         """``inbox:<id>`` or ``payout:<id>``: the row the actor works on, from its first argument."""
-        kind = REFERENCE_KIND_BY_ACTOR.get(self.actor)
-        if kind is None:
-            return None
-        if self.message.args:
-            value = self.message.args[0]
-        else:
-            value = self.message.kwargs.get(REFERENCE_KWARG_BY_KIND[kind])
-        return None if value is None else f"{kind}:{value}"
+        return failures.message_reference(self.actor, self.message.args, self.message.kwargs)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -195,6 +188,7 @@ class DeadLetter:
             "reference": self.reference,
             "retries": self.retries,
             "last_error": self.last_error,
+            "final_error": self.failure is not None,
             "enqueued_at": _iso(self.enqueued_at),
             "first_failed_at": _iso(self.first_failed_at),
             "dead_lettered_at": _iso(self.dead_lettered_at),
@@ -223,13 +217,14 @@ class DeadLetters:
         ``.XQ`` suffixes are dropped).
     """
 
-    def __init__(self, broker: RedisBroker, *, queues: Iterable[str]) -> None:
+    def __init__(self, broker: RedisBroker, *, queues: Iterable[str], retry_window_ms: int) -> None:
         if not isinstance(broker, RedisBroker):
             raise TypeError("dead letters are read from dramatiq's Redis broker")
         self.broker = broker
         self.client = broker.client
         self.namespace = broker.namespace
         self.queues = tuple(dict.fromkeys(q_name(queue) for queue in queues))
+        self.retry_window_ms = retry_window_ms
         assert self.queues, "at least one queue"
         self._claim = self.client.register_script(CLAIM_SCRIPT)
 
@@ -237,7 +232,8 @@ class DeadLetters:
     def from_settings(cls, settings: Settings, broker: RedisBroker) -> DeadLetters:
         """The queues of ``settings`` and any other queue ``broker`` has declared."""
         declared = sorted(q_name(queue) for queue in broker.get_declared_queues())
-        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, *declared])
+        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, *declared],
+                   retry_window_ms=failures.retry_window_ms(settings))
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -286,7 +282,11 @@ class DeadLetters:
                     if matched == limit:
                         break
         found.sort(key=lambda letter: letter.dead_lettered_at, reverse=True)
-        return found[:limit]
+        return self._with_failures(found[:limit])
+
+    def _with_failures(self, letters: builtins.list[DeadLetter]) -> builtins.list[DeadLetter]:
+        recorded = failures.failures(self.client, self.namespace, [letter.id for letter in letters])
+        return [replace(letter, failure=recorded.get(letter.id)) for letter in letters]
 
     def _scan(self, queue: str, newest_ms: float | str) -> Iterator[DeadLetter]:
         """The entries of one dead set, newest first, in pages; at most ``SCAN_MAX``."""
@@ -339,11 +339,11 @@ class DeadLetters:
         missing = [message_id for message_id, letters in by_id.items() if not letters]
         if missing:
             raise DeadLetterNotFound(missing)
-        return [
+        return self._with_failures([
             letter
             for letters in by_id.values()
             for letter in sorted(letters.values(), key=lambda item: item.dead_lettered_at, reverse=True)
-        ]
+        ])
 
     def select(
         self,
@@ -410,6 +410,8 @@ class DeadLetters:
             except Exception:
                 self._restore(letter, data)  # never lose a message between the two steps
                 raise
+            failures.forget(self.client, self.namespace, message_id=letter.id, reference=letter.reference,
+                            keep_failing_ms=self.retry_window_ms)
             log.info("dead_letter_requeued", message_id=letter.id, actor=letter.actor, queue=letter.queue,
                      reference=letter.reference, retries=letter.retries)
             done.append(letter.id)
@@ -423,6 +425,8 @@ class DeadLetters:
             if self._take(letter) is None:
                 gone.append(letter.id)
                 continue
+            failures.forget(self.client, self.namespace, message_id=letter.id, reference=letter.reference,
+                            keep_failing_ms=None)
             log.info("dead_letter_purged", message_id=letter.id, actor=letter.actor, queue=letter.queue,
                      reference=letter.reference)
             if letter.id not in done:

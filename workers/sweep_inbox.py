@@ -2,7 +2,9 @@
 
 This is what makes "acknowledged means never lost" true when Redis was down at the ack, was
 flushed, or a message vanished with a dead worker. Idempotency: re-enqueuing a row that is also
-still queued is harmless, since ``process_callback`` applies a row once.
+still queued is harmless, since ``process_callback`` applies a row once. A row whose message is
+failing (waiting for a retry, or dead-lettered: ``workers.failures``) is left to that message, so
+one failure makes one dead letter; purging the dead letter gives the row back to the sweep.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import inbox
 from fleetpay.settings import Settings
 from workers import runtime
+from workers.failures import failing
 from workers.messages import SWEEP_INBOX
 from workers.process_callback import process_callback
 
@@ -28,10 +31,14 @@ def enqueue_stale_inbox_rows(sessions: sessionmaker[Session], settings: Settings
             older_than_s=settings.inbox_sweep_after_s if older_than_s is None else older_than_s,
             limit=settings.sweep_batch_max,
         )
+    held = failing(runtime.broker.client, runtime.broker.namespace, "inbox", ids)
+    ids = [inbox_id for inbox_id in ids if inbox_id not in held]
     for inbox_id in ids:
         process_callback.send(inbox_id)
     if ids:
         log.warning("inbox_swept", count=len(ids), first_inbox_id=ids[0])
+    if held:
+        log.info("inbox_sweep_left_failing_rows", count=len(held), inbox_ids=sorted(held)[:20])
     return len(ids)
 
 

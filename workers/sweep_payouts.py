@@ -1,7 +1,8 @@
 """``sweep_payouts()``: bring every open payout closer to a terminal state.
 
 - ``pending`` (and not waiting for an approval) for ``payout_pending_after_s``: send it (its
-  message was lost after the COMMIT, or it was proven unsent);
+  message was lost after the COMMIT, or it was proven unsent), unless its send message is failing
+  (retrying or dead-lettered: ``workers.failures``);
 - ``submitting`` for ``payout_submitting_stale_s``: its worker died between the claim and the
   answer, so nobody knows whether Daraja got it → ``unknown``;
 - ``unknown`` or ``failure_reported`` (a failure result waiting for our confirmation), or
@@ -25,6 +26,7 @@ from db import payouts
 from fleetpay.settings import Settings
 from money.payouts import escalate, give_up_stale_claim
 from workers import runtime
+from workers.failures import failing
 from workers.check_payout_status import check_payout_status
 from workers.messages import SWEEP_PAYOUTS
 from workers.send_payout import send_payout
@@ -61,6 +63,8 @@ def advance_open_payouts(sessions: sessionmaker[Session], settings: Settings, *,
     for payout_id, queries in exhausted:
         with sessions.begin() as session:
             escalate(session, payout_id, f"status_queries_exhausted:{queries}")
+    held = failing(runtime.broker.client, runtime.broker.namespace, "payout", pending)
+    pending = [payout_id for payout_id in pending if payout_id not in held]
     for payout_id in pending:
         send_payout.send(payout_id)
     for payout_id in to_check:

@@ -46,10 +46,11 @@ class Poison:
 
 POISON_SQL = """
 CREATE TABLE IF NOT EXISTS dlq_test_poison (inbox_id bigint PRIMARY KEY);
+CREATE SEQUENCE IF NOT EXISTS dlq_test_attempts;
 CREATE OR REPLACE FUNCTION dlq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM dlq_test_poison WHERE inbox_id = NEW.inbox_id) THEN
-        RAISE EXCEPTION 'refused for the dead-letter test (inbox %)', NEW.inbox_id;
+        RAISE EXCEPTION 'refused for the dead-letter test (inbox %) attempt %', NEW.inbox_id, nextval('dlq_test_attempts');
     END IF;
     RETURN NEW;
 END $$;
@@ -64,7 +65,8 @@ def failing(sessions: sessionmaker[Session]) -> Iterator[Poison]:
         session.execute(text(POISON_SQL))
     yield Poison(sessions)
     with sessions.begin() as session:
-        session.execute(text("DROP TRIGGER dlq_test_refuse ON postings; DROP FUNCTION dlq_test_refuse(); DROP TABLE dlq_test_poison"))
+        session.execute(text("DROP TRIGGER dlq_test_refuse ON postings; DROP FUNCTION dlq_test_refuse(); DROP TABLE dlq_test_poison;"
+                             " DROP SEQUENCE dlq_test_attempts"))
 
 
 def stored_callback(sessions: sessionmaker[Session], amount: str = "200.00") -> tuple[int, str, str]:
@@ -151,14 +153,42 @@ def test_dead_letter_is_listed_shown_requeued_and_applied_once(settings, worker,
     assert postings(sessions, receipt) == 1
 
 
+def test_one_failure_is_one_dead_letter_with_its_final_error(settings, worker, sessions, dead_letters, failing) -> None:  # type: ignore[no-untyped-def]
+    """The dead letter shows the error of its *last* try (dramatiq's own record stops at the last
+    retried one), and the inbox sweep leaves a row whose message is dead to it, until the dead
+    letter is purged (then the row is swept again: nothing acknowledged is dropped)."""
+    from workers.sweep_inbox import enqueue_stale_inbox_rows
+
+    inbox_id, _, _ = stored_callback(sessions)
+    message_id = dead_letter(dead_letters, failing, inbox_id, max_retries=2)
+    with sessions() as session:
+        last_attempt = session.execute(text("SELECT last_value FROM dlq_test_attempts")).scalar_one()
+    shown = json.loads(fleetpay("dlq", "show", message_id, "--json").stdout)
+    assert shown["retries"] == 2 and shown["final_error"] is True
+    assert shown["last_error"].endswith(f"attempt {last_attempt}"), shown["last_error"]
+    assert f"attempt {last_attempt}" in shown["traceback"]
+    assert f"attempt {last_attempt}" not in shown["message"]["options"]["traceback"]  # dramatiq's: a retried one
+    table = fleetpay("dlq", "show", message_id).stdout
+    assert "traceback of the final failure" in table
+
+    failing.add(inbox_id)  # still failing: a sweep must not make a second dead letter of it
+    assert enqueue_stale_inbox_rows(sessions, settings, older_than_s=0) == 0
+    failing.discard(inbox_id)
+    fleetpay("dlq", "purge", message_id, "--yes")
+    assert enqueue_stale_inbox_rows(sessions, settings, older_than_s=0) >= 1  # the row is the sweep's again
+    wait_until(lambda: inbox_status(sessions, inbox_id) == "processed", timeout_s=15, what="the swept row")
+
+
 def test_purge_by_id_and_by_age(worker, sessions, dead_letters, failing) -> None:  # type: ignore[no-untyped-def]
     from workers.dead_letters import DeadLetterNotFound
 
     first = dead_letter(dead_letters, failing, stored_callback(sessions)[0])
     second = dead_letter(dead_letters, failing, stored_callback(sessions)[0])
     never_retried = dead_letters.get(first)
-    # Never retried: dramatiq kept no error with it, and its only failure is the dead-letter time.
-    assert never_retried.retries == 0 and never_retried.last_error is None
+    # Never retried: dramatiq kept no error with it, but fleetpay's failure record did; its only
+    # failure is the dead-letter time.
+    assert never_retried.retries == 0 and never_retried.message.options.get("traceback") is None
+    assert never_retried.last_error.startswith("sqlalchemy.exc.InternalError") and never_retried.failure is not None
     assert never_retried.first_failed_at == never_retried.dead_lettered_at
 
     unconfirmed = fleetpay("dlq", "purge", first, check=False)  # no terminal, no --yes

@@ -1,0 +1,150 @@
+"""What became of a message that failed, kept in Redis beside dramatiq's own record.
+
+dramatiq's dead letter keeps the message *as it was last enqueued* (``workers.dead_letters``): the
+final error and traceback never reach Redis. ``FailureRecorder`` (a dramatiq middleware) keeps them:
+
+- ``<ns>:failure:<message_id>``: the last error of a message (``ExceptionType: message``), its
+  traceback, when, and after how many retries. Each failure overwrites it, so for a dead letter it
+  is the final one. Kept for the dead letters' retention.
+- ``<ns>:failing:<inbox|payout>:<id>``: the message that works on that row and is failing. While it
+  waits for a retry it lasts ``retry_window_ms`` (longer than any backoff); once dead-lettered, the
+  retention. A success clears it. The sweeps leave such rows alone (``failing``): re-enqueuing a
+  row whose message is retrying, or dead and waiting for an operator, made a second dead letter for
+  one failure. Purging the dead letter clears it, so an unapplied inbox row is swept again: an
+  acknowledged callback is never dropped.
+
+Recording never breaks processing: a Redis error here is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import dramatiq
+import redis
+import structlog
+
+from fleetpay.settings import Settings
+from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_PAYOUT
+
+log = structlog.get_logger("fleetpay.dlq")
+
+ERROR_MAX_CHARS = 300
+TRACEBACK_LIMIT = 30
+
+# What the actor's first argument names, shown as e.g. ``inbox:42`` / ``payout:7``.
+REFERENCE_KIND_BY_ACTOR = {
+    PROCESS_CALLBACK: "inbox",
+    SEND_PAYOUT: "payout",
+    CHECK_PAYOUT_STATUS: "payout",
+}
+REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id"}
+
+
+def retry_window_ms(settings: Settings) -> int:
+    """Longer than any wait between two tries of a message (and a few minutes of queue)."""
+    return 2 * settings.message_max_backoff_ms + 300_000
+
+
+def message_reference(actor_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+    """``inbox:<id>`` or ``payout:<id>``: the row an actor's message works on, or None."""
+    kind = REFERENCE_KIND_BY_ACTOR.get(actor_name)
+    if kind is None:
+        return None
+    value = args[0] if args else kwargs.get(REFERENCE_KWARG_BY_KIND[kind])
+    return None if value is None else f"{kind}:{value}"
+
+
+def error_line(exception: BaseException) -> str:
+    """``module.ExceptionType: message``, its first line, as the traceback ends."""
+    return "".join(traceback.format_exception_only(exception)).splitlines()[0][:ERROR_MAX_CHARS]
+
+
+class FailureKeys:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def failure(self, message_id: str) -> str:
+        return f"{self.namespace}:failure:{message_id}"
+
+    def failing(self, reference: str) -> str:
+        return f"{self.namespace}:failing:{reference}"
+
+
+class FailureRecorder(dramatiq.Middleware):
+    def __init__(self, client: redis.Redis, *, namespace: str, retry_window_ms: int, retention_ms: int) -> None:
+        self.client = client
+        self.keys = FailureKeys(namespace)
+        self.retry_window_ms = retry_window_ms
+        self.retention_ms = retention_ms
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
+        reference = message_reference(message.actor_name, message.args, message.kwargs)
+        try:
+            if exception is None:
+                if reference and (message.options.get("retries") or message.options.get("dlq_requeues")):
+                    # it had failed before: not any more
+                    self.client.delete(self.keys.failing(reference))
+                return
+            record = {
+                "message_id": message.message_id,
+                "actor": message.actor_name,
+                "reference": reference,
+                "error": error_line(exception),
+                "traceback": "".join(traceback.format_exception(exception, limit=TRACEBACK_LIMIT)),
+                "failed_at_ms": int(time.time() * 1000),
+                "retries_before": int(message.options.get("retries", 0)),
+            }
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.keys.failure(message.message_id), json.dumps(record), px=self.retention_ms)
+            if reference:
+                pipe.set(self.keys.failing(reference), message.message_id, px=self.retry_window_ms)
+            pipe.execute()
+        except redis.RedisError as error:
+            log.warning("failure_not_recorded", message_id=message.message_id, error=str(error))
+
+    def after_nack(self, broker, message):  # type: ignore[no-untyped-def]
+        """Dead-lettered: the row waits for an operator as long as the dead letter is kept."""
+        reference = message_reference(message.actor_name, message.args, message.kwargs)
+        if reference is None:
+            return
+        try:
+            self.client.set(self.keys.failing(reference), message.message_id, px=self.retention_ms)
+        except redis.RedisError as error:
+            log.warning("failure_not_recorded", message_id=message.message_id, error=str(error))
+
+
+def failures(client: redis.Redis, namespace: str, message_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The recorded last failure of each message that has one."""
+    if not message_ids:
+        return {}
+    keys = FailureKeys(namespace)
+    found = client.mget([keys.failure(message_id) for message_id in message_ids])
+    return {message_id: json.loads(data) for message_id, data in zip(message_ids, found) if data}
+
+
+def failing(client: redis.Redis, namespace: str, kind: str, ids: Sequence[int]) -> set[int]:
+    """Which of these rows have a message retrying or dead-lettered."""
+    if not ids:
+        return set()
+    keys = FailureKeys(namespace)
+    found = client.mget([keys.failing(f"{kind}:{row_id}") for row_id in ids])
+    return {row_id for row_id, message_id in zip(ids, found) if message_id}
+
+
+def forget(client: redis.Redis, namespace: str, *, message_id: str, reference: str | None, keep_failing_ms: int | None) -> None:
+    """A dead letter left the dead set: purged (``keep_failing_ms`` None: the row is the sweep's
+    again, and the record goes) or requeued (the row stays its message's for ``keep_failing_ms``)."""
+    keys = FailureKeys(namespace)
+    pipe = client.pipeline(transaction=False)
+    if reference and keep_failing_ms is None:
+        pipe.delete(keys.failing(reference))
+    elif reference:
+        pipe.pexpire(keys.failing(reference), keep_failing_ms)
+    if keep_failing_ms is None:
+        pipe.delete(keys.failure(message_id))
+    pipe.execute()
