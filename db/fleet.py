@@ -202,10 +202,13 @@ _VEHICLE_DRIVERS = select(Vehicle.__table__.c.regular_driver_id, Vehicle.__table
     Vehicle.__table__.c.code == bindparam("code")
 )
 # populate_existing: a Driver the session loaded before the lock is read again under it.
+# FOR NO KEY UPDATE: it serialises every money decision about the driver as FOR UPDATE would, but
+# lets a foreign-key check on the driver through (``drivers assign`` updating a vehicle row), which
+# FOR UPDATE would make wait, a deadlock with a close holding the driver and waiting for the vehicle.
 _LOCK_DRIVER = (
     select(Driver)
     .where(Driver.id == bindparam("driver_id"))
-    .with_for_update()
+    .with_for_update(key_share=True)
     .execution_options(populate_existing=True)
 )
 _DRIVER_DAY = (

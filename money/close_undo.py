@@ -32,7 +32,7 @@ from db import fleet, ledger
 from db.audit import record_action
 from db.models import DailyClose, DriverDay, Entry, Posting, Vehicle
 from fleetpay.settings import Settings
-from money.daily_close import CloseRefused, day_key
+from money.daily_close import CloseRefused, day_key, one_close_at_a_time
 from money.standing import take_back_refund
 
 log = structlog.get_logger("fleetpay.close")
@@ -92,13 +92,15 @@ def undo_driver_day(
         _reverse(session, day_key(kind, driver.code, day, row.reopened), driver_id=driver.id, day=day,
                  operator=operator, reason=reason)
     if row.close_outcome in ("met", "missed"):  # a paused close changed nothing of the driver's
-        driver.consecutive_misses, driver.rollover_cents = row.misses_carried, row.carried_cents
+        # Reinstated since this close flagged them: the person's fresh start stands (no misses).
+        misses = 0 if row.flagged and driver.status != "flagged" else row.misses_carried
+        driver.consecutive_misses, driver.rollover_cents = misses, row.carried_cents
         base_cents = fleet.driver_terms(driver, settings).base_target_cents
         session.execute(
             update(DriverDay)
             .where(DriverDay.driver_id == driver.id, DriverDay.business_date == day + timedelta(days=1))
             .values(target_cents=base_cents + row.carried_cents, carried_cents=row.carried_cents,
-                    misses_carried=row.misses_carried)
+                    misses_carried=misses)
         )
     if row.flagged:
         _unflag(session, driver, row, summary, operator=operator, reason=reason)
@@ -108,7 +110,8 @@ def undo_driver_day(
 
 
 def _unflag(session: Session, driver, row: DriverDay, summary: UndoSummary, *, operator: str, reason: str) -> None:  # type: ignore[no-untyped-def]
-    refunds = take_back_refund(session, driver, operator=operator, reason=reason, business_date=row.business_date)
+    refunds = take_back_refund(session, driver, operator=operator, reason=reason, business_date=row.business_date,
+                               made_on=row.business_date)
     summary.refunds_withdrawn += refunds["refunds_withdrawn"]
     summary.refunds_already_released += refunds["refunds_already_released"]
     if driver.status == "flagged":
@@ -116,20 +119,29 @@ def _unflag(session: Session, driver, row: DriverDay, summary: UndoSummary, *, o
         summary.reinstated.append(driver.code)
     if row.freed_vehicle_id is None:
         return
-    vehicle = session.get(Vehicle, row.freed_vehicle_id)
     driving = session.execute(select(exists().where(Vehicle.regular_driver_id == driver.id))).scalar_one()
-    if vehicle.regular_driver_id is None and not driving:
-        vehicle.regular_driver_id = driver.id
-        summary.vehicles_returned.append(vehicle.code)
+    # Conditional: an assignment committed meanwhile is never overwritten.
+    returned = None if driving else session.execute(
+        update(Vehicle).where(Vehicle.id == row.freed_vehicle_id, Vehicle.regular_driver_id.is_(None))
+        .values(regular_driver_id=driver.id).returning(Vehicle.code)
+    ).scalar_one_or_none()
+    if returned:
+        summary.vehicles_returned.append(returned)
     else:
-        summary.vehicles_taken.append(vehicle.code)
+        summary.vehicles_taken.append(session.execute(select(Vehicle.code).where(Vehicle.id == row.freed_vehicle_id)).scalar_one())
 
 
 def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *, operator: str, reason: str) -> UndoSummary:
     """Undo the close of ``day`` for every driver it closed (see the module docstring);
-    ``CloseRefused`` for a day that is not closed, or when a later day is."""
+    ``CloseRefused`` for a day that is not closed, when a close ran after it, or while a close or
+    another undo runs."""
     if not operator.strip() or not reason.strip():
         raise CloseRefused("undoing a close names who decided it and why")
+    with one_close_at_a_time(sessions, wait=False):
+        return _undo_close(sessions, day, settings, operator=operator, reason=reason)
+
+
+def _undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *, operator: str, reason: str) -> UndoSummary:
     summary = UndoSummary(day)
     with sessions() as session:
         closed = session.execute(select(DriverDay.driver_id).where(

@@ -19,7 +19,8 @@ day off is paused):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -30,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet, ledger
+from db.locks import LockBusy, advisory_lock
 from db.models import DailyClose, Driver, DriverDay, Posting, Vehicle
 from fleetpay import rules
 from fleetpay.settings import Settings
@@ -140,6 +142,22 @@ class CloseRefused(ValueError):
     """A close that would hurt the books: the message says why and what to do."""
 
 
+# One daily close or undo at a time, whatever runs it (scheduler, CLI): an undo overlapping a close
+# of the same day could reopen a driver the close then records as closed.
+CLOSE_LOCK_ID = int.from_bytes(b"fp-close", "big") >> 1
+
+
+@contextmanager
+def one_close_at_a_time(sessions: sessionmaker[Session], *, wait: bool) -> Iterator[None]:
+    """Hold the close lock: wait for it (a close), or refuse at once (an undo: a person asked)."""
+    try:
+        with advisory_lock(sessions.kw["bind"], CLOSE_LOCK_ID, wait=wait):
+            yield
+    except LockBusy:
+        raise CloseRefused("a daily close or an undo is running now: try again when it has finished "
+                           "(nothing changed)") from None
+
+
 def day_ends_at(day: date, settings: Settings) -> datetime:
     """The moment business day ``day`` ends: the close time of the next calendar day, local time."""
     return datetime.combine(day + timedelta(days=1), settings.close_time, ZoneInfo(settings.timezone))
@@ -171,7 +189,19 @@ def close_business_day(
     """Close ``day`` for every driver registered before it ended and not yet closed, one transaction
     per driver; ``CloseRefused`` for a day that must not be closed (``refusal``) unless
     ``forced_reason`` says why it must be, which is recorded. ``after_each(driver_id)`` is called
-    after each commit (progress bars, tests)."""
+    after each commit (progress bars, tests). Waits for a close or undo already running."""
+    with one_close_at_a_time(sessions, wait=True):
+        return _close_business_day(sessions, day, settings, forced_reason=forced_reason, after_each=after_each)
+
+
+def _close_business_day(
+    sessions: sessionmaker[Session],
+    day: date,
+    settings: Settings,
+    *,
+    forced_reason: str | None,
+    after_each: Callable[[int], None] | None,
+) -> CloseSummary:
     summary = CloseSummary(day)
     with sessions() as session:
         if forced_reason is None and (why := refusal(session, day, settings)):

@@ -18,27 +18,33 @@ from sqlalchemy.orm import Session
 
 from db import fleet, ledger
 from db.audit import record_action
-from db.models import Driver, DriverDay, Payout
-from money.payouts import withdraw
+from db.models import Driver, DriverDay, Payout, Posting
+from fleetpay.payout_states import TERMINAL
+from money.payouts import PayoutError, withdraw
 
 log = structlog.get_logger("fleetpay.standing")
 
 
-def take_back_refund(session: Session, driver: Driver, *, operator: str, reason: str, business_date: date) -> dict[str, list[int]]:
-    """Withdraw the driver's unsent deposit refunds and return their money to the deposit (call
-    under the driver's lock). Returns the payouts withdrawn and those already released."""
-    refunds = session.execute(
-        select(Payout).where(Payout.driver_id == driver.id, Payout.cause_key.startswith(f"refund:{driver.code}"),
-                             Payout.state != "failed")
-        .order_by(Payout.id)
-    ).scalars().all()
+def take_back_refund(
+    session: Session, driver: Driver, *, operator: str, reason: str, business_date: date, made_on: date | None = None
+) -> dict[str, list[int]]:
+    """Withdraw the driver's unsent deposit refunds (those the close of ``made_on`` made, or all)
+    and return their money to the deposit (call under the driver's lock). Returns the payouts
+    withdrawn and those released already and not yet settled (approved, on their way)."""
+    query = select(Payout).where(Payout.driver_id == driver.id, Payout.cause_key.startswith(f"refund:{driver.code}"),
+                                 Payout.state.not_in(TERMINAL))
+    if made_on is not None:
+        query = query.where(Payout.id.in_(select(Posting.payout_id).where(
+            Posting.kind == "payout_reserve", Posting.business_date == made_on)))
+    refunds = session.execute(query.order_by(Payout.id)).scalars().all()
     withdrawn, released = [], []
     accounts = ledger.driver_accounts(session, driver.id)
     for refund in refunds:
-        if not (refund.state == "pending" and refund.requires_approval and refund.attempts == 0):
+        try:
+            withdraw(session, refund.id, operator=operator, reason=reason)
+        except PayoutError:  # approved (and maybe sent) already: it stays released
             released.append(refund.id)
             continue
-        withdraw(session, refund.id, operator=operator, reason=reason)
         ledger.post(
             session, key=f"refund-withdrawn:{refund.id}", kind="deposit_refund_withdrawn",
             business_date=business_date, driver_id=driver.id, payout_id=refund.id,

@@ -187,3 +187,78 @@ def test_a_refund_already_released_is_not_taken_back(fresh_sessions) -> None:  #
     with fresh_sessions() as session:
         assert session.get(Payout, refund_id).state == "submitting"
     assert_books_reconcile(fresh_sessions)
+
+
+def test_an_undo_is_refused_while_a_close_runs(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    """An undo overlapping a close of the same day would reopen a driver the close then records as
+    closed, and the scheduler would never close them again: one at a time."""
+    config = settings(instant_payouts=False)
+    first = add(fresh_sessions, "D300007", "307")
+    add(fresh_sessions, "D300008", "308", msisdn="254700000002")
+    refused: list[str] = []
+
+    def undo_meanwhile(driver_id: int) -> None:
+        if driver_id == first:
+            with pytest.raises(CloseRefused, match="running now") as caught:
+                undo_close(fresh_sessions, D1, config, **WHO)
+            refused.append(str(caught.value))
+
+    close_business_day(fresh_sessions, D1, config, after_each=undo_meanwhile)
+    assert refused
+    with fresh_sessions() as session:
+        assert session.execute(select(func.count()).select_from(DriverDay).where(
+            DriverDay.business_date == D1, DriverDay.closed_at.is_not(None))).scalar_one() == 2
+    undo_close(fresh_sessions, D1, config, **WHO)  # once the close has finished
+
+
+def test_undoing_a_close_keeps_a_reinstatement_made_since(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    config = settings(instant_payouts=False)
+    add(fresh_sessions, "D300009", "309")
+    deposit(fresh_sessions, "D300009", 250_000)
+    for day in (D1, D2, D3):
+        close_business_day(fresh_sessions, day, config)
+    with fresh_sessions.begin() as session:
+        reinstate(session, "D300009", business_date=D4, operator="amina", reason="forgiven")
+    with fresh_sessions.begin() as session:  # the vehicle given back by hand
+        fleet.assign(session, driver_code="D300009", vehicle_code="309", substitute=False)
+    undo_close(fresh_sessions, D3, config, operator="bob", reason="fixing another driver")
+    close_business_day(fresh_sessions, D3, config)  # closed again: one miss after the fresh start
+    with fresh_sessions() as session:
+        driver = session.execute(select(Driver).where(Driver.code == "D300009")).scalar_one()
+        assert (driver.status, driver.consecutive_misses) == ("active", 1)
+        assert session.execute(select(Vehicle.code).where(Vehicle.regular_driver_id == driver.id)).scalar_one() == "309"
+        assert session.execute(select(Payout.state).where(Payout.cause_key.like("refund:D300009%"))).scalars().all() == ["failed"]
+    assert_books_reconcile(fresh_sessions)
+
+
+def test_a_freed_vehicle_someone_else_drives_now_is_not_taken_back(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    config = settings().model_copy(update={"termination_misses": 1})
+    add(fresh_sessions, "D300010", "310")
+    add(fresh_sessions, "D300011", None, msisdn="254700000003")
+    close_business_day(fresh_sessions, D1, config)  # D300010 flagged, 310 freed
+    with fresh_sessions.begin() as session:
+        fleet.assign(session, driver_code="D300011", vehicle_code="310", substitute=False)
+    summary = undo_close(fresh_sessions, D1, config, **WHO)
+    assert summary.vehicles_taken == ["310"] and summary.vehicles_returned == []
+    with fresh_sessions() as session:
+        assert session.execute(select(Driver.code).join(Vehicle, Vehicle.regular_driver_id == Driver.id)
+                               .where(Vehicle.code == "310")).scalar_one() == "D300011"
+
+
+def test_assigning_a_vehicle_does_not_wait_for_a_driver_s_money_lock(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    """The driver lock serialises money decisions; a vehicle assignment only needs the driver to
+    exist (a foreign-key check), so it must not wait for it: that wait deadlocked with an undo
+    holding the driver and waiting for the vehicle."""
+    from sqlalchemy import text
+
+    driver_id = add(fresh_sessions, "D300012", None)
+    with fresh_sessions.begin() as session:
+        fleet.add_vehicle(session, "312")
+    holder = fresh_sessions()
+    holder.begin()
+    fleet.lock_driver(holder, driver_id)
+    with fresh_sessions.begin() as session:
+        session.execute(text("SET LOCAL lock_timeout = '500ms'"))
+        fleet.assign(session, driver_code="D300012", vehicle_code="312", substitute=False)
+    holder.rollback()
+    holder.close()
