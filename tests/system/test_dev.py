@@ -127,3 +127,29 @@ def test_a_second_dev_in_the_same_folder_is_refused_and_sighup_stops_everything(
     finally:
         if dev.poll() is None:
             stop(dev, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_killed_dev_is_cleaned_up_by_the_next_and_ctrl_c_is_quick(tmp_path: Path) -> None:
+    """A ``fleetpay dev`` killed outright leaves its children holding the ports and its pid in
+    pgserver's handle file (PostgreSQL would then outlive every later run). The next run in the
+    folder stops them, starts on the same ports, and its Ctrl-C stops everything within 15 s."""
+    ports = (free_port(), free_port())
+    killed = start_dev(tmp_path, *ports)
+    orphans = everything_of(killed, tmp_path) - {killed.pid}
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    assert [p for p in orphans if psutil.pid_exists(p)]  # what a kill leaves behind
+    dev = start_dev(tmp_path, *ports)  # the same ports: the orphans had to go
+    try:
+        assert balance(tmp_path)["driver"] == "D112006"
+        tree = everything_of(dev, tmp_path) | orphans
+        started = time.monotonic()
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=60) == 0
+        assert time.monotonic() - started < 15, "Ctrl-C must stop fleetpay dev within 15 s"
+        wait_until(lambda: not [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
+                   timeout_s=15, what="every process of both runs to exit, PostgreSQL included")
+    finally:
+        if dev.poll() is None:
+            stop(dev, tmp_path)
