@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
+from sqlalchemy.orm import Session
 
 from cli import context
 from cli.output import emit, emit_json, emit_table, fail, kes
@@ -18,6 +20,7 @@ from schemas.parsing import InvalidField, require_msisdn
 vehicles = typer.Typer(help="Vehicles: a vehicle's code is the C2B account number fares are paid to.")
 drivers = typer.Typer(help="Drivers: their M-Pesa number receives their shares by B2C.")
 unmatched = typer.Typer(help="Payments in suspense, waiting for an operator to assign them.")
+deposits = typer.Typer(help="Security deposits moved by hand: through the ledger, named, refunds approved by a second person.")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -206,6 +209,60 @@ def drivers_day_off(
         raise fail(str(error)) from error
     what = "day off cancelled" if cancel else "day off rostered"
     typer.echo(f"{code} {day}: {what}" if changed else f"{code} {day}: nothing changed ({'no day off' if cancel else 'already a day off'})")
+
+
+@deposits.command("topup")
+def deposits_topup(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    amount_kes: Annotated[int, typer.Option(min=1, help="Whole shillings, kept back from what the driver is owed.")],
+    reason: Annotated[str, typer.Option(help="Why, e.g. the driver's consent (recorded).")],
+    operator: Annotated[str, typer.Option(help="Who (recorded).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Top up a deposit from what the driver is owed (payable → deposit), with their consent."""
+    from money.deposits import top_up
+
+    _move_deposit(
+        lambda session, today: top_up(session, context.driver_code(driver), amount_kes * 100, operator=operator,
+                                      reason=reason, business_date=today),
+        as_json,
+        lambda done: f"deposit of {done['driver']} topped up by KES {kes(done['amount_cents'])}: now KES {kes(done['deposit_cents'])}",
+    )
+
+
+@deposits.command("refund")
+def deposits_refund(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")],
+    operator: Annotated[str, typer.Option(help="Who asks (recorded; someone else approves).")],
+    amount_kes: Annotated[Optional[int], typer.Option(min=1, help="Whole shillings (default: the whole deposit).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pay a deposit back by B2C: payouts that wait until another person runs `payouts approve`."""
+    from money.deposits import refund
+
+    _move_deposit(
+        lambda session, today: refund(session, context.driver_code(driver), None if amount_kes is None else amount_kes * 100,
+                                      context.settings(), operator=operator, reason=reason, business_date=today),
+        as_json,
+        lambda done: (f"refund of KES {kes(done['amount_cents'])} to {done['driver']} waits for approval by someone other "
+                      f"than {operator}: fleetpay payouts approve {' / '.join(map(str, done['payouts']))} --operator NAME"),
+    )
+
+
+def _move_deposit(move: Callable[[Session, date], dict[str, Any]], as_json: bool, said: Callable[[dict[str, Any]], str]) -> None:
+    """Run one deposit movement in a transaction of its own; print it, or why it was refused."""
+    from money.deposits import DepositRefused
+
+    try:
+        with context.transaction() as session:
+            document = move(session, date.fromisoformat(context.today()))
+    except (FleetError, DepositRefused, ValueError) as error:
+        raise fail(str(error)) from error
+    if as_json:
+        emit_json(document)
+    else:
+        typer.echo(said(document))
 
 
 def balance(

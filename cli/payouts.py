@@ -75,9 +75,10 @@ def payouts_retry(payout_id: Annotated[int, typer.Argument()]) -> None:
 @payouts.command("approve")
 def payouts_approve(
     payout_id: Annotated[int, typer.Argument()],
-    operator: Annotated[str, typer.Option(help="Who approves (logged).")],
+    operator: Annotated[str, typer.Option(help="Who approves (recorded; not who asked for it).")],
 ) -> None:
-    """Release a payout that waits for approval (a deposit refund on exit) to be sent."""
+    """Release a payout that waits for approval (a deposit refund) to be sent; a payout a person
+    asked for is approved by someone else (four eyes)."""
     from workers.send_payout import send_payouts
 
     try:
@@ -87,6 +88,25 @@ def payouts_approve(
         raise fail(str(error)) from error
     send_payouts([payout_id])
     typer.echo(f"payout {payout_id} approved by {operator} and sent")
+
+
+@payouts.command("withdraw")
+def payouts_withdraw(
+    payout_id: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why it is not to be paid (recorded).")],
+    operator: Annotated[str, typer.Option(help="Who (recorded).")],
+) -> None:
+    """Withdraw a payout waiting for approval that was never sent: it is not paid, its money is
+    owed again (a deposit refund's goes back into the deposit)."""
+    from money.deposits import withdraw_payout
+
+    try:
+        with context.transaction() as session:
+            withdraw_payout(session, payout_id, operator=operator, reason=reason,
+                            business_date=date.fromisoformat(context.today()))
+    except (PayoutError, ValueError) as error:
+        raise fail(str(error)) from error
+    typer.echo(f"payout {payout_id} withdrawn by {operator}")
 
 
 @payouts.command("send")

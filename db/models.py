@@ -167,6 +167,9 @@ class Payout(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(Text, server_default="pending", index=True)
     requires_approval: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # A payout a person asked for (a deposit refund) names them; another person must approve it.
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    approved_by: Mapped[str | None] = mapped_column(Text)
     conversation_id: Mapped[str | None] = mapped_column(Text)
     receipt: Mapped[str | None] = mapped_column(Text)
     # The payment's own outcome, as the HTTP answer, the B2C result or the status answer gave it.

@@ -125,7 +125,7 @@ def _flag_for_termination(
     if refund_cents:
         # A driver reinstated and flagged again gets a refund of their own: ``refund:<code>/<n>``.
         earlier = session.execute(select(func.count()).select_from(Posting).where(
-            Posting.driver_id == driver.id, Posting.kind == "deposit_refund")).scalar_one()
+            Posting.driver_id == driver.id, Posting.idempotency_key.startswith(f"refund:{driver.code}"))).scalar_one()
         key = f"refund:{driver.code}" + (f"/{earlier + 1}" if earlier else "")
         ledger.post(
             session, key=key, kind="deposit_refund", business_date=row.business_date, driver_id=driver.id,

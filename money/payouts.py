@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db import fleet, ledger
+from db.audit import record_action
 from db.fleet import lock_driver
 from db.models import Driver, Payout, PayoutStatusQuery, Posting
 from db.payouts import reserved_on
@@ -52,6 +53,7 @@ def create_payout(
     cause_key: str,
     business_date: date,
     requires_approval: bool = False,
+    requested_by: str | None = None,
 ) -> Payout:
     """A ``pending`` payout of ``amount_cents`` to ``driver``, reserved from their payable account.
 
@@ -65,6 +67,7 @@ def create_payout(
         msisdn=driver.msisdn,
         amount_cents=amount_cents,
         requires_approval=requires_approval,
+        requested_by=requested_by,
     )
     session.add(payout)
     session.flush()
@@ -276,15 +279,23 @@ def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | 
 
 
 def approve(session: Session, payout_id: int, *, operator: str) -> None:
-    """Release a payout that waits for an operator's approval (a deposit refund on exit)."""
+    """Release a payout that waits for an operator's approval (a deposit refund). Four eyes: a
+    payout a person asked for is approved by someone else. Recorded in ``operator_actions``."""
+    if not operator.strip():
+        raise PayoutError("an approval names who approves")
+    asked_by = session.execute(select(Payout.requested_by).where(Payout.id == payout_id)).scalar_one_or_none()
+    if asked_by is not None and asked_by.strip().casefold() == operator.strip().casefold():
+        raise PayoutError(f"payout {payout_id} was asked for by {asked_by}: another person must approve it (four eyes)")
     approved = session.execute(
         update(Payout)
         .where(Payout.id == payout_id, Payout.requires_approval.is_(True), Payout.state == "pending")
-        .values(requires_approval=False, updated_at=func.now())
-        .returning(Payout.id)
-    ).scalar_one_or_none()
+        .values(requires_approval=False, approved_by=operator, updated_at=func.now())
+        .returning(Payout.driver_id, Payout.amount_cents)
+    ).one_or_none()
     if approved is None:
         raise PayoutError(f"payout {payout_id} is not a pending payout waiting for approval")
+    record_action(session, action="payout_approved", subject=f"payout:{payout_id}", operator=operator,
+                  reason="approved", detail={"amount_cents": approved.amount_cents, "requested_by": asked_by})
     log.warning("payout_approved", payout_id=payout_id, operator=operator)
 
 

@@ -16,11 +16,12 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db import fleet, ledger
+from db import fleet
 from db.audit import record_action
 from db.models import Driver, DriverDay, Payout, Posting
 from fleetpay.payout_states import TERMINAL
-from money.payouts import PayoutError, withdraw
+from money.deposits import withdraw_payout
+from money.payouts import PayoutError
 
 log = structlog.get_logger("fleetpay.standing")
 
@@ -38,19 +39,12 @@ def take_back_refund(
             Posting.kind == "payout_reserve", Posting.business_date == made_on)))
     refunds = session.execute(query.order_by(Payout.id)).scalars().all()
     withdrawn, released = [], []
-    accounts = ledger.driver_accounts(session, driver.id)
     for refund in refunds:
         try:
-            withdraw(session, refund.id, operator=operator, reason=reason)
+            withdraw_payout(session, refund.id, operator=operator, reason=reason, business_date=business_date)
         except PayoutError:  # approved (and maybe sent) already: it stays released
             released.append(refund.id)
             continue
-        ledger.post(
-            session, key=f"refund-withdrawn:{refund.id}", kind="deposit_refund_withdrawn",
-            business_date=business_date, driver_id=driver.id, payout_id=refund.id,
-            memo={"operator": operator, "reason": reason},
-            legs=[(accounts.payable, -refund.amount_cents), (accounts.deposit, refund.amount_cents)],
-        )
         withdrawn.append(refund.id)
     return {"refunds_withdrawn": withdrawn, "refunds_already_released": released}
 

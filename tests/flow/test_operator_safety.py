@@ -233,3 +233,36 @@ def test_payouts_are_listed_a_page_at_a_time(fresh_sessions) -> None:  # type: i
     assert [p["id"] for p in rest["payouts"]] == [ids[0]] and rest["next_after"] is None
     table = fleetpay("payouts", "list", "--limit", "2", database_url=url_of(fresh_sessions)).stdout
     assert f"more: run again with --after {ids[1]}" in table
+
+
+def test_a_deposit_is_topped_up_and_refunded_by_two_people(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    from db import ledger
+    from db.models import Payout
+
+    with fresh_sessions.begin() as session:
+        add_driver_with_vehicle(session, driver_code="D120007", vehicle_code="127")
+        driver_id = fleet.get_driver(session, "D120007").id
+        ledger.post(session, key="seed:D120007", kind="fare", business_date=date(2026, 11, 30), driver_id=driver_id,
+                    legs=[(ledger.system_accounts(session).mpesa, -80_000),
+                          (ledger.driver_accounts(session, driver_id).payable, 80_000)])
+    url = url_of(fresh_sessions)
+    too_much = fleetpay("deposits", "topup", "d120007", "--amount-kes", "900", "--reason", "consent", "--operator", "amina",
+                        database_url=url, check=False)
+    assert too_much.returncode == 1 and "less than" in too_much.stderr and "Traceback" not in too_much.stderr
+    topped = fleetpay("deposits", "topup", "D120007", "--amount-kes", "500", "--reason", "consent", "--operator", "amina",
+                      "--json", database_url=url, check=False)
+    assert topped.returncode == 0, topped.stderr
+    assert json.loads(topped.stdout)["deposit_cents"] == 50_000
+    asked = fleetpay("deposits", "refund", "D120007", "--reason", "leaving", "--operator", "amina", "--json",
+                     database_url=url, check=False)
+    assert asked.returncode == 0, asked.stderr
+    [payout_id] = json.loads(asked.stdout)["payouts"]
+    same = fleetpay("payouts", "approve", str(payout_id), "--operator", "amina", database_url=url, check=False)
+    assert same.returncode == 1 and "four eyes" in same.stderr
+    withdrawn = fleetpay("payouts", "withdraw", str(payout_id), "--reason", "not leaving", "--operator", "bob",
+                         database_url=url, check=False)
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    shown = json.loads(fleetpay("drivers", "show", "D120007", "--json", database_url=url).stdout)
+    assert shown["deposit_cents"] == 50_000
+    with fresh_sessions() as session:
+        assert session.get(Payout, payout_id).state == "failed"
