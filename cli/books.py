@@ -125,11 +125,15 @@ def close_day(
     if not sent:
         errors.print("[yellow]payouts not enqueued; the payout sweep will send them[/]")
     document = {"business_date": str(day), **summary.closed, "flagged": summary.flagged,
-                "payouts": summary.payout_ids, "payouts_enqueued": sent}
+                "payouts": summary.payout_ids, "payouts_enqueued": sent, "complete": summary.complete,
+                "failed_driver_ids": summary.failed}
     if as_json:
         emit_json(document)
     else:
         console.print(document)
+    if not summary.complete:
+        raise fail(f"the close of {day} is incomplete: {len(summary.failed)} drivers failed (driver_day_close_failed "
+                   "in the log says why); run it again once the cause is fixed")
 
 
 def undo_close(

@@ -237,6 +237,8 @@ class DriverDay(Base):
     __tablename__ = "driver_days"
     __table_args__ = (
         CheckConstraint("target_cents >= 0 AND contributed_cents >= 0", name="not_negative"),
+        # Days not closed yet: the gauge of days left open reads them at every scrape.
+        Index("ix_driver_days_open", "business_date", postgresql_where=text("closed_at IS NULL")),
     )
 
     driver_id: Mapped[int] = mapped_column(ForeignKey("drivers.id"), primary_key=True)

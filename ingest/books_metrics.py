@@ -8,6 +8,8 @@
 - ``fleetpay_overpaid_cents``: what drivers were paid beyond what they were owed (a payment M-Pesa
   made after we had booked it failed and paid it again);
 - ``fleetpay_last_closed_business_date_timestamp_seconds``: the last business day closed;
+- ``fleetpay_driver_days_left_open``: driver days that ended two or more days ago and are still not
+  closed (a close that failed for some drivers, a day outside the catch-up window);
 - ``fleetpay_mpesa_pull_ok``: whether the last Pull Transactions comparison could run;
 - ``fleetpay_mpesa_utility_available_cents`` and ``…_observed_timestamp_seconds``: the B2C utility
   account as M-Pesa's last Account Balance answer gave it (the low-float alert reads it);
@@ -36,6 +38,7 @@ QUERIES = {
     ),
     "overpaid": "SELECT coalesce(-sum(balance_cents), 0) FROM accounts WHERE kind = 'payable' AND balance_cents < 0",
     "closed": "SELECT extract(epoch FROM max(business_date)) FROM daily_closes",
+    "open_days": "SELECT count(*) FROM driver_days WHERE closed_at IS NULL AND business_date < current_date - 1",
     "pull": "SELECT error IS NULL FROM reconciliation_runs WHERE kind = 'mpesa' ORDER BY id DESC LIMIT 1",
     "float": (
         "SELECT utility_available_cents, extract(epoch FROM observed_at) FROM float_observations"
@@ -63,6 +66,8 @@ class BooksGauges(Collector):
         overpaid = GaugeMetricFamily("fleetpay_overpaid_cents", "Paid to drivers beyond what they were owed.")
         closed = GaugeMetricFamily("fleetpay_last_closed_business_date_timestamp_seconds",
                                    "The last business day the daily close ran for (its date, midnight UTC).")
+        open_days = GaugeMetricFamily("fleetpay_driver_days_left_open",
+                                      "Driver days ended two or more days ago and not closed yet.")
         pull_ok = GaugeMetricFamily("fleetpay_mpesa_pull_ok", "1 if the last Pull Transactions comparison ran, 0 if it failed.")
         utility = GaugeMetricFamily("fleetpay_mpesa_utility_available_cents", "The B2C utility account, as M-Pesa last said.")
         utility_at = GaugeMetricFamily("fleetpay_mpesa_utility_observed_timestamp_seconds", "When M-Pesa said it.")
@@ -77,6 +82,7 @@ class BooksGauges(Collector):
                 overpaid.add_metric([], connection.execute(text(QUERIES["overpaid"])).scalar_one())
                 if (last_closed := connection.execute(text(QUERIES["closed"])).scalar_one()) is not None:
                     closed.add_metric([], float(last_closed))
+                open_days.add_metric([], connection.execute(text(QUERIES["open_days"])).scalar_one())
                 if (ran := connection.execute(text(QUERIES["pull"])).scalar_one_or_none()) is not None:
                     pull_ok.add_metric([], 1 if ran else 0)
                 if (observed := connection.execute(text(QUERIES["float"])).first()) is not None:
@@ -88,7 +94,8 @@ class BooksGauges(Collector):
                     checked.add_metric([], float(last[1]))
         except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
             log.warning("books_metrics_unavailable", error=str(error))
-        yield from (inbox, payouts, postings, discrepancies, checked, overpaid, closed, pull_ok, utility, utility_at)
+        yield from (inbox, payouts, postings, discrepancies, checked, overpaid, closed, open_days, pull_ok, utility,
+                    utility_at)
 
 
 def books_metrics(engine: Engine) -> CollectorRegistry:

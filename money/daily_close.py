@@ -47,6 +47,14 @@ class CloseSummary:
     closed: dict[str, int] = field(default_factory=lambda: {"met": 0, "missed": 0, "paused": 0, "already": 0})
     flagged: list[str] = field(default_factory=list)
     payout_ids: list[int] = field(default_factory=list)
+    # Drivers whose close failed (the error is logged), and those held back because an earlier
+    # day of theirs is not closed: the day is not recorded as closed, and runs again.
+    failed: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.held)
 
 
 def is_regular(session: Session, driver_id: int) -> bool:
@@ -185,13 +193,17 @@ def close_business_day(
     *,
     forced_reason: str | None = None,
     after_each: Callable[[int], None] | None = None,
+    hold: frozenset[int] = frozenset(),
 ) -> CloseSummary:
-    """Close ``day`` for every driver registered before it ended and not yet closed, one transaction
-    per driver; ``CloseRefused`` for a day that must not be closed (``refusal``) unless
-    ``forced_reason`` says why it must be, which is recorded. ``after_each(driver_id)`` is called
-    after each commit (progress bars, tests). Waits for a close or undo already running."""
+    """Close ``day`` for every driver registered before it ended (and anyone with money on that
+    day), one transaction per driver; ``CloseRefused`` for a day that must not be closed
+    (``refusal``) unless ``forced_reason`` says why it must be, which is recorded. A driver whose
+    close fails does not stop the others; drivers in ``hold`` are left for later (their earlier
+    day failed). The day is recorded as closed only when every driver is. ``after_each(driver_id)``
+    is called after each driver (progress bars, tests). Waits for a close or undo already running."""
     with one_close_at_a_time(sessions, wait=True):
-        return _close_business_day(sessions, day, settings, forced_reason=forced_reason, after_each=after_each)
+        return _close_business_day(sessions, day, settings, forced_reason=forced_reason, after_each=after_each,
+                                   hold=hold)
 
 
 def _close_business_day(
@@ -201,21 +213,34 @@ def _close_business_day(
     *,
     forced_reason: str | None,
     after_each: Callable[[int], None] | None,
+    hold: frozenset[int],
 ) -> CloseSummary:
     summary = CloseSummary(day)
     with sessions() as session:
         if forced_reason is None and (why := refusal(session, day, settings)):
             raise CloseRefused(why)
+        has_day = select(DriverDay.driver_id).where(DriverDay.business_date == day)
         driver_ids = session.execute(
             select(Driver.id)
-            .where(Driver.status != "exited", Driver.created_at < day_ends_at(day, settings))
+            .where(((Driver.status != "exited") & (Driver.created_at < day_ends_at(day, settings)))
+                   | Driver.id.in_(has_day))  # money on a day it was not registered (an assignment), or exited since
             .order_by(Driver.id)
         ).scalars().all()
     for driver_id in driver_ids:
-        with sessions.begin() as session:
-            close_driver_day(session, driver_id, day, settings, summary)
+        if driver_id in hold:
+            summary.held.append(driver_id)
+            continue
+        try:
+            with sessions.begin() as session:
+                close_driver_day(session, driver_id, day, settings, summary)
+        except Exception:  # noqa: BLE001 — one driver's failure must not stop the fleet's close
+            log.exception("driver_day_close_failed", driver_id=driver_id, business_date=str(day))
+            summary.failed.append(driver_id)
         if after_each:
             after_each(driver_id)
+    if not summary.complete:
+        log.error("business_day_close_incomplete", business_date=str(day), failed=summary.failed, held=summary.held)
+        return summary
     with sessions.begin() as session:
         session.execute(
             pg_insert(DailyClose).values(business_date=day, forced_reason=forced_reason)
@@ -231,18 +256,22 @@ CATCH_UP_DAYS_MAX = 31
 
 
 def days_to_close(session: Session, settings: Settings, *, now: datetime | None = None) -> list[date]:
-    """Every ended business day not closed yet, oldest first: from the day after the last close
-    (or the fleet's first day), at most ``CATCH_UP_DAYS_MAX`` back, so a scheduler that was down at
-    the close time catches up when it comes back."""
+    """Every ended business day not closed yet since the fleet's first day, oldest first, at most
+    ``CATCH_UP_DAYS_MAX`` back: a scheduler that was down at the close time catches up when it
+    comes back, and a day skipped (a later day closed by hand, a close undone or left incomplete)
+    is closed too. Older days are left to a person (``fleetpay close-day --date``), and logged."""
     last_ended = yesterday(settings, now)
-    last_closed = session.execute(select(func.max(DailyClose.business_date))).scalar_one()
     first = session.execute(select(func.min(Driver.created_at))).scalar_one()
     if first is None:
         return []
-    start = (last_closed + timedelta(days=1)) if last_closed else business_date_of(
-        first, close_time=settings.close_time, tz=settings.timezone)
-    start = max(start, last_ended - timedelta(days=CATCH_UP_DAYS_MAX - 1))
-    return [start + timedelta(days=n) for n in range((last_ended - start).days + 1)]
+    fleet_start = business_date_of(first, close_time=settings.close_time, tz=settings.timezone)
+    start = max(fleet_start, last_ended - timedelta(days=CATCH_UP_DAYS_MAX - 1))
+    closed = set(session.execute(select(DailyClose.business_date).where(DailyClose.business_date >= fleet_start)).scalars())
+    older = [fleet_start + timedelta(days=n) for n in range((start - fleet_start).days)]
+    if left := [day for day in older if day not in closed]:
+        log.error("business_days_too_old_to_catch_up", count=len(left), oldest=str(left[0]), newest=str(left[-1]),
+                  hint="close them with fleetpay close-day --date D, oldest first")
+    return [day for n in range((last_ended - start).days + 1) if (day := start + timedelta(days=n)) not in closed]
 
 
 def yesterday(settings: Settings, now: datetime | None = None) -> date:

@@ -13,6 +13,7 @@ def test_metrics_show_the_edge_and_the_books(ingest_url, http, worker) -> None: 
         "fleetpay_ingest_request_seconds_bucket",
         'fleetpay_inbox_rows{status="rejected"}',
         "fleetpay_postings_created",
+        "fleetpay_driver_days_left_open",
         "fleetpay_dlq_depth",
     ):
         assert name in body, name
