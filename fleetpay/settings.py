@@ -199,6 +199,10 @@ class Settings(BaseSettings):
     payout_status_queries_max: int = Field(
         default=12, ge=1, le=1000, description="Status queries of one payout before it goes to review."
     )
+    payout_sends_max: int = Field(
+        default=5, ge=1, le=100,
+        description="Times one payout is sent (the same OriginatorConversationID) before a 'not found' sends it to review.",
+    )
     daraja_status_error_codes: tuple[str, ...] = Field(
         default=("2001", "8006", "18", "20", "21", "2028"),
         description="Status result codes that mean our query itself is refused (credential, initiator, "

@@ -23,7 +23,7 @@ from db.payouts import payout_by_originator_id
 from fleetpay.settings import Settings
 from money.payments import Applied
 from money.payouts import apply_event, flag
-from money.result_matching import Asked, Verdict, judge_b2c_result, judge_status_result
+from money.result_matching import Asked, Verdict, judge_b2c_result, judge_status_result, resend_or_review
 from schemas.callbacks import parse_b2c_result, parse_status_result
 
 log = structlog.get_logger("fleetpay.payouts")
@@ -114,6 +114,7 @@ def status_result(session: Session, row: Inbox, body: Any, settings: Settings) -
         result, asked(payout, settings), query_is_ours=query_is_ours,
         not_found_codes=settings.daraja_status_not_found_codes, error_codes=settings.daraja_status_error_codes,
     )
+    verdict = resend_or_review(verdict, sends=payout.attempts, sends_max=settings.payout_sends_max)
     evidence: dict[str, Any] = {}
     if verdict.event in ("status_paid", "status_failed", "status_not_found"):
         evidence = {"status_result_code": str(result.result_code), "result_desc": result.transaction_status or result.result_desc}

@@ -111,3 +111,12 @@ def judge_status_result(
     if status in FAILED_STATUSES:
         return Verdict("status_failed")
     return Verdict(None, f"status_undecided:{code}:{status or '-'}")
+
+
+def resend_or_review(verdict: Verdict, *, sends: int, sends_max: int) -> Verdict:
+    """"Not found" sends a payout again (same OriginatorConversationID), but not for ever: a payout
+    sent ``sends_max`` times that M-Pesa still does not know goes to a person (a gateway that keeps
+    refusing the re-send before its duplicate check would otherwise loop without end)."""
+    if verdict.event == "status_not_found" and sends >= sends_max:
+        return Verdict("escalate", f"not_found_after_{sends}_sends")
+    return verdict

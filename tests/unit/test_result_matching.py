@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from money.result_matching import Asked, Verdict, judge_b2c_result, judge_status_result
+from money.result_matching import Asked, Verdict, judge_b2c_result, judge_status_result, resend_or_review
 from schemas.callbacks import B2CResult, TransactionStatusResult
 
 ASKED = Asked(originator_conversation_id="fp_1", conversation_id="AG_1", amount_cents=5_000,
@@ -113,3 +113,19 @@ def test_a_status_answer_proves_payment_only_for_our_query_and_what_we_asked(
         assert amount == ASKED.amount_cents
         assert debit is None or not debit.startswith("254")
         assert credit is None or not credit.startswith(("254799999999", "4165253"))
+
+
+@pytest.mark.parametrize(("sends", "expected"), [
+    (1, Verdict("status_not_found")),
+    (4, Verdict("status_not_found")),
+    (5, Verdict("escalate", "not_found_after_5_sends")),
+    (9, Verdict("escalate", "not_found_after_9_sends")),
+])
+def test_not_found_sends_a_payout_again_but_not_for_ever(sends: int, expected: Verdict) -> None:
+    assert resend_or_review(Verdict("status_not_found"), sends=sends, sends_max=5) == expected
+
+
+@pytest.mark.parametrize("verdict", [Verdict("status_paid"), Verdict("status_failed"), Verdict(None, "x"),
+                                     Verdict("mismatch", "y")])
+def test_only_not_found_is_capped(verdict: Verdict) -> None:
+    assert resend_or_review(verdict, sends=50, sends_max=5) == verdict
