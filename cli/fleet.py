@@ -205,7 +205,7 @@ def drivers_day_off(
     try:
         with context.transaction() as session:
             changed = fleet.set_day_off(session, driver_code=code, day=day, off=not cancel, operator=operator, reason=reason)
-    except FleetError as error:
+    except ValueError as error:  # an unknown driver, a closed day, a name no one can act under
         raise fail(str(error)) from error
     what = "day off cancelled" if cancel else "day off rostered"
     typer.echo(f"{code} {day}: {what}" if changed else f"{code} {day}: nothing changed ({'no day off' if cancel else 'already a day off'})")
@@ -312,7 +312,7 @@ def unmatched_assign(
     trans_id: Annotated[str, typer.Argument(help="The M-Pesa receipt, e.g. SHK3QX7T2M")],
     driver: Annotated[str, typer.Option(help="Driver code to give the money to.")],
     reason: Annotated[str, typer.Option(help="Why (kept on the posting).")],
-    operator: Annotated[str, typer.Option(help="Who decided (kept on the posting).")] = "operator",
+    operator: Annotated[str, typer.Option(help="Who decided (kept on the posting and recorded).")],
     as_: Annotated[
         Optional[str], typer.Option("--as", help="fare (split, paid out) or company (driver paid); default from the account typed.")
     ] = None,
@@ -329,7 +329,7 @@ def unmatched_assign(
                 session, trans_id=trans_id, driver_code=context.driver_code(driver), reason=reason,
                 operator=operator, settings=context.settings(), as_=role,
             )
-    except (FleetError, InvalidCallback) as error:
+    except (FleetError, InvalidCallback, ValueError) as error:
         raise fail(str(error)) from error
     if applied.payout_ids:
         from workers.send_payout import send_payouts

@@ -12,6 +12,7 @@ from cli.output import emit_json, emit_table, fail, kes
 from db import fleet
 from db.payouts import list_payouts, payout_state
 from fleetpay.payout_states import STATE_ORDER
+from fleetpay.people import BadName
 from money.payouts import RESOLVABLE_STATES, PayoutError, approve, reserve_accrued, retry_failed
 
 payouts = typer.Typer(help="B2C payouts to drivers: each share paid exactly once.")
@@ -59,14 +60,18 @@ def payouts_resolve(payout_id: Annotated[int, typer.Argument()]) -> None:
 
 
 @payouts.command("retry")
-def payouts_retry(payout_id: Annotated[int, typer.Argument()]) -> None:
+def payouts_retry(
+    payout_id: Annotated[int, typer.Argument()],
+    operator: Annotated[str, typer.Option(help="Who decided (recorded).")],
+) -> None:
     """Pay again the amount of a FAILED payout (proven unpaid), as a new payout."""
     from workers.send_payout import send_payouts
 
     try:
         with context.transaction() as session:
-            new_id = retry_failed(session, payout_id, context.settings(), business_date=date.fromisoformat(context.today())).id
-    except PayoutError as error:
+            new_id = retry_failed(session, payout_id, context.settings(), business_date=date.fromisoformat(context.today()),
+                                  operator=operator).id
+    except (PayoutError, BadName) as error:
         raise fail(str(error)) from error
     send_payouts([new_id])
     typer.echo(f"payout {payout_id} retried as payout {new_id}")
@@ -84,7 +89,7 @@ def payouts_approve(
     try:
         with context.transaction() as session:
             approve(session, payout_id, operator=operator)
-    except PayoutError as error:
+    except (PayoutError, BadName) as error:
         raise fail(str(error)) from error
     send_payouts([payout_id])
     typer.echo(f"payout {payout_id} approved by {operator} and sent")

@@ -8,15 +8,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import OperatorAction
+from fleetpay.people import operator_name
 
 
 def record_action(
     session: Session, *, action: str, subject: str, operator: str, reason: str, detail: dict[str, Any] | None = None
 ) -> int:
-    """Record an operator's action in the caller's transaction (it commits with what it did)."""
-    if not operator.strip() or not reason.strip():
-        raise ValueError("an operator's action names who did it and why")
-    row = OperatorAction(action=action, subject=subject, operator=operator, reason=reason, detail=detail)
+    """Record an operator's action in the caller's transaction (it commits with what it did);
+    the name as ``fleetpay.people.operator_name`` spells it (``BadName`` otherwise)."""
+    if not reason.strip():
+        raise ValueError("an operator's action says why")
+    row = OperatorAction(action=action, subject=subject, operator=operator_name(operator), reason=reason, detail=detail)
     session.add(row)
     session.flush()
     return row.id

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, aliased
 
 from db.models import DRIVER_ACCOUNT_KINDS, Account, DayOff, Driver, DriverDay, Vehicle
+from fleetpay.people import operator_name
 from fleetpay.settings import Settings
 
 T = TypeVar("T")
@@ -119,6 +120,7 @@ def is_day_off(session: Session, driver_id: int, day: date) -> bool:
 def set_day_off(session: Session, *, driver_code: str, day: date, off: bool, operator: str, reason: str | None) -> bool:
     """Roster (``off``) or cancel a driver's day off; False when nothing changed. A day whose close
     has run is refused: the close has counted it already (undo the close first)."""
+    operator = operator_name(operator)
     driver = lock_driver(session, get_driver(session, driver_code).id)
     closed = session.execute(
         select(DriverDay.closed_at).where(DriverDay.driver_id == driver.id, DriverDay.business_date == day)

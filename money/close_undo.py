@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import fleet, ledger
 from db.audit import record_action
 from db.models import DailyClose, DriverDay, Entry, Posting, Vehicle
+from fleetpay.people import BadName, operator_name
 from fleetpay.settings import Settings
 from money.daily_close import CloseRefused, day_key, one_close_at_a_time
 from money.standing import take_back_refund
@@ -137,6 +138,10 @@ def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *
     another undo runs."""
     if not operator.strip() or not reason.strip():
         raise CloseRefused("undoing a close names who decided it and why")
+    try:
+        operator = operator_name(operator)
+    except BadName as error:
+        raise CloseRefused(str(error)) from error
     with one_close_at_a_time(sessions, wait=False):
         return _undo_close(sessions, day, settings, operator=operator, reason=reason)
 

@@ -35,6 +35,7 @@ from db.locks import LockBusy, advisory_lock
 from db.models import DailyClose, Driver, DriverDay, Posting, Vehicle
 from fleetpay import rules
 from fleetpay.settings import Settings
+from money.deposits import refund_payable
 from money.payouts import create_payout, reserve_payable
 from schemas.parsing import business_date as business_date_of
 
@@ -139,8 +140,10 @@ def _flag_for_termination(
             session, key=key, kind="deposit_refund", business_date=row.business_date, driver_id=driver.id,
             legs=[(accounts.deposit, -refund_cents), (accounts.payable, refund_cents)],
         )
-        create_payout(session, driver=driver, amount_cents=refund_cents, cause_key=key,
-                      business_date=row.business_date, requires_approval=True)
+        # What the driver owes (paid more than owed) is repaid from the deposit first.
+        if to_pay_cents := refund_payable(refund_cents, ledger.balance_cents(session, accounts.payable), minimum_cents=100):
+            create_payout(session, driver=driver, amount_cents=to_pay_cents, cause_key=key,
+                          business_date=row.business_date, requires_approval=True)
     summary.flagged.append(driver.code)
     log.warning("driver_flagged_for_termination", driver=driver.code, misses=driver.consecutive_misses,
                 refund_cents=refund_cents)

@@ -5,7 +5,8 @@ person who made it (``operator_actions``), and every shilling paid out approved 
   kept back instead of paid out. (Deposits paid by M-Pesa arrive by themselves: a payment to the
   driver's own code beyond today's target, docs/rules.md.)
 - ``refund``: ``deposit → payable``, then payouts of it (split at the B2C maximum) that wait for a
-  second person's approval (``money.payouts.approve`` refuses the one who asked);
+  second person's approval (``money.payouts.approve`` refuses the one who asked). What the driver
+  owes (``payable`` below zero: paid more than owed) is repaid from it first (``refund_payable``);
 - ``withdraw_payout``: a payout held for approval and never sent is not paid after all; a refund's
   money goes back into the deposit.
 Amounts are whole shillings (B2C pays nothing else); the deposit never goes below zero.
@@ -83,17 +84,26 @@ def refund(
     ledger.post(session, key=key, kind="deposit_refund", business_date=business_date, driver_id=driver.id,
                 memo={"operator": operator, "reason": reason},
                 legs=[(accounts.deposit, -amount_cents), (accounts.payable, amount_cents)])
-    parts = rules.payout_parts_cents(amount_cents, maximum_cents=settings.b2c_maximum_cents,
-                                     minimum_cents=settings.b2c_minimum_cents)
+    to_pay_cents = refund_payable(amount_cents, ledger.balance_cents(session, accounts.payable),
+                                  minimum_cents=settings.b2c_minimum_cents)
+    parts = rules.payout_parts_cents(to_pay_cents, maximum_cents=settings.b2c_maximum_cents,
+                                     minimum_cents=settings.b2c_minimum_cents) if to_pay_cents else []
     payouts = [
         create_payout(session, driver=driver, amount_cents=part_cents, business_date=business_date,
                       cause_key=key if number == 1 else f"{key}#{number}", requires_approval=True, requested_by=operator)
         for number, part_cents in enumerate(parts, start=1)
     ]
     log.warning("deposit_refund_asked", driver=driver.code, amount_cents=amount_cents, operator=operator,
-                payout_ids=[p.id for p in payouts])
+                payout_ids=[p.id for p in payouts], kept_for_debt_cents=amount_cents - to_pay_cents)
     return {"driver": driver.code, "amount_cents": amount_cents, "payouts": [p.id for p in payouts],
-            "deposit_cents": ledger.balance_cents(session, accounts.deposit), "waiting_for_approval": True}
+            "kept_for_debt_cents": amount_cents - to_pay_cents,
+            "deposit_cents": ledger.balance_cents(session, accounts.deposit), "waiting_for_approval": bool(payouts)}
+
+
+def refund_payable(refund_cents: int, payable_after_cents: int, *, minimum_cents: int) -> int:
+    """What of a deposit refund may be paid out once it is in ``payable``: all of it, less what the
+    driver owed (``payable`` was below zero), in whole shillings, or nothing below the minimum."""
+    return rules.payout_amount_cents(max(0, min(refund_cents, payable_after_cents)), minimum_cents=minimum_cents)
 
 
 REFUND_CAUSES = ("refund:", "deposit-refund:")

@@ -77,6 +77,10 @@ def b2c_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
     payout = payout_by_originator_id(session, result.originator_conversation_id)
     if payout is None:
         return Applied("rejected", "unknown_payout")  # not ours: forged, or another system's
+    if payout.attempts == 0:
+        # Never sent (held for approval, or withdrawn): no result can be about it. It was forged
+        # by someone who knows its id; it moves nothing, and a person looks.
+        return _apply(session, row, payout, Verdict(None, "result_for_a_payout_never_sent", review=True))
     verdict = judge_b2c_result(result, asked(payout, settings))
     evidence: dict[str, Any] = {}
     if verdict.event in ("result_success", "result_failure"):

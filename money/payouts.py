@@ -23,6 +23,7 @@ from db.models import Driver, Payout, PayoutStatusQuery, Posting
 from db.payouts import reserved_on
 from fleetpay import rules
 from fleetpay.payout_states import QUERYABLE, TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
+from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
 
 log = structlog.get_logger("fleetpay.payouts")
@@ -30,6 +31,10 @@ log = structlog.get_logger("fleetpay.payouts")
 
 class PayoutError(ValueError):
     """An operator asked for something a payout's state does not allow."""
+
+
+# The result code of a payout a person withdrew (never sent): it is not retried.
+WITHDRAWN = "withdrawn"
 
 
 def new_originator_conversation_id() -> str:
@@ -110,9 +115,9 @@ def reserve_payable(
     return payouts
 
 
-def retry_failed(session: Session, payout_id: int, settings: Settings, *, business_date: date) -> Payout:
+def retry_failed(session: Session, payout_id: int, settings: Settings, *, business_date: date, operator: str) -> Payout:
     """Pay again what a *failed* payout (proven unpaid; its money is back in ``payable``) owed.
-    Only once per failed payout (``retry:<id>``)."""
+    Only once per failed payout (``retry:<id>``), never one a person withdrew, and recorded."""
     driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one_or_none()
     if driver_id is None:
         raise PayoutError(f"no payout {payout_id}")
@@ -120,14 +125,19 @@ def retry_failed(session: Session, payout_id: int, settings: Settings, *, busine
     failed = session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one()
     if failed.state != "failed":
         raise PayoutError(f"payout {payout_id} is {failed.state}: only a failed payout is proven unpaid")
+    if failed.result_code == WITHDRAWN:
+        raise PayoutError(f"payout {payout_id} was withdrawn by a person ({failed.result_desc}): it is not to be paid")
     if session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{payout_id}")).first():
         raise PayoutError(f"payout {payout_id} was retried already")
     payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver_id).payable)
     if payable_cents < failed.amount_cents:
         raise PayoutError(f"driver {driver.code} is owed {payable_cents} cents, less than {failed.amount_cents}")
-    return create_payout(
+    retried = create_payout(
         session, driver=driver, amount_cents=failed.amount_cents, cause_key=f"retry:{payout_id}", business_date=business_date
     )
+    record_action(session, action="payout_retried", subject=f"payout:{payout_id}", operator=operator,
+                  reason="proven unpaid", detail={"new_payout_id": retried.id, "amount_cents": retried.amount_cents})
+    return retried
 
 
 def claim(session: Session, payout_id: int) -> Payout | None:
@@ -279,23 +289,28 @@ def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | 
 
 
 def approve(session: Session, payout_id: int, *, operator: str) -> None:
-    """Release a payout that waits for an operator's approval (a deposit refund). Four eyes: a
-    payout a person asked for is approved by someone else. Recorded in ``operator_actions``."""
-    if not operator.strip():
-        raise PayoutError("an approval names who approves")
-    asked_by = session.execute(select(Payout.requested_by).where(Payout.id == payout_id)).scalar_one_or_none()
-    if asked_by is not None and asked_by.strip().casefold() == operator.strip().casefold():
-        raise PayoutError(f"payout {payout_id} was asked for by {asked_by}: another person must approve it (four eyes)")
-    approved = session.execute(
-        update(Payout)
-        .where(Payout.id == payout_id, Payout.requires_approval.is_(True), Payout.state == "pending")
-        .values(requires_approval=False, approved_by=operator, updated_at=func.now())
-        .returning(Payout.driver_id, Payout.amount_cents)
-    ).one_or_none()
-    if approved is None:
+    """Release a payout that waits for an operator's approval (a deposit refund, or one held
+    after an overpayment). Four eyes: a payout a person asked for is approved by someone else.
+    Refused while the driver owes money (``payable`` below zero): paying them now would pay twice
+    what was paid; withdraw the held payout instead (its money repays the debt). Locks the driver,
+    then the payout. Recorded in ``operator_actions``."""
+    operator = operator_name(operator)
+    driver_id = session.execute(select(Payout.driver_id).where(Payout.id == payout_id)).scalar_one_or_none()
+    if driver_id is None:
+        raise PayoutError(f"no payout {payout_id}")
+    lock_driver(session, driver_id)
+    payout = session.execute(_LOCK_PAYOUT, {"payout_id": payout_id}).scalar_one()
+    if not (payout.state == "pending" and payout.requires_approval):
         raise PayoutError(f"payout {payout_id} is not a pending payout waiting for approval")
+    if payout.requested_by is not None and same_person(payout.requested_by, operator):
+        raise PayoutError(f"payout {payout_id} was asked for by {payout.requested_by}: another person must approve it (four eyes)")
+    owed_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver_id).payable)
+    if owed_cents < 0:
+        raise PayoutError(f"the driver owes {-owed_cents} cents (paid more than owed): releasing payout {payout_id} "
+                          "would pay them again; withdraw it instead (`fleetpay payouts withdraw`), its money repays the debt")
+    payout.requires_approval, payout.approved_by, payout.updated_at = False, operator, func.now()  # type: ignore[assignment]
     record_action(session, action="payout_approved", subject=f"payout:{payout_id}", operator=operator,
-                  reason="approved", detail={"amount_cents": approved.amount_cents, "requested_by": asked_by})
+                  reason="approved", detail={"amount_cents": payout.amount_cents, "requested_by": payout.requested_by})
     log.warning("payout_approved", payout_id=payout_id, operator=operator)
 
 
@@ -312,7 +327,7 @@ def withdraw(session: Session, payout_id: int, *, operator: str, reason: str) ->
         raise PayoutError(f"payout {payout_id} is {payout.state}"
                           + (" and was sent" if payout.attempts else "")
                           + ": only a payout held for approval and never sent can be withdrawn")
-    apply_event(session, payout_id, "withdraw", result_desc=f"withdrawn by {operator}: {reason}")
+    apply_event(session, payout_id, "withdraw", result_code=WITHDRAWN, result_desc=f"withdrawn by {operator}: {reason}")
     log.warning("payout_withdrawn", payout_id=payout_id, operator=operator, reason=reason)
     return payout
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import fleet, ledger
 from db.models import Account, DriverDay, Entry, Payout, Posting, ReconciliationFix, ReconciliationRun
 from db.reconcile import Discrepancy, check, record_run
+from fleetpay.people import operator_name
 from fleetpay.settings import Settings
 from money.payouts import post_settlement
 
@@ -132,6 +133,7 @@ def run_fix(
 ) -> tuple[int, list[Discrepancy], int]:
     """Check, then correct every fixable discrepancy in a transaction of its own.
     Returns the run id, what was found, and how many corrections were made."""
+    operator = operator_name(operator)
     with sessions() as session:
         found = check(session.connection())
         session.rollback()

@@ -15,8 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import fleet, ledger
+from db.audit import record_action
 from db.fleet import FleetError, Payee
 from db.models import Inbox, Vehicle
+from fleetpay.people import operator_name
 from fleetpay.settings import Settings
 from money.payments import Applied, apply_payment
 from schemas.callbacks import parse_c2b
@@ -63,7 +65,9 @@ def assign_unmatched(
 ) -> Applied:
     """Assign the unmatched payment ``trans_id`` to a driver. ``as_`` says whether it was a fare
     (split, paid out) or the driver paying the company; by default it follows the account
-    reference the payer typed (a driver code means the driver paid)."""
+    reference the payer typed (a driver code means the driver paid). Recorded in
+    ``operator_actions``."""
+    operator = operator_name(operator)
     row = session.execute(
         select(Inbox)
         .where(Inbox.external_id == trans_id, Inbox.kind == "c2b_confirmation")
@@ -97,6 +101,8 @@ def assign_unmatched(
         memo={"operator": operator, "reason": reason, "trans_id": trans_id},
     )
     row.status, row.reason = "processed", f"assigned:{driver_code}:{operator}:{reason}"
+    record_action(session, action="unmatched_assigned", subject=trans_id, operator=operator, reason=reason,
+                  detail={"driver": driver.code, "amount_cents": amount_cents, "as": role})
     return applied
 
 

@@ -36,9 +36,9 @@ def test_register_pay_assign_and_read_balance(database_url, http, worker, sessio
     listed = json.loads(fleetpay("unmatched", "list", "--json", database_url=database_url).stdout)
     assert stray in {p["trans_id"] for p in listed["unmatched"]}
 
-    fleetpay("unmatched", "assign", stray, "--driver", code, "--reason", "customer typed the plate",
+    fleetpay("unmatched", "assign", stray, "--driver", code, "--operator", "jane", "--reason", "customer typed the plate",
              "--operator", "ops-jane", database_url=database_url)
-    again = fleetpay("unmatched", "assign", stray, "--driver", code, "--reason", "twice", database_url=database_url)
+    again = fleetpay("unmatched", "assign", stray, "--driver", code, "--operator", "jane", "--reason", "twice", database_url=database_url)
     assert again.returncode == 0  # idempotent
 
     wait_until(lambda: open_payouts(sessions, code) == 0, what="the shares to be paid out")

@@ -139,14 +139,14 @@ def test_assigning_money_tells_the_truth(http, worker, sessions, database_url, u
     assert http.post("c2b/confirm", json=c2b_body(receipt, "300.00", "NOBODY")).status_code == 200
     wait_until(lambda: pending_count(sessions, [receipt]) == 0, what="the unmatched payment")
 
-    unknown = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--reason", "typo", database_url=database_url, check=False)
+    unknown = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--operator", "jane", "--reason", "typo", database_url=database_url, check=False)
     assert unknown.returncode == 1 and "no driver D999999" in unknown.stderr
-    fleetpay("unmatched", "assign", receipt, "--driver", codes[0].lower(), "--reason", "typed the plate", database_url=database_url)
-    again = fleetpay("unmatched", "assign", receipt, "--driver", codes[0], "--reason", "twice", database_url=database_url)
+    fleetpay("unmatched", "assign", receipt, "--driver", codes[0].lower(), "--operator", "jane", "--reason", "typed the plate", database_url=database_url)
+    again = fleetpay("unmatched", "assign", receipt, "--driver", codes[0], "--operator", "jane", "--reason", "twice", database_url=database_url)
     assert "already assigned" in again.stdout and "nothing changed" in again.stdout
-    other = fleetpay("unmatched", "assign", receipt, "--driver", codes[1], "--reason", "wrong", database_url=database_url, check=False)
+    other = fleetpay("unmatched", "assign", receipt, "--driver", codes[1], "--operator", "jane", "--reason", "wrong", database_url=database_url, check=False)
     assert other.returncode == 1 and f"already assigned to {codes[0]}" in other.stderr
-    unknown_again = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--reason", "x", database_url=database_url, check=False)
+    unknown_again = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--operator", "jane", "--reason", "x", database_url=database_url, check=False)
     assert unknown_again.returncode == 1 and "assigned to D999999" not in unknown_again.stdout
     with sessions() as session:
         assert session.execute(select(Inbox.reason).where(Inbox.external_id == receipt)).scalar_one().startswith(f"assigned:{codes[0]}:")

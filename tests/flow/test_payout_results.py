@@ -150,7 +150,7 @@ def test_a_success_callback_for_a_failed_payout_books_nothing_and_is_asked_about
     settle(sessions, [failed_id])
     failed = payout_of(sessions, failed_id)
     assert (failed.state, failed.result_code, failed.status_result_code) == ("failed", "2001", "0")
-    retried = int(fleetpay("payouts", "retry", str(failed_id), database_url=database_url).stdout.split()[-1])
+    retried = int(fleetpay("payouts", "retry", str(failed_id), "--operator", "jane", database_url=database_url).stdout.split()[-1])
     settle(sessions, [retried])
 
     post(ingest_url, "b2c/result", b2c_body(failed))  # matches our ids, the amount, the driver

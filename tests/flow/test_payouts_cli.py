@@ -27,9 +27,9 @@ def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url,
     refused = fleetpay("payouts", "resolve", str(failed_id), database_url=database_url, check=False)
     assert refused.returncode == 1 and "failed" in refused.stderr
 
-    retried = fleetpay("payouts", "retry", str(failed_id), database_url=database_url)
+    retried = fleetpay("payouts", "retry", str(failed_id), "--operator", "jane", database_url=database_url)
     new_id = int(retried.stdout.split()[-1])
-    again = fleetpay("payouts", "retry", str(failed_id), database_url=database_url, check=False)
+    again = fleetpay("payouts", "retry", str(failed_id), "--operator", "jane", database_url=database_url, check=False)
     assert again.returncode == 1 and "retried already" in again.stderr
     settle(sessions, [new_id])
     with sessions() as session:
@@ -37,7 +37,7 @@ def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url,
         assert (new.state, new.amount_cents) == ("paid", 15_000)
     assert sim_payments(simulator)[new.originator_conversation_id] == 1
 
-    missing = fleetpay("payouts", "retry", "999999999", database_url=database_url, check=False)
+    missing = fleetpay("payouts", "retry", "999999999", "--operator", "jane", database_url=database_url, check=False)
     assert missing.returncode == 1 and "no payout" in missing.stderr
 
 
