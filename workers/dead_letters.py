@@ -217,14 +217,13 @@ class DeadLetters:
         ``.XQ`` suffixes are dropped).
     """
 
-    def __init__(self, broker: RedisBroker, *, queues: Iterable[str], retry_window_ms: int) -> None:
+    def __init__(self, broker: RedisBroker, *, queues: Iterable[str]) -> None:
         if not isinstance(broker, RedisBroker):
             raise TypeError("dead letters are read from dramatiq's Redis broker")
         self.broker = broker
         self.client = broker.client
         self.namespace = broker.namespace
         self.queues = tuple(dict.fromkeys(q_name(queue) for queue in queues))
-        self.retry_window_ms = retry_window_ms
         assert self.queues, "at least one queue"
         self._claim = self.client.register_script(CLAIM_SCRIPT)
 
@@ -232,8 +231,7 @@ class DeadLetters:
     def from_settings(cls, settings: Settings, broker: RedisBroker) -> DeadLetters:
         """The queues of ``settings`` and any other queue ``broker`` has declared."""
         declared = sorted(q_name(queue) for queue in broker.get_declared_queues())
-        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, *declared],
-                   retry_window_ms=failures.retry_window_ms(settings))
+        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, *declared])
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -411,7 +409,7 @@ class DeadLetters:
                 self._restore(letter, data)  # never lose a message between the two steps
                 raise
             failures.forget(self.client, self.namespace, message_id=letter.id, reference=letter.reference,
-                            keep_failing_ms=self.retry_window_ms)
+                            keep_failing_ms=failures.REQUEUE_GRACE_MS)
             log.info("dead_letter_requeued", message_id=letter.id, actor=letter.actor, queue=letter.queue,
                      reference=letter.reference, retries=letter.retries)
             done.append(letter.id)

@@ -7,8 +7,9 @@ final error and traceback never reach Redis. ``FailureRecorder`` (a dramatiq mid
   traceback, when, and after how many retries. Each failure overwrites it, so for a dead letter it
   is the final one. Kept for the dead letters' retention.
 - ``<ns>:failing:<inbox|payout>:<id>``: the message that works on that row and is failing. While it
-  waits for a retry it lasts ``retry_window_ms`` (longer than any backoff); once dead-lettered, the
-  retention. A success clears it. The sweeps leave such rows alone (``failing``): re-enqueuing a
+  waits for a retry it lasts as long as that retry's longest backoff and a grace (``retry_wait_ms``):
+  if the retry is lost (a Redis flushed or restarted), the sweeps take the row back soon after;
+  once dead-lettered, the retention. A success clears it. The sweeps leave such rows alone (``failing``): re-enqueuing a
   row whose message is retrying, or dead and waiting for an operator, made a second dead letter for
   one failure. Purging the dead letter clears it, so an unapplied inbox row is swept again: an
   acknowledged callback is never dropped.
@@ -28,7 +29,6 @@ import dramatiq
 import redis
 import structlog
 
-from fleetpay.settings import Settings
 from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_PAYOUT
 
 log = structlog.get_logger("fleetpay.dlq")
@@ -45,9 +45,14 @@ REFERENCE_KIND_BY_ACTOR = {
 REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id"}
 
 
-def retry_window_ms(settings: Settings) -> int:
-    """Longer than any wait between two tries of a message (and a few minutes of queue)."""
-    return 2 * settings.message_max_backoff_ms + 300_000
+RETRY_GRACE_MS = 60_000  # a retry due is normally taken within this, even behind a queue
+REQUEUE_GRACE_MS = 300_000  # a requeued dead letter is normally taken within this
+
+
+def retry_wait_ms(retries: int, *, min_backoff_ms: int, max_backoff_ms: int) -> int:
+    """The longest dramatiq waits before the retry after ``retries`` earlier ones (its backoff with
+    jitter: up to twice ``min_backoff × 2^retries``, never above the maximum), and a grace."""
+    return min(2 * min_backoff_ms * 2 ** min(retries, 32), max_backoff_ms) + RETRY_GRACE_MS
 
 
 def message_reference(actor_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
@@ -76,10 +81,9 @@ class FailureKeys:
 
 
 class FailureRecorder(dramatiq.Middleware):
-    def __init__(self, client: redis.Redis, *, namespace: str, retry_window_ms: int, retention_ms: int) -> None:
+    def __init__(self, client: redis.Redis, *, namespace: str, retention_ms: int) -> None:
         self.client = client
         self.keys = FailureKeys(namespace)
-        self.retry_window_ms = retry_window_ms
         self.retention_ms = retention_ms
 
     def after_process_message(self, broker, message, *, result=None, exception=None):  # type: ignore[no-untyped-def]
@@ -102,7 +106,11 @@ class FailureRecorder(dramatiq.Middleware):
             pipe = self.client.pipeline(transaction=False)
             pipe.set(self.keys.failure(message.message_id), json.dumps(record), px=self.retention_ms)
             if reference:
-                pipe.set(self.keys.failing(reference), message.message_id, px=self.retry_window_ms)
+                actor = broker.get_actor(message.actor_name)
+                option = lambda name, default: int(message.options.get(name, actor.options.get(name, default)))  # noqa: E731
+                wait_ms = retry_wait_ms(int(message.options.get("retries", 0)), min_backoff_ms=option("min_backoff", 15_000),
+                                        max_backoff_ms=option("max_backoff", 604_800_000))
+                pipe.set(self.keys.failing(reference), message.message_id, px=wait_ms)
             pipe.execute()
         except redis.RedisError as error:
             log.warning("failure_not_recorded", message_id=message.message_id, error=str(error))

@@ -16,7 +16,7 @@ from db.engine import make_engine, make_sessionmaker
 from fleetpay.logs import configure_logging
 from fleetpay.settings import get_settings
 from workers.broker import DEAD_MESSAGE_TTL_MS, build_broker
-from workers.failures import FailureRecorder, retry_window_ms
+from workers.failures import FailureRecorder
 from workers.daraja.client import DarajaClient
 
 settings = get_settings()
@@ -27,8 +27,7 @@ if settings.worker_metrics_enabled:
     broker.add_middleware(Prometheus())
 # The final error of every failure, and which rows have a message retrying or dead (the sweeps
 # leave those alone): workers.failures.
-broker.add_middleware(FailureRecorder(broker.client, namespace=broker.namespace,
-                                      retry_window_ms=retry_window_ms(settings), retention_ms=DEAD_MESSAGE_TTL_MS))
+broker.add_middleware(FailureRecorder(broker.client, namespace=broker.namespace, retention_ms=DEAD_MESSAGE_TTL_MS))
 dramatiq.set_broker(broker)
 
 RETRY_OPTIONS = {
