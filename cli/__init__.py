@@ -10,6 +10,7 @@ import typer
 from cli import books, fleet, payouts, services, simulation
 from cli.dlq import dlq
 from cli.inbox import inbox
+from cli.users import users
 from cli.unreachable import EXIT_UNREACHABLE, explain
 from fleetpay.logs import configure_logging
 from fleetpay.settings import get_settings
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command()(services.dev)
 app.command()(services.migrate)
 app.command()(services.ingest)
+app.command()(services.console)
 app.command()(services.worker)
 app.command()(services.sweep)
 app.command()(books.scheduler)
@@ -37,6 +39,7 @@ app.add_typer(fleet.deposits, name="deposits")
 app.add_typer(payouts.payouts, name="payouts")
 app.add_typer(dlq, name="dlq")
 app.add_typer(inbox, name="inbox")
+app.add_typer(users, name="users")
 app.command()(simulation.simulator)
 app.add_typer(simulation.simulate, name="simulate")
 

@@ -15,16 +15,17 @@ def dev(
     demo: Annotated[bool, typer.Option("--demo", help="Register a small fleet to try things with.")] = False,
     ingest_port: Annotated[int, typer.Option()] = 8000,
     simulator_port: Annotated[int, typer.Option()] = 8010,
+    console_port: Annotated[int, typer.Option()] = 8020,
 ) -> None:
     """The whole system in one process tree: embedded PostgreSQL and Redis (unless their URLs are
-    set), the Daraja simulator, the ingest, a worker and the scheduler. Ctrl-C stops it all."""
+    set), the Daraja simulator, the ingest, a worker, the scheduler and the console. Ctrl-C stops it all."""
     from launcher.dev import DevConfigError, DevPorts, run
     from fleetpay.settings import Settings
 
     # Not the dev.env of an earlier run: it names servers that are gone.
     own = Settings(_env_file=".env")  # type: ignore[call-arg]
     try:
-        raise typer.Exit(run(own, demo=demo, ports=DevPorts(ingest_port, simulator_port)))
+        raise typer.Exit(run(own, demo=demo, ports=DevPorts(ingest_port, simulator_port, console_port)))
     except DevConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -62,6 +63,27 @@ def ingest(
         port=port,
         workers=workers if workers > 1 else None,
     )
+
+
+def console(
+    host: Annotated[str, typer.Option(help="Bind the console to the internal network only.")] = "127.0.0.1",
+    port: Annotated[Optional[int], typer.Option(help="Default FLEETPAY_CONSOLE_PORT (8020).")] = None,
+) -> None:
+    """The operator console (a web page): refuses to start (exit 2, one line) with a placeholder or
+    short FLEETPAY_CONSOLE_SECRET. Create its users with `fleetpay users add`."""
+    from console.app import build_app
+    from fleetpay.logs import configure_logging
+    from fleetpay.settings import WeakSecrets
+    from ingest.serving import serve
+
+    current = context.settings()
+    try:
+        app = build_app(current)
+    except WeakSecrets as weak:
+        typer.echo(f"error: {weak}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(level=current.log_level, json=current.log_json)
+    serve(app, host=host, port=port or current.console_port)
 
 
 def _ingest_app():  # type: ignore[no-untyped-def]

@@ -379,3 +379,45 @@ class SchedulerFiring(Base):
     period: Mapped[str] = mapped_column(Text)
     instance: Mapped[str] = mapped_column(Text)
     fired_at: Mapped[datetime] = _now()
+
+
+USER_ROLES = ("viewer", "operator", "approver", "admin")
+REQUEST_STATES = ("pending", "done", "rejected", "failed")
+
+
+class User(Base):
+    """A person who uses the console (and names themselves in the CLI): a role, an argon2id hash."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_in("role", USER_ROLES), name="role_known"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(Text)
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    failed_logins: Mapped[int] = mapped_column(Integer, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class MoneyRequest(Base):
+    """A money movement a person asked for, waiting for another person's approval (four eyes):
+    what (``kind`` and ``params``), who asked and why, who decided, and what came of it."""
+
+    __tablename__ = "money_requests"
+    __table_args__ = (
+        CheckConstraint(_in("state", REQUEST_STATES), name="state_known"),
+        Index("ix_money_requests_pending", "id", postgresql_where=text("state = 'pending'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default="pending")
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()

@@ -47,6 +47,7 @@ DEV_ENV_FILE = ".fleetpay/dev.env"
 # The defaults of the two tokens: known to everyone, so never served (`require_strong_secrets`).
 PLACEHOLDER_CALLBACK_TOKEN = "change-me-callback-token"
 PLACEHOLDER_ADMIN_TOKEN = "change-me-admin-token"
+PLACEHOLDER_CONSOLE_SECRET = "change-me-console-secret"
 SECRET_MIN_CHARS = 32
 SECRET_HINT = (
     f"a random secret of at least {SECRET_MIN_CHARS} characters, e.g. "
@@ -104,6 +105,24 @@ class Settings(BaseSettings):
     )
     public_base_url: str = Field(
         default="http://127.0.0.1:8000", description="How Safaricom reaches the ingest."
+    )
+
+    # --- the operator console ---------------------------------------------------------------
+    console_port: int = Field(default=8020, ge=1, le=65535, description="`fleetpay console`'s port (never the callback port).")
+    console_secret: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER_CONSOLE_SECRET),
+        description="Signs the console's session cookies; refused when a placeholder or short, outside `fleetpay dev`.",
+    )
+    console_idle_timeout_s: int = Field(default=1800, ge=60, description="A console session idle this long logs out.")
+    console_cookie_secure: bool = Field(
+        default=False, description="Send the console's cookie over HTTPS only: set it when a TLS proxy serves the console."
+    )
+    console_login_failures_max: int = Field(default=5, ge=1, description="Wrong passwords in a row before a user is locked out.")
+    console_lockout_s: int = Field(default=900, ge=1, description="How long a locked-out user waits.")
+    four_eyes: bool = Field(
+        default=True,
+        description="Every money movement asked for in the console waits for another user's approval. A "
+        "one-person fleet may turn it off; the audit log then says each action ran without a second person.",
     )
     body_max_bytes: int = Field(default=64 * 1024, ge=1024, description="Larger bodies get 413.")
     ip_allowlist_enabled: bool = False
@@ -278,6 +297,16 @@ class Settings(BaseSettings):
         if self.admin_token.get_secret_value() in self.accepted_callback_tokens():
             problems.append("FLEETPAY_ADMIN_TOKEN is also a callback token")
         return problems
+
+    def require_console_secret(self) -> None:
+        """``WeakSecrets`` unless the console's cookie secret is fit (or under ``fleetpay dev``)."""
+        value = self.console_secret.get_secret_value()
+        if self.dev_mode:
+            return
+        if value == PLACEHOLDER_CONSOLE_SECRET:
+            raise WeakSecrets(f"FLEETPAY_CONSOLE_SECRET is the placeholder {value!r}: set it to {SECRET_HINT}")
+        if len(value) < SECRET_MIN_CHARS:
+            raise WeakSecrets(f"FLEETPAY_CONSOLE_SECRET is shorter than {SECRET_MIN_CHARS} characters: set it to {SECRET_HINT}")
 
     def require_strong_secrets(self) -> None:
         """``WeakSecrets`` unless every token the ingest serves with is fit for it (or under

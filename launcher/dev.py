@@ -35,7 +35,13 @@ import httpx
 import psutil
 
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis
-from fleetpay.settings import DEV_ENV_FILE, PLACEHOLDER_ADMIN_TOKEN, PLACEHOLDER_CALLBACK_TOKEN, Settings
+from fleetpay.settings import (
+    DEV_ENV_FILE,
+    PLACEHOLDER_ADMIN_TOKEN,
+    PLACEHOLDER_CALLBACK_TOKEN,
+    PLACEHOLDER_CONSOLE_SECRET,
+    Settings,
+)
 
 # Ctrl-C must finish well within 15 s: the children get this long, then the embedded servers stop
 # (a fast shutdown, about a second); the worker's own grace period is shorter still.
@@ -48,6 +54,7 @@ CHILDREN_FILE = "dev.children"
 class DevPorts:
     ingest: int = 8000
     simulator: int = 8010
+    console: int = 8020
 
 
 @contextmanager
@@ -119,6 +126,7 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
     for variable, secret, placeholder in (
         ("FLEETPAY_CALLBACK_TOKEN", settings.callback_token, PLACEHOLDER_CALLBACK_TOKEN),
         ("FLEETPAY_ADMIN_TOKEN", settings.admin_token, PLACEHOLDER_ADMIN_TOKEN),
+        ("FLEETPAY_CONSOLE_SECRET", settings.console_secret, PLACEHOLDER_CONSOLE_SECRET),
     ):
         own = secret.get_secret_value()
         tokens[variable] = own if own != placeholder else earlier.get(variable) or secrets.token_hex(32)
@@ -268,10 +276,12 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
         children.start("worker", "worker", "--processes", "1", "--threads", "4",
                        "--shutdown-timeout-s", str(WORKER_SHUTDOWN_S))
         children.start("scheduler", "scheduler")
+        children.start("console", "console", "--host", "127.0.0.1", "--port", str(ports.console))
         wait_http(f"{env['FLEETPAY_PUBLIC_BASE_URL']}/readyz")
+        wait_http(f"http://127.0.0.1:{ports.console}/healthz", gone=lambda: "the console stopped" if "console" in children.dead() else None)
         if demo:
             register_demo_fleet(database_url)
-        say(banner(env, demo, simulator=uses_simulator(settings)))
+        say(banner(env, demo, simulator=uses_simulator(settings), console_port=ports.console))
 
         while not stopping["signal"]:
             if dead := children.dead():
@@ -313,7 +323,7 @@ def register_demo_fleet(database_url: str) -> None:
     engine.dispose()
 
 
-def banner(env: dict[str, str], demo: bool, *, simulator: bool = True) -> str:
+def banner(env: dict[str, str], demo: bool, *, simulator: bool = True, console_port: int = 8020) -> str:
     ingest = env["FLEETPAY_PUBLIC_BASE_URL"]
     daraja = (
         f"  simulator  {env['FLEETPAY_DARAJA_BASE_URL']}   (Daraja lookalike; faults at /sim/faults)"
@@ -324,6 +334,7 @@ def banner(env: dict[str, str], demo: bool, *, simulator: bool = True) -> str:
         "fleetpay dev is running (Ctrl-C stops everything):",
         f"  ingest     {ingest}   (/healthz /readyz /metrics, callbacks under /cb/<token>/…)",
         daraja,
+        f"  console: http://127.0.0.1:{console_port}   (create its users: fleetpay users add NAME --role approver)",
         "  worker, scheduler",
         f"  settings   {DEV_ENV_FILE} (read by every fleetpay command run in this folder; it holds the tokens)",
         "",

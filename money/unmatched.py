@@ -42,6 +42,22 @@ def _payment(row: Inbox) -> tuple[str, int, str, datetime]:
     return payment.trans_id, payment.amount_cents, payment.bill_ref, payment.trans_time
 
 
+def why_unmatched(session: Session, account_ref: str, settings: Settings) -> str:
+    """Why a payment to ``account_ref`` found no driver, in words an operator reads."""
+    ref = classify_account_ref(account_ref, vehicle_code_digits=settings.vehicle_code_digits,
+                               driver_code_pattern=settings.driver_code_pattern)
+    if ref.kind == "vehicle":
+        known = session.execute(select(Vehicle.id).where(Vehicle.code == ref.code)).first()
+        return f"vehicle {ref.code} has no driver" if known else f"no vehicle {ref.code}"
+    if ref.kind == "driver":
+        try:
+            fleet.get_driver(session, ref.code)
+        except FleetError:
+            return f"no driver {ref.code}"
+        return f"driver {ref.code} has no vehicle (paused)"
+    return "the account typed is not a vehicle or driver code"
+
+
 def list_unmatched(session: Session, *, limit: int = 1000) -> list[UnmatchedPayment]:
     rows = session.execute(
         select(Inbox).where(Inbox.status == "unmatched").order_by(Inbox.received_at).limit(limit)

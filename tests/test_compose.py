@@ -39,7 +39,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 #: Services built from this repository (they share the ``x-fleetpay`` anchor).
-FLEETPAY_SERVICES = ("migrate", "ingest", "worker", "scheduler", "simulator")
+FLEETPAY_SERVICES = ("migrate", "ingest", "worker", "scheduler", "console", "simulator")
 #: The fleetpay services that are the system itself; the simulator stands in for Safaricom.
 SYSTEM_SERVICES = ("ingest", "worker", "scheduler")
 ALL_SERVICES = {"postgres", "redis", *FLEETPAY_SERVICES}

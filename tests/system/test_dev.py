@@ -23,11 +23,13 @@ def bare_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETPAY_")} | {"FLEETPAY_LOG_LEVEL": "WARNING"}
 
 
-def start_dev(cwd: Path, ingest_port: int, simulator_port: int, *, banner: list[str] | None = None) -> subprocess.Popen[str]:
+def start_dev(cwd: Path, ingest_port: int, simulator_port: int, console_port: int | None = None, *,
+              banner: list[str] | None = None) -> subprocess.Popen[str]:
     """``fleetpay dev --demo`` in ``cwd`` (its ``.env`` is read, as a user's would be); the banner's
     lines are appended to ``banner``."""
     process = subprocess.Popen(
-        fleetpay_argv("dev", "--demo", "--ingest-port", str(ingest_port), "--simulator-port", str(simulator_port)),
+        fleetpay_argv("dev", "--demo", "--ingest-port", str(ingest_port), "--simulator-port", str(simulator_port),
+                      "--console-port", str(console_port or free_port())),
         cwd=cwd, env=bare_env(), stdout=subprocess.PIPE, stderr=(cwd / "dev-stderr.log").open("a"), text=True,
     )
     assert process.stdout is not None
@@ -70,9 +72,14 @@ def balance(cwd: Path) -> dict:  # type: ignore[type-arg]
 
 @pytest.mark.slow
 def test_dev_runs_a_payment_end_to_end_and_keeps_its_data(tmp_path: Path) -> None:
-    ports = (free_port(), free_port())
-    dev = start_dev(tmp_path, *ports)
+    ports = (free_port(), free_port(), free_port())
+    banner: list[str] = []
+    dev = start_dev(tmp_path, *ports, banner=banner)
     try:
+        [console_line] = [line for line in banner if "console: http://127.0.0.1:" in line]
+        console_url = console_line.split("console: ")[1].split()[0]
+        assert console_url == f"http://127.0.0.1:{ports[2]}"
+        assert "Log in" in httpx.get(f"{console_url}/login", timeout=10).text
         fleetpay("simulate", "c2b", "--account", "025", "--amount", "200", cwd=tmp_path, env=bare_env())
         wait_until(lambda: balance(tmp_path)["paid_out_cents"] == 10_000, timeout_s=60, what="the share to be paid")
         assert balance(tmp_path)["contributed_cents"] == 10_000
@@ -115,7 +122,8 @@ def test_a_second_dev_in_the_same_folder_is_refused_and_sighup_stops_everything(
     ports = (free_port(), free_port())
     dev = start_dev(tmp_path, *ports)
     try:
-        second = subprocess.run(fleetpay_argv("dev", "--ingest-port", str(free_port()), "--simulator-port", str(free_port())),
+        second = subprocess.run(fleetpay_argv("dev", "--ingest-port", str(free_port()), "--simulator-port", str(free_port()),
+                                              "--console-port", str(free_port())),
                                 cwd=tmp_path, env=bare_env(), capture_output=True, text=True, timeout=60)
         assert second.returncode == 2 and f"already runs in this folder (pid {dev.pid})" in second.stderr
         assert balance(tmp_path)["driver"] == "D112006"  # the first one still works, Redis included
@@ -134,7 +142,7 @@ def test_a_killed_dev_is_cleaned_up_by_the_next_and_ctrl_c_is_quick(tmp_path: Pa
     """A ``fleetpay dev`` killed outright leaves its children holding the ports and its pid in
     pgserver's handle file (PostgreSQL would then outlive every later run). The next run in the
     folder stops them, starts on the same ports, and its Ctrl-C stops everything within 15 s."""
-    ports = (free_port(), free_port())
+    ports = (free_port(), free_port(), free_port())
     killed = start_dev(tmp_path, *ports)
     orphans = everything_of(killed, tmp_path) - {killed.pid}
     killed.send_signal(signal.SIGKILL)

@@ -1,0 +1,359 @@
+"""``fleetpay console``: the web page where a fleet's staff see the money and act on it.
+
+A Starlette app of its own (never on the public callback port), server-rendered with Jinja2, no
+JavaScript. Every page needs a logged-in user (``console.auth``); what a user may do is their
+role's (viewer < operator < approver < admin), checked on the server for every route. Money moves
+only through ``money.requests``: an operator asks, another person (approver or admin) approves, and
+the same library function the CLI calls runs. Pages read through ``db.statements`` and the other
+storage functions; nothing here decides about money.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from console.auth import LoginNeeded, NotAllowed, Viewer, check_csrf, csrf_token, log_in, log_out, session_user
+from console.charts import bars
+from db import fleet
+from db.audit import recent_actions
+from db.balances import driver_balance
+from db.engine import make_engine, make_sessionmaker
+from db.payouts import list_payouts
+from db.statements import dashboard as dashboard_numbers
+from db.statements import statement
+from db.users import UserError, authenticate, get_user
+from fleetpay.payout_states import OPEN, STATE_ORDER
+from fleetpay.settings import Settings
+from money import requests as money_requests
+from money.unmatched import list_unmatched, why_unmatched
+from schemas.parsing import business_date
+
+log = structlog.get_logger("fleetpay.console")
+
+HERE = Path(__file__).parent
+PAGE_ROWS = 100
+ACCOUNTS = ("payable", "deposit", "target")
+# No script at all; styles from our own file; nothing may frame the console.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+
+def kes(cents: int | None) -> str:
+    cents = int(cents or 0)
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+class Console:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], send_payouts: Callable[[list[int]], bool]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.send_payouts = send_payouts
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.filters["kes"] = kes
+        self.templates.env.filters["when"] = lambda at: at.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M") if at else ""
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def today(self) -> date:
+        now = datetime.now(ZoneInfo(self.settings.timezone))
+        return business_date(now, close_time=self.settings.close_time, tz=self.settings.timezone)
+
+    def viewer(self, request: Request) -> Viewer:
+        username = session_user(request, self.settings.console_idle_timeout_s)
+        with self.sessions() as session:
+            try:
+                user = get_user(session, username)
+            except UserError:
+                user = None
+        if user is None or user.disabled:
+            log_out(request)
+            raise LoginNeeded()
+        return Viewer(user.username, user.role)
+
+    def render(self, request: Request, template: str, title: str, viewer: Viewer | None, status: int = 200,
+               **context: Any) -> HTMLResponse:
+        flashes = request.session.pop("flashes", []) if viewer else []
+        return self.templates.TemplateResponse(
+            request, template, {"title": title, "viewer": viewer, "csrf": csrf_token(request), "flashes": flashes, **context},
+            status_code=status,
+        )
+
+    def flash(self, request: Request, message: str, kind: str = "") -> None:
+        request.session.setdefault("flashes", []).append((kind, message))
+
+    def page(self, role: str = "viewer", *, post: bool = False) -> Callable[[Callable[..., Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
+        """A route for users of ``role`` or above; a POST must carry the session's CSRF token."""
+        def wrap(handler: Callable[..., Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                try:
+                    viewer = self.viewer(request)
+                    form = await request.form() if post else None
+                    if post:
+                        check_csrf(request, form.get("csrf") if form else None)
+                    if not viewer.can(role):
+                        raise NotAllowed(f"a {viewer.role} cannot do this: it needs a {role} or above")
+                    return await handler(request, viewer, form) if post else await handler(request, viewer)
+                except LoginNeeded:
+                    return RedirectResponse(request.url_for("login"), status_code=303)
+                except NotAllowed as refused:
+                    return self.render(request, "error.html", "Not allowed", self._maybe(request), status=403,
+                                       message=str(refused))
+            return endpoint
+        return wrap
+
+    def _maybe(self, request: Request) -> Viewer | None:
+        try:
+            return self.viewer(request)
+        except LoginNeeded:
+            return None
+
+    # --- login --------------------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.render(request, "login.html", "Log in", None)
+        form = await request.form()
+        try:
+            check_csrf(request, form.get("csrf"))
+        except NotAllowed as refused:
+            return self.render(request, "login.html", "Log in", None, status=403, error=str(refused))
+        username, password = str(form.get("username", "")), str(form.get("password", ""))
+        with self.sessions.begin() as session:
+            user, why = authenticate(session, username, password, failures_max=self.settings.console_login_failures_max,
+                                     lockout_s=self.settings.console_lockout_s)
+            name = user.username if user else None
+        if user is None:
+            log.warning("console_login_refused", username=username[:64], why=why)
+            return self.render(request, "login.html", "Log in", None, status=401, error=why, username=username)
+        log_in(request, str(name))
+        log.info("console_login", username=name)
+        return RedirectResponse(request.url_for("dashboard"), status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        try:
+            check_csrf(request, form.get("csrf"))
+        except NotAllowed:
+            pass  # logging out is never refused
+        log_out(request)
+        return RedirectResponse(request.url_for("login"), status_code=303)
+
+    # --- pages --------------------------------------------------------------------------------
+
+    async def dashboard(self, request: Request, viewer: Viewer) -> Response:
+        with self.sessions() as session:
+            numbers = dashboard_numbers(session, self.today())
+            waiting = len(money_requests.pending(session))
+        in_flight = sum(count for state, count in numbers["payouts"].items() if state in OPEN - {"review", "reopened"})
+        return self.render(request, "dashboard.html", "Dashboard", viewer, d=numbers, in_flight=in_flight,
+                           pending_requests=waiting, chart=bars(numbers["chart"]))
+
+    async def drivers(self, request: Request, viewer: Viewer) -> Response:
+        q = request.query_params.get("q", "").strip().upper() or None
+        after = request.query_params.get("after") or None
+        with self.sessions() as session:
+            rows = fleet.list_drivers(session, after_code=after, only_code=q, limit=PAGE_ROWS)
+        next_after = rows[-1]["code"] if len(rows) == PAGE_ROWS else None
+        return self.render(request, "drivers.html", "Drivers", viewer, rows=rows, q=q, next_after=next_after)
+
+    def _statement(self, request: Request, code: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        today = self.today()
+        account = request.query_params.get("account", "payable")
+        if account not in ACCOUNTS:
+            account = "payable"
+        try:
+            since = date.fromisoformat(request.query_params.get("since") or (today - timedelta(days=6)).isoformat())
+            until = date.fromisoformat(request.query_params.get("until") or today.isoformat())
+        except ValueError:
+            since, until = today - timedelta(days=6), today
+        with self.sessions() as session:
+            balance = driver_balance(session, code, today, self.settings)
+            [info] = fleet.list_drivers(session, only_code=code)
+            found = statement(session, fleet.get_driver(session, code).id, account, since, until)
+        return balance, info, found
+
+    async def driver(self, request: Request, viewer: Viewer) -> Response:
+        code = request.path_params["code"].upper()
+        try:
+            balance, info, found = self._statement(request, code)
+        except fleet.FleetError as error:
+            return self.render(request, "error.html", "No such driver", viewer, status=404, message=str(error))
+        return self.render(request, "driver.html", f"Driver {code}", viewer, b=balance, info=info, s=found, accounts=ACCOUNTS)
+
+    async def statement_csv(self, request: Request, viewer: Viewer) -> Response:
+        code = request.path_params["code"].upper()
+        try:
+            _, _, found = self._statement(request, code)
+        except fleet.FleetError as error:
+            return PlainTextResponse(str(error), status_code=404)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["business_date", "at", "kind", "reference", "amount_kes", "balance_kes", "entry_id"])
+        writer.writerow([found["since"], "", "opening", "", "", kes(found["opening_cents"]), ""])
+        for e in found["entries"]:
+            writer.writerow([e["business_date"], e["at"], e["kind"], e["reference"], kes(e["amount_cents"]),
+                             kes(e["balance_cents"]), e["entry_id"]])
+        name = f"statement-{code}-{found['account']}-{found['since']}-{found['until']}.csv"
+        return Response(out.getvalue(), media_type="text/csv",
+                        headers={"content-disposition": f'attachment; filename="{name}"'})
+
+    async def unmatched(self, request: Request, viewer: Viewer) -> Response:
+        with self.sessions() as session:
+            rows = [{"trans_id": p.trans_id, "amount_cents": p.amount_cents, "account_ref": p.account_ref,
+                     "trans_time": p.trans_time.astimezone(ZoneInfo(self.settings.timezone)).strftime("%Y-%m-%d %H:%M"),
+                     "why": why_unmatched(session, p.account_ref, self.settings)} for p in list_unmatched(session)]
+        return self.render(request, "unmatched.html", "Unmatched payments", viewer, rows=rows)
+
+    async def ask(self, request: Request, viewer: Viewer, kind: str, params: dict[str, Any], reason: str,
+                  back: str) -> Response:
+        """Make a request; with four eyes off it runs now (and its payouts are sent)."""
+        try:
+            with self.sessions.begin() as session:
+                made = money_requests.ask(session, kind, params, asker=money_requests.Asker(viewer.username, viewer.role),
+                                          reason=reason, settings=self.settings, business_date=self.today())
+                state, outcome, request_id = made.state, made.outcome, made.id
+        except money_requests.RequestRefused as refused:
+            self.flash(request, f"Not asked: {refused}", "error")
+            return RedirectResponse(back, status_code=303)
+        if state == "pending":
+            self.flash(request, f"Request {request_id} made: another person must approve it.")
+        else:
+            self._sent(outcome)
+            self.flash(request, f"Request {request_id} ran ({state}).")
+        return RedirectResponse(back, status_code=303)
+
+    def _sent(self, outcome: dict[str, Any] | None) -> None:
+        if outcome and outcome.get("payout_ids"):
+            self.send_payouts(list(outcome["payout_ids"]))  # committed; if Redis is down the payout sweep sends them
+
+    async def ask_assign(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        params = {"trans_id": request.path_params["trans_id"], "driver": str(form.get("driver", "")).strip().upper()}
+        if form.get("as") in ("fare", "company"):
+            params["as"] = form.get("as")
+        return await self.ask(request, viewer, "unmatched_assign", params, str(form.get("reason", "")),
+                              str(request.url_for("unmatched")))
+
+    async def ask_refund(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        code = request.path_params["code"].upper()
+        back = str(request.url_for("driver", code=code))
+        raw = str(form.get("amount_kes", "")).strip()
+        if raw and not raw.isdigit():
+            self.flash(request, "Not asked: the amount is whole shillings", "error")
+            return RedirectResponse(back, status_code=303)
+        params: dict[str, Any] = {"driver": code, "amount_cents": int(raw) * 100 if raw else None}
+        return await self.ask(request, viewer, "deposit_refund", params, str(form.get("reason", "")), back)
+
+    async def requests_page(self, request: Request, viewer: Viewer) -> Response:
+        with self.sessions() as session:
+            waiting = money_requests.pending(session)
+            decided = [r for r in money_requests.recent(session) if r.state != "pending"][:50]
+        return self.render(request, "requests.html", "Requests", viewer, waiting=waiting, decided=decided,
+                           describe=money_requests.describe, four_eyes=self.settings.four_eyes)
+
+    async def decide_request(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        request_id = int(request.path_params["request_id"])
+        approve_it = form.get("decision") == "approve"
+        try:
+            with self.sessions.begin() as session:
+                decided = money_requests.decide(session, request_id, approver=money_requests.Asker(viewer.username, viewer.role),
+                                                approve_it=approve_it, settings=self.settings, business_date=self.today())
+                state, outcome = decided.state, decided.outcome
+        except money_requests.RequestRefused as refused:
+            self.flash(request, f"Not decided: {refused}", "error")
+            return RedirectResponse(request.url_for("requests_page"), status_code=303)
+        if state == "done":
+            self._sent(outcome)
+        message = {"done": "approved and done", "rejected": "rejected", "failed": f"approved, but it could not run: {(outcome or {}).get('error')}"}[state]
+        self.flash(request, f"Request {request_id} {message}.", "error" if state == "failed" else "")
+        return RedirectResponse(request.url_for("requests_page"), status_code=303)
+
+    async def payouts(self, request: Request, viewer: Viewer) -> Response:
+        state = request.query_params.get("state") or None
+        driver = (request.query_params.get("driver") or "").strip().upper() or None
+        after = request.query_params.get("after")
+        with self.sessions() as session:
+            rows = list_payouts(session, state=state if state in STATE_ORDER else None, driver_code=driver,
+                                before_id=int(after) if after and after.isdigit() else None, limit=PAGE_ROWS)
+        next_after = rows[-1]["id"] if len(rows) == PAGE_ROWS else None
+        return self.render(request, "payouts.html", "Payouts", viewer, rows=rows, states=STATE_ORDER, state=state,
+                           driver=driver, next_after=next_after)
+
+    async def audit(self, request: Request, viewer: Viewer) -> Response:
+        with self.sessions() as session:
+            rows = recent_actions(session, limit=200)
+        return self.render(request, "audit.html", "Audit log", viewer, rows=rows)
+
+
+def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = None,
+              send_payouts: Callable[[list[int]], bool] | None = None) -> Starlette:
+    """The console for ``settings``; refuses a placeholder or short cookie secret outside dev."""
+    settings.require_console_secret()
+    if sessions is None:
+        sessions = make_sessionmaker(make_engine(settings.require_database_url(), pool_size=4))
+    if send_payouts is None:
+        from workers.send_payout import send_payouts as enqueue
+
+        send_payouts = enqueue
+    console = Console(settings, sessions, send_payouts)
+    page = console.page
+    routes = [
+        Route("/login", console.login, methods=["GET", "POST"], name="login"),
+        Route("/logout", console.logout, methods=["POST"], name="logout"),
+        Route("/", page()(console.dashboard), name="dashboard"),
+        Route("/drivers", page()(console.drivers), name="drivers"),
+        Route("/drivers/{code}", page()(console.driver), name="driver"),
+        Route("/drivers/{code}/statement.csv", page()(console.statement_csv), name="statement_csv"),
+        Route("/drivers/{code}/refund", page("operator", post=True)(console.ask_refund), methods=["POST"], name="ask_refund"),
+        Route("/unmatched", page()(console.unmatched), name="unmatched"),
+        Route("/unmatched/{trans_id}/assign", page("operator", post=True)(console.ask_assign), methods=["POST"], name="ask_assign"),
+        Route("/requests", page()(console.requests_page), name="requests_page"),
+        Route("/requests/{request_id:int}", page("approver", post=True)(console.decide_request), methods=["POST"], name="decide_request"),
+        Route("/payouts", page()(console.payouts), name="payouts"),
+        Route("/audit", page()(console.audit), name="audit"),
+        Route("/healthz", lambda request: PlainTextResponse("ok"), name="healthz"),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[
+        Middleware(SecurityHeaders),
+        Middleware(SessionMiddleware, secret_key=settings.console_secret.get_secret_value(), session_cookie="fleetpay_console",
+                   max_age=settings.console_idle_timeout_s, same_site="strict", https_only=settings.console_cookie_secure),
+    ])

@@ -1,0 +1,109 @@
+"""What the console reads: a driver's statement (every entry of one account, with its receipt and
+a running balance) and the fleet's numbers for the dashboard."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.orm import Session
+
+from db import ledger
+from db.models import Account, DailyClose, DriverDay, Entry, Payout, Posting, ReconciliationRun
+
+STATEMENT_ROWS_MAX = 5_000
+
+
+def statement(session: Session, driver_id: int, account: str, since: date, until: date) -> dict[str, Any]:
+    """Every entry of the driver's ``account`` (payable, deposit or target) on business days
+    ``since``…``until``, oldest first: its posting's kind, key (the M-Pesa receipt for a payment),
+    amount and the balance after it; the opening and closing balances; at most
+    ``STATEMENT_ROWS_MAX`` entries (``truncated`` says so)."""
+    account_id = getattr(ledger.driver_accounts(session, driver_id), account)
+    opening = session.execute(
+        select(func.coalesce(func.sum(Entry.amount_cents), 0)).join(Posting, Posting.id == Entry.posting_id)
+        .where(Entry.account_id == account_id, Posting.business_date < since)
+    ).scalar_one()
+    rows = session.execute(
+        select(Posting.business_date, Posting.created_at, Posting.kind, Posting.idempotency_key, Entry.amount_cents,
+               Entry.id)
+        .join(Posting, Posting.id == Entry.posting_id)
+        .where(Entry.account_id == account_id, Posting.business_date >= since, Posting.business_date <= until)
+        .order_by(Posting.business_date, Entry.id)
+        .limit(STATEMENT_ROWS_MAX + 1)
+    ).all()
+    balance = int(opening)
+    entries = []
+    for business_date, created_at, kind, key, amount_cents, entry_id in rows[:STATEMENT_ROWS_MAX]:
+        balance += amount_cents
+        entries.append({"entry_id": entry_id, "business_date": business_date.isoformat(), "at": created_at.isoformat(),
+                        "kind": kind, "reference": receipt_of(key), "amount_cents": amount_cents,
+                        "balance_cents": balance})
+    return {"account": account, "since": since.isoformat(), "until": until.isoformat(), "opening_cents": int(opening),
+            "closing_cents": balance, "entries": entries, "truncated": len(rows) > STATEMENT_ROWS_MAX}
+
+
+def receipt_of(key: str) -> str:
+    """What a person recognises in a posting key: the M-Pesa receipt of a payment (``c2b:X`` →
+    ``X``), else the key itself."""
+    for prefix in ("c2b:", "assign:"):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any]:
+    """Today's money, the payouts by state, suspense, the last check and close, and ``days`` of
+    takings and payouts for a chart."""
+    system = ledger.system_accounts(session)
+    since = today - timedelta(days=days - 1)
+    takings = dict(session.execute(
+        select(Posting.business_date, func.coalesce(-func.sum(Entry.amount_cents), 0))
+        .join(Entry, Entry.posting_id == Posting.id)
+        .where(Entry.account_id == system.mpesa, Entry.amount_cents < 0, Posting.business_date >= since,
+               Posting.kind.in_(("fare", "driver_payment")))
+        .group_by(Posting.business_date)
+    ).all())
+    paid = dict(session.execute(
+        select(Posting.business_date, func.coalesce(func.sum(Entry.amount_cents), 0))
+        .join(Entry, Entry.posting_id == Posting.id)
+        .where(Entry.account_id == system.mpesa, Entry.amount_cents > 0, Posting.business_date >= since,
+               Posting.kind.in_(("payout_paid", "payout_paid_after_failure")))
+        .group_by(Posting.business_date)
+    ).all())
+    shares = session.execute(
+        select(func.coalesce(func.sum(Entry.amount_cents), 0))
+        .join(Posting, Posting.id == Entry.posting_id).join(Account, Account.id == Entry.account_id)
+        .where(Posting.business_date == today, Posting.kind == "fare", Account.kind == "payable")
+    ).scalar_one()
+    contributed = session.execute(
+        select(func.coalesce(func.sum(DriverDay.contributed_cents), 0)).where(DriverDay.business_date == today)
+    ).scalar_one()
+    suspense = session.execute(
+        select(func.coalesce(func.sum(Entry.amount_cents), 0)).where(Entry.account_id == system.suspense)
+    ).scalar_one()
+    payouts = dict(session.execute(select(Payout.state, func.count()).group_by(Payout.state)).all())
+    waiting = session.execute(select(func.count()).select_from(Payout).where(
+        Payout.state == "pending", Payout.requires_approval.is_(True))).scalar_one()
+    check = session.execute(select(ReconciliationRun).where(ReconciliationRun.kind == "check")
+                            .order_by(ReconciliationRun.id.desc()).limit(1)).scalar_one_or_none()
+    last_close = session.execute(select(func.max(DailyClose.business_date))).scalar_one()
+    open_days = session.execute(select(cast(func.count(), Integer)).select_from(DriverDay).where(
+        DriverDay.closed_at.is_(None), DriverDay.business_date < today - timedelta(days=1))).scalar_one()
+    taken_today = int(takings.get(today, 0))
+    return {
+        "today": today.isoformat(),
+        "takings_cents": taken_today,
+        "contributions_cents": int(contributed),
+        "driver_shares_cents": int(shares),
+        "payouts": {state: int(count) for state, count in payouts.items()},
+        "payouts_waiting_for_approval": int(waiting),
+        "suspense_cents": int(suspense),
+        "last_check": None if check is None else {"id": check.id, "discrepancies": check.discrepancies,
+                                                   "finished_at": check.finished_at and check.finished_at.isoformat()},
+        "last_close": last_close and last_close.isoformat(),
+        "driver_days_left_open": int(open_days),
+        "chart": [{"day": (since + timedelta(days=n)).isoformat(), "takings_cents": int(takings.get(since + timedelta(days=n), 0)),
+                   "paid_out_cents": int(paid.get(since + timedelta(days=n), 0))} for n in range(days)],
+    }

@@ -1,0 +1,85 @@
+"""Users of the console: their role, their password hash, and the count of wrong passwords that
+locks them out for a while."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import USER_ROLES, User
+from fleetpay.passwords import hash_password, verify_password
+from fleetpay.people import operator_name
+
+__all__ = ["USER_ROLES", "UserError", "add_user", "authenticate", "get_user", "list_users", "set_disabled", "set_password"]
+
+
+class UserError(ValueError):
+    """An operation on users that cannot be done; the message says why."""
+
+
+def add_user(session: Session, username: str, role: str, password: str) -> User:
+    name = operator_name(username)
+    if role not in USER_ROLES:
+        raise UserError(f"the role is one of {', '.join(USER_ROLES)}")
+    if session.execute(select(User.id).where(User.username == name)).first():
+        raise UserError(f"user {name} exists")
+    user = User(username=name, role=role, password_hash=hash_password(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.execute(select(User).where(User.username == operator_name(username))).scalar_one_or_none()
+    if user is None:
+        raise UserError(f"no user {username}")
+    return user
+
+
+def list_users(session: Session) -> list[dict[str, Any]]:
+    return [
+        {"username": u.username, "role": u.role, "disabled": u.disabled, "locked_until": u.locked_until,
+         "created_at": u.created_at}
+        for u in session.execute(select(User).order_by(User.username)).scalars()
+    ]
+
+
+def set_password(session: Session, username: str, password: str) -> None:
+    user = get_user(session, username)
+    user.password_hash, user.failed_logins, user.locked_until = hash_password(password), 0, None
+
+
+def set_disabled(session: Session, username: str, disabled: bool) -> None:
+    get_user(session, username).disabled = disabled
+
+
+def authenticate(
+    session: Session, username: str, password: str, *, failures_max: int, lockout_s: int, now: datetime | None = None
+) -> tuple[User | None, str | None]:
+    """(the user, None) when the password is right; (None, why) otherwise: a wrong username or
+    password (one answer for both), a disabled user, or one locked out after ``failures_max``
+    wrong passwords in a row (for ``lockout_s``, counted under the user's row lock)."""
+    current = now or datetime.now(timezone.utc)
+    try:
+        name = operator_name(username)
+    except ValueError:
+        verify_password(None, password)
+        return None, "wrong username or password"
+    user = session.execute(select(User).where(User.username == name).with_for_update()).scalar_one_or_none()
+    if user is None:
+        verify_password(None, password)
+        return None, "wrong username or password"
+    if user.locked_until is not None and user.locked_until > current:
+        return None, "too many wrong passwords: try again later"
+    if not verify_password(user.password_hash, password):
+        user.failed_logins += 1
+        if user.failed_logins >= failures_max:
+            user.locked_until, user.failed_logins = current + timedelta(seconds=lockout_s), 0
+        return None, "wrong username or password"
+    if user.disabled:
+        return None, "this user is disabled"
+    session.execute(update(User).where(User.id == user.id).values(failed_logins=0, locked_until=None))
+    return user, None

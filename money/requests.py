@@ -1,0 +1,162 @@
+"""Four eyes: a money movement one person asks for runs only once another approves it.
+
+A request names its kind (``KINDS``), its parameters, the reason and who asked. Asking tries the
+movement at once in a savepoint and rolls it back, so a request that could not run (an unknown
+driver, a receipt already assigned) is refused when it is made, not when it is approved. Approving
+runs it, in the approver's transaction, through the same library function the CLI calls; a
+rejection runs nothing. Nobody approves their own request, and only an ``approver`` or ``admin``
+approves. With ``four_eyes`` off (a one-person fleet) a request runs when it is made, and the
+audit log says it ran without a second person. Every step is recorded in ``operator_actions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.audit import record_action
+from db.models import MoneyRequest
+from fleetpay.people import operator_name, same_person
+from fleetpay.settings import Settings
+from money.deposits import refund
+from money.payouts import approve, retry_failed
+from money.unmatched import assign_unmatched
+
+log = structlog.get_logger("fleetpay.requests")
+
+ASKERS = ("operator", "approver", "admin")
+APPROVERS = ("approver", "admin")
+
+
+class RequestRefused(ValueError):
+    """A request that cannot be made or decided; the message says why."""
+
+
+@dataclass(frozen=True)
+class Asker:
+    username: str
+    role: str
+
+
+Run = Callable[[Session, dict[str, Any], Settings, MoneyRequest, str, date], dict[str, Any]]
+
+
+def _assign(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
+            day: date) -> dict[str, Any]:
+    applied = assign_unmatched(session, trans_id=params["trans_id"], driver_code=params["driver"], reason=request.reason,
+                               operator=request.requested_by, settings=settings, as_=params.get("as"))
+    return {"payout_ids": list(applied.payout_ids), "status": applied.status, "reason": applied.reason}
+
+
+def _refund(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
+            day: date) -> dict[str, Any]:
+    done = refund(session, params["driver"], params.get("amount_cents"), settings, operator=request.requested_by,
+                  reason=request.reason, business_date=day)
+    for payout_id in done["payouts"]:  # the second person is the approver of this request
+        approve(session, payout_id, operator=approver, four_eyes=settings.four_eyes)
+    return {"payout_ids": done["payouts"], "amount_cents": done["amount_cents"],
+            "kept_for_debt_cents": done["kept_for_debt_cents"]}
+
+
+def _retry(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
+           day: date) -> dict[str, Any]:
+    retried = retry_failed(session, int(params["payout_id"]), settings, business_date=day, operator=request.requested_by)
+    return {"payout_ids": [retried.id]}
+
+
+# What may be asked for, how it runs, and how it reads in a list.
+KINDS: dict[str, tuple[Run, Callable[[dict[str, Any]], str]]] = {
+    "unmatched_assign": (_assign, lambda p: f"assign {p['trans_id']} to {p['driver']}" + (f" as {p['as']}" if p.get("as") else "")),
+    "deposit_refund": (_refund, lambda p: f"refund the deposit of {p['driver']}"
+                       + (f" (KES {p['amount_cents'] // 100:,})" if p.get("amount_cents") else "")),
+    "payout_retry": (_retry, lambda p: f"pay failed payout {p['payout_id']} again"),
+}
+
+
+def describe(request: MoneyRequest) -> str:
+    return KINDS[request.kind][1](request.params)
+
+
+def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, reason: str, settings: Settings,
+        business_date: date) -> MoneyRequest:
+    """Make a request (or, with four eyes off, run it at once); ``RequestRefused`` when it could
+    not run. The caller sends the payouts of a request that ran (``outcome["payout_ids"]``)."""
+    if kind not in KINDS:
+        raise RequestRefused(f"no such request: {kind}")
+    if asker.role not in ASKERS:
+        raise RequestRefused(f"a {asker.role} cannot ask for money to move")
+    if not reason.strip():
+        raise RequestRefused("a request says why")
+    request = MoneyRequest(kind=kind, params=params, reason=reason.strip(), requested_by=operator_name(asker.username))
+    session.add(request)
+    session.flush()
+    run = KINDS[kind][0]
+    try:
+        with structlog.contextvars.bound_contextvars(dry_run=True), session.begin_nested() as trial:
+            run(session, params, settings, request, "dry-run check", business_date)
+            trial.rollback()
+    except ValueError as error:  # the library's refusals (unknown driver, assigned already, …)
+        raise RequestRefused(str(error)) from error
+    record_action(session, action="money_requested", subject=f"request:{request.id}", operator=request.requested_by,
+                  reason=request.reason, detail={"kind": kind, "params": params})
+    if not settings.four_eyes:
+        return _run(session, request, request.requested_by, settings, business_date, alone=True)
+    log.info("money_requested", request_id=request.id, kind=kind, requested_by=request.requested_by)
+    return request
+
+
+def decide(session: Session, request_id: int, *, approver: Asker, approve_it: bool, settings: Settings,
+           business_date: date, note: str = "") -> MoneyRequest:
+    """Approve (run) or reject a pending request, under its row lock; ``RequestRefused`` for one
+    decided already, one's own, or a user who may not approve."""
+    request = session.execute(select(MoneyRequest).where(MoneyRequest.id == request_id).with_for_update()
+                              .execution_options(populate_existing=True)).scalar_one_or_none()
+    if request is None:
+        raise RequestRefused(f"no request {request_id}")
+    if request.state != "pending":
+        raise RequestRefused(f"request {request_id} is {request.state} already")
+    if approver.role not in APPROVERS:
+        raise RequestRefused(f"a {approver.role} cannot approve or reject requests")
+    if same_person(request.requested_by, approver.username):
+        raise RequestRefused(f"request {request_id} is {request.requested_by}'s own: another person decides it (four eyes)")
+    name = operator_name(approver.username)
+    if not approve_it:
+        request.state, request.decided_by, request.decided_at = "rejected", name, func.now()
+        request.outcome = {"note": note} if note else None
+        record_action(session, action="money_request_rejected", subject=f"request:{request.id}", operator=name,
+                      reason=note or "rejected", detail={"kind": request.kind})
+        return request
+    return _run(session, request, name, settings, business_date, alone=False)
+
+
+def _run(session: Session, request: MoneyRequest, approver: str, settings: Settings, business_date: date, *,
+         alone: bool) -> MoneyRequest:
+    run = KINDS[request.kind][0]
+    try:
+        with session.begin_nested():
+            outcome = run(session, request.params, settings, request, approver, business_date)
+        request.state, request.outcome = "done", outcome
+    except ValueError as error:  # it could run when asked, not any more (assigned meanwhile, …)
+        request.state, request.outcome = "failed", {"error": str(error)}
+    request.decided_by, request.decided_at = approver, func.now()
+    record_action(session, action="money_request_ran_alone" if alone else "money_request_approved",
+                  subject=f"request:{request.id}", operator=approver,
+                  reason="four eyes off: no second person" if alone else "approved",
+                  detail={"kind": request.kind, "state": request.state, "outcome": request.outcome})
+    log.warning("money_request_decided", request_id=request.id, state=request.state, approver=approver, alone=alone)
+    return request
+
+
+def pending(session: Session, *, limit: int = 200) -> list[MoneyRequest]:
+    return list(session.execute(select(MoneyRequest).where(MoneyRequest.state == "pending")
+                                .order_by(MoneyRequest.id).limit(limit)).scalars())
+
+
+def recent(session: Session, *, limit: int = 100) -> list[MoneyRequest]:
+    return list(session.execute(select(MoneyRequest).order_by(MoneyRequest.id.desc()).limit(limit)).scalars())

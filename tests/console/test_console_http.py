@@ -1,0 +1,170 @@
+"""The console over HTTP, as a browser speaks to it: logging in, roles, CSRF, four eyes, the
+statement, and the headers that keep a page from being framed or scripted."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from decimal import Decimal
+
+import httpx
+from sqlalchemy import func, select
+
+from db import fleet, ledger
+from db.models import MoneyRequest, OperatorAction, Posting
+from tests.console.conftest import PASSWORD, ConsoleWorld
+
+
+def cents_of(kes: str) -> int:
+    """``1,234.50`` as written in the CSV, in exact cents."""
+    return int(Decimal(kes.replace(",", "")) * 100)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no CSRF token"
+    return found.group(1)
+
+
+def logged_in(console: ConsoleWorld, username: str) -> httpx.Client:
+    client = httpx.Client(base_url=console.url, timeout=10)
+    token = csrf_of(client.get("/login").text)
+    answer = client.post("/login", data={"username": username, "password": PASSWORD, "csrf": token})
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+def post(client: httpx.Client, path: str, data: dict[str, str], page: str = "/") -> httpx.Response:
+    return client.post(path, data={**data, "csrf": csrf_of(client.get(page).text)})
+
+
+def test_a_page_needs_a_login_and_a_wrong_password_locks_out(console: ConsoleWorld) -> None:
+    anonymous = httpx.Client(base_url=console.url, timeout=10)
+    assert anonymous.get("/").status_code == 303 and anonymous.get("/").headers["location"].endswith("/login")
+    login = anonymous.get("/login")
+    assert 'for="username"' in login.text and 'for="password"' in login.text and ">Log in<" in login.text
+    for _ in range(3):  # console_login_failures_max
+        wrong = anonymous.post("/login", data={"username": "omar", "password": "not it", "csrf": csrf_of(login.text)})
+        assert wrong.status_code == 401 and "wrong username or password" in wrong.text
+    locked = anonymous.post("/login", data={"username": "omar", "password": PASSWORD, "csrf": csrf_of(login.text)})
+    assert locked.status_code == 401 and "try again later" in locked.text
+    nobody = anonymous.post("/login", data={"username": "nobody", "password": PASSWORD, "csrf": csrf_of(login.text)})
+    assert nobody.status_code == 401 and "wrong username or password" in nobody.text  # the same answer
+
+
+def test_every_page_is_served_with_headers_that_forbid_scripts_and_frames(console: ConsoleWorld) -> None:
+    client = logged_in(console, "vera")
+    for path in ("/", "/drivers", f"/drivers/{console.driver}", "/unmatched", "/requests", "/payouts", "/audit", "/login"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none': no script
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "<script" not in page.text
+    cookie = client.cookies.jar
+    [session_cookie] = [c for c in cookie if c.name == "fleetpay_console"]
+    assert session_cookie.has_nonstandard_attr("HttpOnly") or "httponly" in str(session_cookie._rest).lower()
+
+
+def test_a_form_without_its_csrf_token_is_refused(console: ConsoleWorld) -> None:
+    client = logged_in(console, "omar")
+    forged = client.post(f"/unmatched/{console.receipt}/assign", data={"driver": console.driver, "reason": "x"})
+    assert forged.status_code == 403 and "security token" in forged.text
+    with console.sessions() as session:
+        assert session.execute(select(func.count()).select_from(MoneyRequest)).scalar_one() == 0
+
+
+def test_a_viewer_cannot_ask_and_an_operator_cannot_approve(console: ConsoleWorld) -> None:
+    viewer = logged_in(console, "vera")
+    assert "Ask to assign" not in viewer.get("/unmatched").text
+    refused = post(viewer, f"/unmatched/{console.receipt}/assign", {"driver": console.driver, "reason": "x"}, "/unmatched")
+    assert refused.status_code == 403 and "a viewer cannot do this" in refused.text
+    operator = logged_in(console, "omar")
+    post(operator, f"/unmatched/{console.receipt}/assign", {"driver": console.driver, "reason": "typed 999", "as": "company"},
+         "/unmatched")
+    with console.sessions() as session:
+        request_id = session.execute(select(MoneyRequest.id)).scalar_one()
+    other = logged_in(console, "omar")
+    assert post(other, f"/requests/{request_id}", {"decision": "approve"}, "/requests").status_code == 403
+
+
+def test_four_eyes_on_assigning_a_payment_in_suspense(console: ConsoleWorld) -> None:
+    operator = logged_in(console, "omar")
+    asked = post(operator, f"/unmatched/{console.receipt}/assign",
+                 {"driver": console.driver.lower(), "reason": "the driver paid to a wrong number", "as": "company"},
+                 "/unmatched")
+    assert asked.status_code == 303
+    assert "another person must approve it" in operator.get("/unmatched").text
+    with console.sessions() as session:
+        request = session.execute(select(MoneyRequest)).scalar_one()
+        assert (request.state, request.requested_by) == ("pending", "omar")
+        assert session.execute(select(func.count()).select_from(Posting).where(
+            Posting.idempotency_key == f"assign:{console.receipt}")).scalar_one() == 0  # nothing moved yet
+
+    approver = logged_in(console, "abby")
+    page = approver.get("/requests").text
+    assert "Approve" in page and "the driver paid to a wrong number" in page
+    done = post(approver, f"/requests/{request.id}", {"decision": "approve"}, "/requests")
+    assert done.status_code == 303
+    assert "approved and done" in approver.get("/requests").text
+    again = post(approver, f"/requests/{request.id}", {"decision": "approve"}, "/requests")
+    assert again.status_code == 303 and "already" in approver.get("/requests").text
+
+    with console.sessions() as session:
+        assert session.execute(select(func.count()).select_from(Posting).where(
+            Posting.idempotency_key == f"assign:{console.receipt}")).scalar_one() == 1  # moved once
+        driver = fleet.get_driver(session, console.driver)
+        accounts = ledger.driver_accounts(session, driver.id)
+        moved = ledger.balance_cents(session, accounts.target) + ledger.balance_cents(session, accounts.deposit)
+        assert moved == 35_000
+        actions = [(a.action, a.operator) for a in session.execute(select(OperatorAction).order_by(OperatorAction.id)).scalars()]
+    assert ("money_requested", "omar") in actions and ("money_request_approved", "abby") in actions
+    assert ("unmatched_assigned", "omar") in actions
+    audit = approver.get("/audit").text
+    assert "money_request_approved" in audit and "abby" in audit and "omar" in audit
+
+
+def test_one_cannot_approve_ones_own_request(console: ConsoleWorld) -> None:
+    admin = logged_in(console, "adam")
+    post(admin, f"/unmatched/{console.receipt}/assign", {"driver": console.driver, "reason": "mine", "as": "company"},
+         "/unmatched")
+    with console.sessions() as session:
+        request_id = session.execute(select(MoneyRequest.id)).scalar_one()
+    assert "yours: another person decides" in admin.get("/requests").text
+    post(admin, f"/requests/{request_id}", {"decision": "approve"}, "/requests")
+    assert "four eyes" in admin.get("/requests").text
+    with console.sessions() as session:
+        assert session.get(MoneyRequest, request_id).state == "pending"
+
+
+def test_an_impossible_request_is_refused_when_it_is_made(console: ConsoleWorld) -> None:
+    operator = logged_in(console, "omar")
+    post(operator, f"/unmatched/{console.receipt}/assign", {"driver": "D999999", "reason": "typo"}, "/unmatched")
+    assert "Not asked: no driver D999999" in operator.get("/unmatched").text
+    with console.sessions() as session:
+        assert session.execute(select(func.count()).select_from(MoneyRequest)).scalar_one() == 0
+
+
+def test_the_statement_csv_is_the_ledger(console: ConsoleWorld) -> None:
+    operator = logged_in(console, "omar")
+    post(operator, f"/unmatched/{console.receipt}/assign", {"driver": console.driver, "reason": "fare", "as": "fare"},
+         "/unmatched")
+    with console.sessions() as session:
+        request_id = session.execute(select(MoneyRequest.id)).scalar_one()
+    post(logged_in(console, "abby"), f"/requests/{request_id}", {"decision": "approve"}, "/requests")
+    assert console.sent  # the share's payout was handed to the queue
+    answer = operator.get(f"/drivers/{console.driver}/statement.csv", params={"account": "payable", "since": "2026-01-01",
+                                                                               "until": "2026-12-31"})
+    assert answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    with console.sessions() as session:
+        driver = fleet.get_driver(session, console.driver)
+        payable = ledger.driver_accounts(session, driver.id).payable
+        entries = session.execute(select(ledger.Entry.amount_cents).where(ledger.Entry.account_id == payable)
+                                  .order_by(ledger.Entry.id)).scalars().all()
+        final = ledger.balance_cents(session, payable)
+    listed = [r for r in rows if r["kind"] != "opening"]
+    assert [cents_of(r["amount_kes"]) for r in listed] == entries
+    assert cents_of(listed[-1]["balance_kes"]) == final
+    assert listed[0]["reference"] == console.receipt
