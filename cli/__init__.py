@@ -10,6 +10,7 @@ import typer
 from cli import books, fleet, payouts, services, simulation
 from cli.dlq import dlq
 from cli.inbox import inbox
+from cli.requests import requests_app
 from cli.users import users
 from cli.unreachable import EXIT_UNREACHABLE, explain
 from fleetpay.logs import configure_logging
@@ -40,6 +41,7 @@ app.add_typer(payouts.payouts, name="payouts")
 app.add_typer(dlq, name="dlq")
 app.add_typer(inbox, name="inbox")
 app.add_typer(users, name="users")
+app.add_typer(requests_app, name="requests")
 app.command()(simulation.simulator)
 app.add_typer(simulation.simulate, name="simulate")
 

@@ -62,6 +62,20 @@ SECURITY_HEADERS = {
 }
 
 
+# What may be asked about a payout from the payouts page, and the button's words.
+PAYOUT_ACTIONS = (("payout_approve", "Ask to release"), ("payout_withdraw", "Ask to withdraw"),
+                  ("payout_retry", "Ask to pay again"))
+
+
+def payout_actions(payout: dict[str, Any]) -> list[tuple[str, str]]:
+    """The requests that make sense for a payout as listed (the library refuses the rest anyway)."""
+    if payout["state"] == "pending" and payout["requires_approval"]:
+        return [action for action in PAYOUT_ACTIONS if action[0] != "payout_retry"]
+    if payout["state"] == "failed" and payout["result_code"] != "withdrawn":
+        return [action for action in PAYOUT_ACTIONS if action[0] == "payout_retry"]
+    return []
+
+
 def kes(cents: int | None) -> str:
     cents = int(cents or 0)
     sign = "-" if cents < 0 else ""
@@ -130,7 +144,8 @@ class Console:
                     if post:
                         check_csrf(request, form.get("csrf") if form else None)
                     if not viewer.can(role):
-                        raise NotAllowed(f"a {viewer.role} cannot do this: it needs a {role} or above")
+                        raise NotAllowed(f"{'an' if viewer.role[0] in 'aeiou' else 'a'} {viewer.role} cannot do this: "
+                                         f"it needs {'an' if role[0] in 'aeiou' else 'a'} {role} or above")
                     return await handler(request, viewer, form) if post else await handler(request, viewer)
                 except LoginNeeded:
                     return RedirectResponse(request.url_for("login"), status_code=303)
@@ -315,7 +330,14 @@ class Console:
                                 before_id=int(after) if after and after.isdigit() else None, limit=PAGE_ROWS)
         next_after = rows[-1]["id"] if len(rows) == PAGE_ROWS else None
         return self.render(request, "payouts.html", "Payouts", viewer, rows=rows, states=STATE_ORDER, state=state,
-                           driver=driver, next_after=next_after)
+                           driver=driver, next_after=next_after, actions=payout_actions)
+
+    async def ask_payout(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        kind = str(form.get("kind", ""))
+        if kind not in dict(PAYOUT_ACTIONS):
+            raise NotAllowed(f"no such payout action: {kind!r}")
+        return await self.ask(request, viewer, kind, {"payout_id": int(request.path_params["payout_id"])},
+                              str(form.get("reason", "")), str(request.url_for("payouts")))
 
     async def audit(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
@@ -348,6 +370,7 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/requests", page()(console.requests_page), name="requests_page"),
         Route("/requests/{request_id:int}", page("approver", post=True)(console.decide_request), methods=["POST"], name="decide_request"),
         Route("/payouts", page()(console.payouts), name="payouts"),
+        Route("/payouts/{payout_id:int}/ask", page("operator", post=True)(console.ask_payout), methods=["POST"], name="ask_payout"),
         Route("/audit", page()(console.audit), name="audit"),
         Route("/healthz", lambda request: PlainTextResponse("ok"), name="healthz"),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

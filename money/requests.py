@@ -24,7 +24,7 @@ from db.audit import record_action
 from db.models import MoneyRequest
 from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
-from money.deposits import refund
+from money.deposits import refund, withdraw_payout
 from money.payouts import approve, retry_failed
 from money.unmatched import assign_unmatched
 
@@ -70,13 +70,33 @@ def _retry(session: Session, params: dict[str, Any], settings: Settings, request
     return {"payout_ids": [retried.id]}
 
 
+def _approve_payout(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
+                    day: date) -> dict[str, Any]:
+    payout_id = int(params["payout_id"])
+    approve(session, payout_id, operator=approver, four_eyes=settings.four_eyes)
+    return {"payout_ids": [payout_id]}
+
+
+def _withdraw_payout(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
+                     day: date) -> dict[str, Any]:
+    withdrawn = withdraw_payout(session, int(params["payout_id"]), operator=request.requested_by, reason=request.reason,
+                                business_date=day)
+    return {"withdrawn": withdrawn.id}
+
+
 # What may be asked for, how it runs, and how it reads in a list.
 KINDS: dict[str, tuple[Run, Callable[[dict[str, Any]], str]]] = {
     "unmatched_assign": (_assign, lambda p: f"assign {p['trans_id']} to {p['driver']}" + (f" as {p['as']}" if p.get("as") else "")),
     "deposit_refund": (_refund, lambda p: f"refund the deposit of {p['driver']}"
                        + (f" (KES {p['amount_cents'] // 100:,})" if p.get("amount_cents") else "")),
     "payout_retry": (_retry, lambda p: f"pay failed payout {p['payout_id']} again"),
+    "payout_approve": (_approve_payout, lambda p: f"release payout {p['payout_id']} (waiting for approval)"),
+    "payout_withdraw": (_withdraw_payout, lambda p: f"withdraw payout {p['payout_id']} (never sent)"),
 }
+
+
+def _a(role: str) -> str:
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
 
 
 def describe(request: MoneyRequest) -> str:
@@ -90,7 +110,7 @@ def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, re
     if kind not in KINDS:
         raise RequestRefused(f"no such request: {kind}")
     if asker.role not in ASKERS:
-        raise RequestRefused(f"a {asker.role} cannot ask for money to move")
+        raise RequestRefused(f"{_a(asker.role)} cannot ask for money to move")
     if not reason.strip():
         raise RequestRefused("a request says why")
     request = MoneyRequest(kind=kind, params=params, reason=reason.strip(), requested_by=operator_name(asker.username))
@@ -122,7 +142,7 @@ def decide(session: Session, request_id: int, *, approver: Asker, approve_it: bo
     if request.state != "pending":
         raise RequestRefused(f"request {request_id} is {request.state} already")
     if approver.role not in APPROVERS:
-        raise RequestRefused(f"a {approver.role} cannot approve or reject requests")
+        raise RequestRefused(f"{_a(approver.role)} cannot approve or reject requests")
     if same_person(request.requested_by, approver.username):
         raise RequestRefused(f"request {request_id} is {request.requested_by}'s own: another person decides it (four eyes)")
     name = operator_name(approver.username)

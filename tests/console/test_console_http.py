@@ -168,3 +168,46 @@ def test_the_statement_csv_is_the_ledger(console: ConsoleWorld) -> None:
     assert [cents_of(r["amount_kes"]) for r in listed] == entries
     assert cents_of(listed[-1]["balance_kes"]) == final
     assert listed[0]["reference"] == console.receipt
+
+
+def test_a_deposit_refund_and_its_release_each_need_a_second_person(console: ConsoleWorld) -> None:
+    from db.models import Payout
+    from tests.books.test_close_undo import deposit
+
+    deposit(console.sessions, console.driver, 20_000)
+    operator = logged_in(console, "omar")
+    post(operator, f"/drivers/{console.driver}/refund", {"amount_kes": "150", "reason": "leaving"}, f"/drivers/{console.driver}")
+    approver = logged_in(console, "abby")
+    with console.sessions() as session:
+        request_id = session.execute(select(MoneyRequest.id)).scalar_one()
+    post(approver, f"/requests/{request_id}", {"decision": "approve"}, "/requests")
+    with console.sessions() as session:
+        payout = session.execute(select(Payout)).scalar_one()
+        # asked by omar, approved by abby: released at once, and handed to the queue
+        assert (payout.amount_cents, payout.requires_approval, payout.requested_by, payout.approved_by) == (15_000, False, "omar", "abby")
+    assert console.sent == [payout.id]
+
+
+def test_a_held_payout_is_released_or_withdrawn_by_request(console: ConsoleWorld) -> None:
+    from db.models import Payout
+    from money.deposits import refund
+    from tests.books.test_close_undo import deposit
+    from tests.books.test_daily_close import D1
+
+    deposit(console.sessions, console.driver, 20_000)
+    with console.sessions.begin() as session:  # a refund asked from the shell, by amina
+        [payout_id] = refund(session, console.driver, None, console.settings, operator="amina", reason="leaving",
+                             business_date=D1)["payouts"]
+    operator = logged_in(console, "omar")
+    page = operator.get("/payouts").text
+    assert "Ask to release" in page and "Ask to withdraw" in page
+    post(operator, f"/payouts/{payout_id}/ask", {"kind": "payout_withdraw", "reason": "not leaving"}, "/payouts")
+    assert post(operator, f"/payouts/{payout_id}/ask", {"kind": "drop_table", "reason": "x"}, "/payouts").status_code == 403
+    with console.sessions() as session:
+        request_id = session.execute(select(MoneyRequest.id)).scalar_one()
+        assert session.get(Payout, payout_id).state == "pending"  # nothing until a second person
+    post(logged_in(console, "abby"), f"/requests/{request_id}", {"decision": "approve"}, "/requests")
+    with console.sessions() as session:
+        assert session.get(Payout, payout_id).state == "failed"
+        accounts = ledger.driver_accounts(session, fleet.get_driver(session, console.driver).id)
+        assert ledger.balance_cents(session, accounts.deposit) == 20_000

@@ -33,3 +33,37 @@ def test_users_are_added_listed_and_disabled(fresh_sessions) -> None:  # type: i
     with fresh_sessions() as session:
         stored = session.execute(select(User.password_hash)).scalar_one()
     assert stored.startswith("$argon2id$") and "a long secret phrase" not in stored
+
+
+def test_a_request_is_decided_from_the_shell_by_another_user(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from db.models import MoneyRequest
+    from money.requests import Asker, ask
+    from tests.books.test_close_undo import deposit
+    from tests.books.test_daily_close import D1, add, settings
+
+    url = fresh_sessions.kw["bind"].url.render_as_string(hide_password=False)
+    for name, role in (("amina", "approver"), ("bob", "approver"), ("vera", "viewer")):
+        assert users(url, "add", name, "--role", role, "--password-stdin", stdin="a long secret phrase\n").returncode == 0
+    add(fresh_sessions, "D710001", "711")
+    deposit(fresh_sessions, "D710001", 10_000)
+    with fresh_sessions.begin() as session:
+        request_id = ask(session, "deposit_refund", {"driver": "D710001", "amount_cents": None}, asker=Asker("amina", "approver"),
+                         reason="leaving", settings=settings(), business_date=D1).id
+
+    def requests(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(fleetpay_argv("requests", *args), capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "FLEETPAY_DATABASE_URL": url, "FLEETPAY_LOG_JSON": "false"})
+
+    [listed] = json.loads(requests("list", "--json").stdout)["requests"]
+    assert (listed["id"], listed["requested_by"]) == (request_id, "amina")
+    own = requests("approve", str(request_id), "--user", "amina")
+    assert own.returncode == 1 and "four eyes" in own.stderr
+    viewer = requests("approve", str(request_id), "--user", "vera")
+    assert viewer.returncode == 1 and "cannot approve" in viewer.stderr
+    done = requests("approve", str(request_id), "--user", "bob")
+    assert done.returncode == 0 and "approved and done" in done.stdout, done.stderr
+    with fresh_sessions() as session:
+        assert session.get(MoneyRequest, request_id).state == "done"
+    assert requests("approve", str(request_id), "--user", "bob").returncode == 1  # once
