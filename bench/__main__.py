@@ -1,6 +1,6 @@
 """fleetpay benchmarks: one command, one JSON document.
 
-    .venv/bin/python -m bench [ingest|apply|payouts|memory|reconcile|all] [--quick]
+    .venv/bin/python -m bench [ingest|apply|payouts|memory|reconcile|console|all] [--quick]
 
 Prints ONE JSON document on stdout (progress on stderr) and saves it as
 ``bench/results/<name>.json`` (``<name>-quick.json`` with ``--quick``). Every figure comes with a
@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import Resources, machine, resources, save, say
 
-BENCHES = ("ingest", "apply", "payouts", "memory", "reconcile")
+BENCHES = ("ingest", "apply", "payouts", "memory", "reconcile", "console")
 RECONCILE_QUICK = ["--drivers", "5000", "--entries-per-driver", "20", "--baseline-sample", "500", "--check-runs", "1"]
 
 
@@ -52,6 +52,8 @@ def run_one(name: str, res: Resources, quick: bool) -> dict[str, Any]:
         from bench import apply as module  # type: ignore[no-redef]
     elif name == "payouts":
         from bench import payouts as module  # type: ignore[no-redef]
+    elif name == "console":
+        from bench import console as module  # type: ignore[no-redef]
     else:
         from bench import memory as module  # type: ignore[no-redef]
     say(f"=== {name} ({'quick' if quick else 'full'}) ===")

@@ -38,7 +38,8 @@ from db.balances import driver_balance
 from db.engine import make_engine, make_sessionmaker
 from db.payouts import list_payouts
 from db.statements import dashboard as dashboard_numbers
-from db.statements import statement
+from db.reconcile import run_check
+from db.statements import closes, reconciliations, statement
 from db.users import UserError, authenticate, get_user
 from fleetpay.payout_states import OPEN, STATE_ORDER
 from fleetpay.settings import Settings
@@ -339,6 +340,26 @@ class Console:
         return await self.ask(request, viewer, kind, {"payout_id": int(request.path_params["payout_id"])},
                               str(form.get("reason", "")), str(request.url_for("payouts")))
 
+    async def vehicles(self, request: Request, viewer: Viewer) -> Response:
+        after = request.query_params.get("after") or None
+        with self.sessions() as session:
+            rows = fleet.list_vehicles(session, after_code=after, limit=PAGE_ROWS)
+        next_after = rows[-1]["code"] if len(rows) == PAGE_ROWS else None
+        return self.render(request, "vehicles.html", "Vehicles", viewer, rows=rows, next_after=next_after)
+
+    async def books(self, request: Request, viewer: Viewer) -> Response:
+        with self.sessions() as session:
+            runs, days = reconciliations(session), closes(session)
+        return self.render(request, "books.html", "Books", viewer, runs=runs, closes=days)
+
+    async def run_check(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        run_id, found = run_check(self.sessions)
+        log.info("console_reconciliation_check", run_id=run_id, discrepancies=len(found), username=viewer.username)
+        self.flash(request, f"Reconciliation {run_id}: " + ("the books reconcile." if not found else
+                                                            f"{len(found)} discrepancies (fleetpay reconcile --json lists them)."),
+                   "error" if found else "")
+        return RedirectResponse(request.url_for("books"), status_code=303)
+
     async def audit(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
             rows = recent_actions(session, limit=200)
@@ -372,6 +393,9 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/payouts", page()(console.payouts), name="payouts"),
         Route("/payouts/{payout_id:int}/ask", page("operator", post=True)(console.ask_payout), methods=["POST"], name="ask_payout"),
         Route("/audit", page()(console.audit), name="audit"),
+        Route("/vehicles", page()(console.vehicles), name="vehicles"),
+        Route("/books", page()(console.books), name="books"),
+        Route("/books/check", page("operator", post=True)(console.run_check), methods=["POST"], name="run_check"),
         Route("/healthz", lambda request: PlainTextResponse("ok"), name="healthz"),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

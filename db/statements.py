@@ -107,3 +107,30 @@ def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any
         "chart": [{"day": (since + timedelta(days=n)).isoformat(), "takings_cents": int(takings.get(since + timedelta(days=n), 0)),
                    "paid_out_cents": int(paid.get(since + timedelta(days=n), 0))} for n in range(days)],
     }
+
+
+def closes(session: Session, *, limit: int = 60) -> list[dict[str, Any]]:
+    """The daily closes, newest first: when each ran, whether it was forced (and why), and how the
+    drivers' days came out."""
+    outcomes = {
+        (day, outcome): count for day, outcome, count in session.execute(
+            select(DriverDay.business_date, DriverDay.close_outcome, func.count())
+            .where(DriverDay.business_date.in_(select(DailyClose.business_date).order_by(DailyClose.business_date.desc())
+                                               .limit(limit).scalar_subquery()))
+            .group_by(DriverDay.business_date, DriverDay.close_outcome)
+        ).all()
+    }
+    return [
+        {"business_date": c.business_date.isoformat(), "closed_at": c.closed_at, "forced_reason": c.forced_reason,
+         **{kind: outcomes.get((c.business_date, kind), 0) for kind in ("met", "missed", "paused")}}
+        for c in session.execute(select(DailyClose).order_by(DailyClose.business_date.desc()).limit(limit)).scalars()
+    ]
+
+
+def reconciliations(session: Session, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The reconciliation runs, newest first."""
+    return [
+        {"id": r.id, "kind": r.kind, "started_at": r.started_at, "finished_at": r.finished_at,
+         "discrepancies": r.discrepancies, "fixed": r.fixed, "operator": r.operator, "reason": r.reason, "error": r.error}
+        for r in session.execute(select(ReconciliationRun).order_by(ReconciliationRun.id.desc()).limit(limit)).scalars()
+    ]

@@ -124,7 +124,8 @@ def test_every_page_is_usable_on_a_phone(console: ConsoleWorld, browser) -> None
     assert fits_the_phone(browser)
     log_in(browser, console, "adam")
     for name, path in (("dashboard", "/"), ("drivers", "/drivers"), ("driver", f"/drivers/{console.driver}"),
-                       ("unmatched", "/unmatched"), ("requests", "/requests"), ("payouts", "/payouts"), ("audit", "/audit")):
+                       ("vehicles", "/vehicles"), ("unmatched", "/unmatched"), ("requests", "/requests"),
+                       ("payouts", "/payouts"), ("books", "/books"), ("audit", "/audit")):
         browser.get(f"{console.url}{path}")
         shot(browser, f"phone-{name}")
         assert browser.find_element(By.TAG_NAME, "h1").is_displayed(), path

@@ -55,7 +55,8 @@ def test_a_page_needs_a_login_and_a_wrong_password_locks_out(console: ConsoleWor
 
 def test_every_page_is_served_with_headers_that_forbid_scripts_and_frames(console: ConsoleWorld) -> None:
     client = logged_in(console, "vera")
-    for path in ("/", "/drivers", f"/drivers/{console.driver}", "/unmatched", "/requests", "/payouts", "/audit", "/login"):
+    for path in ("/", "/drivers", f"/drivers/{console.driver}", "/vehicles", "/unmatched", "/requests", "/payouts",
+                 "/books", "/audit", "/login"):
         page = client.get(path)
         assert page.status_code == 200, path
         assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none': no script
@@ -211,3 +212,13 @@ def test_a_held_payout_is_released_or_withdrawn_by_request(console: ConsoleWorld
         assert session.get(Payout, payout_id).state == "failed"
         accounts = ledger.driver_accounts(session, fleet.get_driver(session, console.driver).id)
         assert ledger.balance_cents(session, accounts.deposit) == 20_000
+
+
+def test_an_operator_checks_the_books_and_a_viewer_cannot(console: ConsoleWorld) -> None:
+    viewer = logged_in(console, "vera")
+    assert "Check the books now" not in viewer.get("/books").text
+    assert post(viewer, "/books/check", {}, "/books").status_code == 403
+    operator = logged_in(console, "omar")
+    post(operator, "/books/check", {}, "/books")
+    page = operator.get("/books").text
+    assert "the books reconcile" in page or "discrepancies" in page
