@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console.auth import LoginNeeded, NotAllowed, Viewer, check_csrf, csrf_token, log_in, log_out, session_user
+from console.auth import (
+    LoginNeeded,
+    LoginThrottle,
+    NotAllowed,
+    Viewer,
+    check_csrf,
+    csrf_token,
+    log_in,
+    log_out,
+    session_user,
+)
 from console.charts import bars
 from db import fleet
 from db.audit import recent_actions
@@ -40,7 +51,7 @@ from db.payouts import list_payouts
 from db.statements import dashboard as dashboard_numbers
 from db.reconcile import run_check
 from db.statements import closes, reconciliations, statement
-from db.users import UserError, authenticate, get_user
+from db.users import UserError, authenticate, end_sessions, get_user
 from fleetpay.payout_states import OPEN, STATE_ORDER
 from fleetpay.settings import Settings
 from money import requests as money_requests
@@ -77,10 +88,59 @@ def payout_actions(payout: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
+BODY_MAX_BYTES = 64 * 1024  # the console's forms are small; a bigger body is refused before it is read
+USER_LOCKOUT_FACTOR = 4
+NUMBER = re.compile(r"[0-9]{1,12}")
+
+
+class BadInput(Exception):
+    """A query, path or form value no page takes (a NUL, a number no shilling amount reaches): 400."""
+
+
+def number(raw: str, what: str) -> int:
+    """A whole number as typed: ASCII digits only, at most 12 (``int()`` takes '²' and 5,000 digits)."""
+    if not NUMBER.fullmatch(raw):
+        raise BadInput(f"{what} is a whole number of at most 12 digits")
+    return int(raw)
+
+
+def check_text(values: Any) -> None:
+    for value in values:
+        if isinstance(value, str) and ("\x00" in value or len(value) > 2_000):
+            raise BadInput("a value holds a NUL character or is too long")
+
+
 def kes(cents: int | None) -> str:
     cents = int(cents or 0)
     sign = "-" if cents < 0 else ""
     return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+
+
+class BodyLimit:
+    """Refuse (413) a request body over ``BODY_MAX_BYTES``, by its length or as it streams."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > BODY_MAX_BYTES:
+            await PlainTextResponse("request too large", status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > BODY_MAX_BYTES:
+                raise BadInput("request too large")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class SecurityHeaders:
@@ -102,6 +162,7 @@ class Console:
         self.settings = settings
         self.sessions = sessions
         self.send_payouts = send_payouts
+        self.throttle = LoginThrottle(settings.console_login_failures_max, settings.console_lockout_s)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.filters["kes"] = kes
         self.templates.env.filters["when"] = lambda at: at.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M") if at else ""
@@ -113,13 +174,13 @@ class Console:
         return business_date(now, close_time=self.settings.close_time, tz=self.settings.timezone)
 
     def viewer(self, request: Request) -> Viewer:
-        username = session_user(request, self.settings.console_idle_timeout_s)
+        username, version = session_user(request, self.settings.console_idle_timeout_s)
         with self.sessions() as session:
             try:
                 user = get_user(session, username)
             except UserError:
                 user = None
-        if user is None or user.disabled:
+        if user is None or user.disabled or user.session_version != version:  # logged out, or a new password
             log_out(request)
             raise LoginNeeded()
         return Viewer(user.username, user.role)
@@ -140,19 +201,28 @@ class Console:
         def wrap(handler: Callable[..., Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
             async def endpoint(request: Request) -> Response:
                 try:
+                    check_text([request.url.path, *request.query_params.values()])
                     viewer = self.viewer(request)
                     form = await request.form() if post else None
                     if post:
+                        check_text(form.values())  # type: ignore[union-attr]
                         check_csrf(request, form.get("csrf") if form else None)
                     if not viewer.can(role):
                         raise NotAllowed(f"{'an' if viewer.role[0] in 'aeiou' else 'a'} {viewer.role} cannot do this: "
                                          f"it needs {'an' if role[0] in 'aeiou' else 'a'} {role} or above")
                     return await handler(request, viewer, form) if post else await handler(request, viewer)
                 except LoginNeeded:
-                    return RedirectResponse(request.url_for("login"), status_code=303)
+                    return RedirectResponse(path_of(request, "login"), status_code=303)
                 except NotAllowed as refused:
                     return self.render(request, "error.html", "Not allowed", self._maybe(request), status=403,
                                        message=str(refused))
+                except BadInput as bad:
+                    return self.render(request, "error.html", "Not understood", self._maybe(request), status=400,
+                                       message=str(bad))
+                except Exception:  # noqa: BLE001 — a page never answers a bare 500
+                    log.exception("console_page_failed", path=request.url.path)
+                    return self.render(request, "error.html", "Something went wrong", None, status=500,
+                                       message="the page could not be made; the error is in the console's log")
             return endpoint
         return wrap
 
@@ -172,26 +242,36 @@ class Console:
             check_csrf(request, form.get("csrf"))
         except NotAllowed as refused:
             return self.render(request, "login.html", "Log in", None, status=403, error=str(refused))
-        username, password = str(form.get("username", "")), str(form.get("password", ""))
+        username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1_000]
+        address = request.client.host if request.client else "?"
+        if self.throttle.blocked(address):
+            log.warning("console_login_throttled", address=address)
+            return self.render(request, "login.html", "Log in", None, status=429, username=username[:64],
+                               error="too many wrong logins from here: wait a few minutes and try again")
         with self.sessions.begin() as session:
-            user, why = authenticate(session, username, password, failures_max=self.settings.console_login_failures_max,
+            user, why = authenticate(session, username.replace("\x00", ""), password.replace("\x00", ""),
+                                     failures_max=USER_LOCKOUT_FACTOR * self.settings.console_login_failures_max,
                                      lockout_s=self.settings.console_lockout_s)
-            name = user.username if user else None
+            name, version = (user.username, user.session_version) if user else (None, 0)
         if user is None:
-            log.warning("console_login_refused", username=username[:64], why=why)
-            return self.render(request, "login.html", "Log in", None, status=401, error=why, username=username)
-        log_in(request, str(name))
+            self.throttle.failed(address)
+            log.warning("console_login_refused", username=username[:64], why=why, address=address)
+            return self.render(request, "login.html", "Log in", None, status=401, error=why, username=username[:64])
+        log_in(request, str(name), version)
         log.info("console_login", username=name)
-        return RedirectResponse(request.url_for("dashboard"), status_code=303)
+        return RedirectResponse(path_of(request, "dashboard"), status_code=303)
 
     async def logout(self, request: Request) -> Response:
-        form = await request.form()
+        """Ends every session of the user (the cookie alone could be replayed otherwise)."""
         try:
-            check_csrf(request, form.get("csrf"))
-        except NotAllowed:
+            username, _ = session_user(request, self.settings.console_idle_timeout_s)
+            check_csrf(request, (await request.form()).get("csrf"))
+            with self.sessions.begin() as session:
+                end_sessions(session, username)
+        except (LoginNeeded, NotAllowed, UserError):
             pass  # logging out is never refused
         log_out(request)
-        return RedirectResponse(request.url_for("login"), status_code=303)
+        return RedirectResponse(path_of(request, "login"), status_code=303)
 
     # --- pages --------------------------------------------------------------------------------
 
@@ -286,16 +366,13 @@ class Console:
         if form.get("as") in ("fare", "company"):
             params["as"] = form.get("as")
         return await self.ask(request, viewer, "unmatched_assign", params, str(form.get("reason", "")),
-                              str(request.url_for("unmatched")))
+                              path_of(request, "unmatched"))
 
     async def ask_refund(self, request: Request, viewer: Viewer, form: Any) -> Response:
         code = request.path_params["code"].upper()
-        back = str(request.url_for("driver", code=code))
+        back = path_of(request, "driver", code=code)
         raw = str(form.get("amount_kes", "")).strip()
-        if raw and not raw.isdigit():
-            self.flash(request, "Not asked: the amount is whole shillings", "error")
-            return RedirectResponse(back, status_code=303)
-        params: dict[str, Any] = {"driver": code, "amount_cents": int(raw) * 100 if raw else None}
+        params: dict[str, Any] = {"driver": code, "amount_cents": number(raw, "the amount (KES)") * 100 if raw else None}
         return await self.ask(request, viewer, "deposit_refund", params, str(form.get("reason", "")), back)
 
     async def requests_page(self, request: Request, viewer: Viewer) -> Response:
@@ -306,7 +383,7 @@ class Console:
                            describe=money_requests.describe, four_eyes=self.settings.four_eyes)
 
     async def decide_request(self, request: Request, viewer: Viewer, form: Any) -> Response:
-        request_id = int(request.path_params["request_id"])
+        request_id = number(str(request.path_params["request_id"]), "a request number")
         approve_it = form.get("decision") == "approve"
         try:
             with self.sessions.begin() as session:
@@ -315,12 +392,12 @@ class Console:
                 state, outcome = decided.state, decided.outcome
         except money_requests.RequestRefused as refused:
             self.flash(request, f"Not decided: {refused}", "error")
-            return RedirectResponse(request.url_for("requests_page"), status_code=303)
+            return RedirectResponse(path_of(request, "requests_page"), status_code=303)
         if state == "done":
             self._sent(outcome)
         message = {"done": "approved and done", "rejected": "rejected", "failed": f"approved, but it could not run: {(outcome or {}).get('error')}"}[state]
         self.flash(request, f"Request {request_id} {message}.", "error" if state == "failed" else "")
-        return RedirectResponse(request.url_for("requests_page"), status_code=303)
+        return RedirectResponse(path_of(request, "requests_page"), status_code=303)
 
     async def payouts(self, request: Request, viewer: Viewer) -> Response:
         state = request.query_params.get("state") or None
@@ -328,7 +405,7 @@ class Console:
         after = request.query_params.get("after")
         with self.sessions() as session:
             rows = list_payouts(session, state=state if state in STATE_ORDER else None, driver_code=driver,
-                                before_id=int(after) if after and after.isdigit() else None, limit=PAGE_ROWS)
+                                before_id=number(after, "a payout number") if after else None, limit=PAGE_ROWS)
         next_after = rows[-1]["id"] if len(rows) == PAGE_ROWS else None
         return self.render(request, "payouts.html", "Payouts", viewer, rows=rows, states=STATE_ORDER, state=state,
                            driver=driver, next_after=next_after, actions=payout_actions)
@@ -337,8 +414,8 @@ class Console:
         kind = str(form.get("kind", ""))
         if kind not in dict(PAYOUT_ACTIONS):
             raise NotAllowed(f"no such payout action: {kind!r}")
-        return await self.ask(request, viewer, kind, {"payout_id": int(request.path_params["payout_id"])},
-                              str(form.get("reason", "")), str(request.url_for("payouts")))
+        return await self.ask(request, viewer, kind, {"payout_id": number(str(request.path_params["payout_id"]), "a payout number")},
+                              str(form.get("reason", "")), path_of(request, "payouts"))
 
     async def vehicles(self, request: Request, viewer: Viewer) -> Response:
         after = request.query_params.get("after") or None
@@ -358,7 +435,7 @@ class Console:
         self.flash(request, f"Reconciliation {run_id}: " + ("the books reconcile." if not found else
                                                             f"{len(found)} discrepancies (fleetpay reconcile --json lists them)."),
                    "error" if found else "")
-        return RedirectResponse(request.url_for("books"), status_code=303)
+        return RedirectResponse(path_of(request, "books"), status_code=303)
 
     async def audit(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
@@ -399,8 +476,15 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/healthz", lambda request: PlainTextResponse("ok"), name="healthz"),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
+    secure = settings.console_cookie_secure if settings.console_cookie_secure is not None else not settings.dev_mode
     return Starlette(routes=routes, middleware=[
         Middleware(SecurityHeaders),
+        Middleware(BodyLimit),
         Middleware(SessionMiddleware, secret_key=settings.console_secret.get_secret_value(), session_cookie="fleetpay_console",
-                   max_age=settings.console_idle_timeout_s, same_site="strict", https_only=settings.console_cookie_secure),
+                   max_age=settings.console_idle_timeout_s, same_site="strict", https_only=secure),
     ])
+
+
+def path_of(request: Request, name: str, **params: Any) -> str:
+    """A route's path, for a redirect: never an absolute URL built from the Host header."""
+    return request.url_for(name, **params).path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -37,23 +38,54 @@ class LoginNeeded(Exception):
     """No session, or an idle one: the login page (303)."""
 
 
-def log_in(request: Request, username: str) -> None:
+SESSION_MAX_S = 12 * 3600  # a session ends this long after its login, however busy
+
+
+def log_in(request: Request, username: str, version: int) -> None:
     request.session.clear()
-    request.session.update({"user": username, "csrf": secrets.token_urlsafe(32), "seen": int(time.time())})
+    now = int(time.time())
+    request.session.update({"user": username, "v": version, "csrf": secrets.token_urlsafe(32), "seen": now,
+                            "since": now})
 
 
 def log_out(request: Request) -> None:
     request.session.clear()
 
 
-def session_user(request: Request, idle_timeout_s: int) -> str:
-    """The username of a live session (and the session marked as used now); ``LoginNeeded``."""
-    username, seen = request.session.get("user"), request.session.get("seen", 0)
-    if not username or time.time() - seen > idle_timeout_s:
+def session_user(request: Request, idle_timeout_s: int) -> tuple[str, int]:
+    """The username and session version of a live session (marked as used now); ``LoginNeeded``
+    for none, an idle one, or one older than ``SESSION_MAX_S``."""
+    username, seen, since = request.session.get("user"), request.session.get("seen", 0), request.session.get("since", 0)
+    now = time.time()
+    if not username or now - seen > idle_timeout_s or now - since > SESSION_MAX_S:
         request.session.clear()
         raise LoginNeeded()
-    request.session["seen"] = int(time.time())
-    return str(username)
+    request.session["seen"] = int(now)
+    return str(username), int(request.session.get("v", -1))
+
+
+class LoginThrottle:
+    """Wrong logins per client address: after ``failures_max`` within ``window_s`` the address waits
+    out the window, whichever usernames it tried. A guesser is slowed without locking out the
+    users it names (their own lockout needs four times as many wrong passwords in a row)."""
+
+    def __init__(self, failures_max: int, window_s: int) -> None:
+        self.failures_max, self.window_s = failures_max, window_s
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, address: str) -> deque[float]:
+        times = self.failures[address]
+        while times and time.monotonic() - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= self.failures_max
+
+    def failed(self, address: str) -> None:
+        self._recent(address).append(time.monotonic())
+        if len(self.failures) > 100_000:  # a flood of addresses must not grow memory for ever
+            self.failures.clear()
 
 
 def csrf_token(request: Request) -> str:

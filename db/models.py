@@ -398,6 +398,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, server_default="false")
     failed_logins: Mapped[int] = mapped_column(Integer, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bumped by a logout and a password change: every session cookie issued before is void.
+    session_version: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = _now()
 
 

@@ -13,7 +13,8 @@ from db.models import USER_ROLES, User
 from fleetpay.passwords import hash_password, verify_password
 from fleetpay.people import operator_name
 
-__all__ = ["USER_ROLES", "UserError", "add_user", "authenticate", "get_user", "list_users", "set_disabled", "set_password"]
+__all__ = ["USER_ROLES", "UserError", "add_user", "authenticate", "end_sessions", "get_user", "list_users", "set_disabled",
+           "set_password"]
 
 
 class UserError(ValueError):
@@ -50,18 +51,26 @@ def list_users(session: Session) -> list[dict[str, Any]]:
 def set_password(session: Session, username: str, password: str) -> None:
     user = get_user(session, username)
     user.password_hash, user.failed_logins, user.locked_until = hash_password(password), 0, None
+    user.session_version += 1  # sessions opened with the old password end
 
 
 def set_disabled(session: Session, username: str, disabled: bool) -> None:
     get_user(session, username).disabled = disabled
 
 
+def end_sessions(session: Session, username: str) -> None:
+    """Void every session cookie of this user (a logout ends them all)."""
+    session.execute(update(User).where(User.username == operator_name(username))
+                    .values(session_version=User.session_version + 1))
+
+
 def authenticate(
     session: Session, username: str, password: str, *, failures_max: int, lockout_s: int, now: datetime | None = None
 ) -> tuple[User | None, str | None]:
-    """(the user, None) when the password is right; (None, why) otherwise: a wrong username or
-    password (one answer for both), a disabled user, or one locked out after ``failures_max``
-    wrong passwords in a row (for ``lockout_s``, counted under the user's row lock)."""
+    """(the user, None) when the password is right; (None, why) otherwise: one answer, taking the
+    same time, for a wrong username, a wrong password and a user locked out after ``failures_max``
+    wrong passwords in a row (for ``lockout_s``, counted under the user's row lock), so the answer
+    tells nobody which names exist; a disabled user is told so only with the right password."""
     current = now or datetime.now(timezone.utc)
     try:
         name = operator_name(username)
@@ -73,7 +82,8 @@ def authenticate(
         verify_password(None, password)
         return None, "wrong username or password"
     if user.locked_until is not None and user.locked_until > current:
-        return None, "too many wrong passwords: try again later"
+        verify_password(user.password_hash, password)  # the same time, and the same answer, as a wrong password
+        return None, "wrong username or password"
     if not verify_password(user.password_hash, password):
         user.failed_logins += 1
         if user.failed_logins >= failures_max:

@@ -114,10 +114,16 @@ class Settings(BaseSettings):
         description="Signs the console's session cookies; refused when a placeholder or short, outside `fleetpay dev`.",
     )
     console_idle_timeout_s: int = Field(default=1800, ge=60, description="A console session idle this long logs out.")
-    console_cookie_secure: bool = Field(
-        default=False, description="Send the console's cookie over HTTPS only: set it when a TLS proxy serves the console."
+    console_cookie_secure: bool | None = Field(
+        default=None,
+        description="Send the console's cookie over HTTPS only; unset: yes, except under `fleetpay dev` (browsers "
+        "count http://127.0.0.1 and localhost as secure, so an SSH tunnel works). Set false only on a trusted network.",
     )
-    console_login_failures_max: int = Field(default=5, ge=1, description="Wrong passwords in a row before a user is locked out.")
+    console_login_failures_max: int = Field(
+        default=5, ge=1,
+        description="Wrong logins from one address within the lockout time before it must wait; a user is locked out "
+        "after four times as many wrong passwords in a row.",
+    )
     console_lockout_s: int = Field(default=900, ge=1, description="How long a locked-out user waits.")
     four_eyes: bool = Field(
         default=True,

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.audit import record_action
-from db.models import MoneyRequest
+from db.models import Driver, MoneyRequest, Payout
 from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
 from money.deposits import refund, withdraw_payout
@@ -31,6 +31,7 @@ from money.unmatched import assign_unmatched
 log = structlog.get_logger("fleetpay.requests")
 
 ASKERS = ("operator", "approver", "admin")
+REASON_MAX_CHARS = 500
 APPROVERS = ("approver", "admin")
 
 
@@ -56,47 +57,66 @@ def _assign(session: Session, params: dict[str, Any], settings: Settings, reques
 
 def _refund(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
             day: date) -> dict[str, Any]:
+    # The amount is the one the request was made for (pinned when asked): never what the deposit
+    # has grown to by the time it is approved.
     done = refund(session, params["driver"], params.get("amount_cents"), settings, operator=request.requested_by,
                   reason=request.reason, business_date=day)
     for payout_id in done["payouts"]:  # the second person is the approver of this request
         approve(session, payout_id, operator=approver, four_eyes=settings.four_eyes)
     return {"payout_ids": done["payouts"], "amount_cents": done["amount_cents"],
-            "kept_for_debt_cents": done["kept_for_debt_cents"]}
+            "kept_for_debt_cents": done["kept_for_debt_cents"], "pin": {"amount_cents": done["amount_cents"]}}
 
 
 def _retry(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
            day: date) -> dict[str, Any]:
     retried = retry_failed(session, int(params["payout_id"]), settings, business_date=day, operator=request.requested_by)
-    return {"payout_ids": [retried.id]}
+    return {"payout_ids": [retried.id], "pin": _payout_shown(session, retried.id)}
+
+
+def _payout_shown(session: Session, payout_id: int) -> dict[str, Any]:
+    """What an approver must see of a payout: whose, and how much."""
+    payout = session.get(Payout, payout_id)
+    driver = session.get(Driver, payout.driver_id) if payout else None
+    return {"driver": driver.code if driver else None, "amount_cents": payout.amount_cents if payout else None}
 
 
 def _approve_payout(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
                     day: date) -> dict[str, Any]:
     payout_id = int(params["payout_id"])
     approve(session, payout_id, operator=approver, four_eyes=settings.four_eyes)
-    return {"payout_ids": [payout_id]}
+    return {"payout_ids": [payout_id], "pin": _payout_shown(session, payout_id)}
 
 
 def _withdraw_payout(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
                      day: date) -> dict[str, Any]:
     withdrawn = withdraw_payout(session, int(params["payout_id"]), operator=request.requested_by, reason=request.reason,
                                 business_date=day)
-    return {"withdrawn": withdrawn.id}
+    return {"withdrawn": withdrawn.id, "pin": _payout_shown(session, withdrawn.id)}
 
 
-# What may be asked for, how it runs, and how it reads in a list.
+def _kes(params: dict[str, Any]) -> str:
+    return f"KES {params['amount_cents'] // 100:,}" if params.get("amount_cents") is not None else "KES ?"
+
+
+# What may be asked for, how it runs, and how it reads in a list (with the driver and the amount an
+# approver must see: pinned in the request's parameters when it was asked).
 KINDS: dict[str, tuple[Run, Callable[[dict[str, Any]], str]]] = {
     "unmatched_assign": (_assign, lambda p: f"assign {p['trans_id']} to {p['driver']}" + (f" as {p['as']}" if p.get("as") else "")),
-    "deposit_refund": (_refund, lambda p: f"refund the deposit of {p['driver']}"
-                       + (f" (KES {p['amount_cents'] // 100:,})" if p.get("amount_cents") else "")),
-    "payout_retry": (_retry, lambda p: f"pay failed payout {p['payout_id']} again"),
-    "payout_approve": (_approve_payout, lambda p: f"release payout {p['payout_id']} (waiting for approval)"),
-    "payout_withdraw": (_withdraw_payout, lambda p: f"withdraw payout {p['payout_id']} (never sent)"),
+    "deposit_refund": (_refund, lambda p: f"refund {_kes(p)} of the deposit of {p['driver']}"),
+    "payout_retry": (_retry, lambda p: f"pay {_kes(p)} to {p.get('driver')} again (failed payout {p['payout_id']})"),
+    "payout_approve": (_approve_payout, lambda p: f"release payout {p['payout_id']}: {_kes(p)} to {p.get('driver')}"),
+    "payout_withdraw": (_withdraw_payout, lambda p: f"withdraw payout {p['payout_id']}: {_kes(p)} to {p.get('driver')}"),
 }
 
 
 def _a(role: str) -> str:
     return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
+
+
+# What a request is about: a second one about the same thing while the first waits is refused
+# (a form sent twice would otherwise move the money twice once both are approved).
+SUBJECT_KEYS = {"unmatched_assign": "trans_id", "deposit_refund": "driver", "payout_retry": "payout_id",
+                "payout_approve": "payout_id", "payout_withdraw": "payout_id"}
 
 
 def describe(request: MoneyRequest) -> str:
@@ -113,16 +133,26 @@ def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, re
         raise RequestRefused(f"{_a(asker.role)} cannot ask for money to move")
     if not reason.strip():
         raise RequestRefused("a request says why")
+    if len(reason) > REASON_MAX_CHARS:
+        raise RequestRefused(f"a reason is at most {REASON_MAX_CHARS} characters")
+    subject = SUBJECT_KEYS[kind]
+    if same := session.execute(select(MoneyRequest.id).where(
+            MoneyRequest.state == "pending", MoneyRequest.kind == kind,
+            MoneyRequest.params[subject].astext == str(params.get(subject))).limit(1)).scalar_one_or_none():
+        raise RequestRefused(f"request {same} about the same {subject.replace('_', ' ')} is already waiting for a "
+                             "second person: approve or reject it first")
     request = MoneyRequest(kind=kind, params=params, reason=reason.strip(), requested_by=operator_name(asker.username))
     session.add(request)
     session.flush()
     run = KINDS[kind][0]
     try:
         with structlog.contextvars.bound_contextvars(dry_run=True), session.begin_nested() as trial:
-            run(session, params, settings, request, "dry-run check", business_date)
+            tried = run(session, params, settings, request, "dry-run check", business_date)
             trial.rollback()
     except ValueError as error:  # the library's refusals (unknown driver, assigned already, …)
         raise RequestRefused(str(error)) from error
+    if pinned := tried.pop("pin", None):  # what the approver sees, and what will run
+        request.params = {**params, **pinned}
     record_action(session, action="money_requested", subject=f"request:{request.id}", operator=request.requested_by,
                   reason=request.reason, detail={"kind": kind, "params": params})
     if not settings.four_eyes:
@@ -161,6 +191,7 @@ def _run(session: Session, request: MoneyRequest, approver: str, settings: Setti
     try:
         with session.begin_nested():
             outcome = run(session, request.params, settings, request, approver, business_date)
+        outcome.pop("pin", None)
         request.state, request.outcome = "done", outcome
     except ValueError as error:  # it could run when asked, not any more (assigned meanwhile, …)
         request.state, request.outcome = "failed", {"error": str(error)}

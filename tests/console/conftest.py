@@ -33,7 +33,9 @@ class ConsoleWorld:
 
 
 def console_settings(**changes: object) -> Settings:
-    return Settings().model_copy(update={"console_secret": SecretStr("x" * 40),
+    # Plain HTTP on loopback in these tests: the Secure flag (the default) would keep httpx from
+    # sending the cookie back; the browser tests, which a browser treats as secure, keep it.
+    return Settings().model_copy(update={"console_secret": SecretStr("x" * 40), "console_cookie_secure": False,
                                          "console_login_failures_max": 3, **changes})
 
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("disabled", sa.Boolean(), server_default="false", nullable=False),
         sa.Column("failed_logins", sa.Integer(), server_default="0", nullable=False),
         sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("session_version", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("role IN ('viewer', 'operator', 'approver', 'admin')", name=op.f("ck_users_role_known")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
