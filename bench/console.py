@@ -69,6 +69,18 @@ def _seed(url: str) -> dict[str, Any]:
     return {"users": 2, "unmatched": 200, "requests": 50}
 
 
+def _today():  # type: ignore[no-untyped-def]
+    """The business day the console shows as today (its own clock and settings)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from fleetpay.settings import Settings
+    from schemas.parsing import business_date
+
+    settings = Settings()
+    return business_date(datetime.now(ZoneInfo(settings.timezone)), close_time=settings.close_time, tz=settings.timezone)
+
+
 def _csrf(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, "no CSRF token on the page"
@@ -97,7 +109,7 @@ def _reads(url: str, driver: str, repeats: int) -> dict[str, Any]:
     from db.statements import dashboard, statement
 
     sessions = make_sessionmaker(make_engine(url, pool_size=1))
-    today = date(2026, 10, 30)
+    today = _today()
     out: dict[str, Any] = {}
     for name, read in (
         ("dashboard", lambda s: dashboard(s, today)),
@@ -127,14 +139,24 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     say(f"loading {shape.drivers} drivers, {shape.entries} entries")
     loaded = load(engine, shape)
-    with engine.connect() as c:  # every day but the last was closed, as in a running fleet
-        c.execute(text("UPDATE driver_days SET closed_at = business_date + 1, close_outcome = 'met' "
-                       "WHERE business_date < (SELECT max(business_date) FROM driver_days)"))
+    today = _today()
+    with engine.connect() as c:
+        # The month loaded ends today, as the console reads the clock; every day but today was
+        # closed, as in a running fleet. (The loader's session, with the ledger's triggers off.)
+        c.execute(text("SET session_replication_role = replica"))
+        shift = c.execute(text("SELECT CAST(:today AS date) - max(business_date) FROM driver_days"), {"today": today}).scalar_one()
+        c.execute(text("UPDATE postings SET business_date = business_date + :d"), {"d": shift})
+        c.execute(text("UPDATE driver_days SET business_date = business_date + :d, "
+                       "closed_at = CASE WHEN business_date + :d < CAST(:today AS date) THEN now() END, "
+                       "close_outcome = CASE WHEN business_date + :d < CAST(:today AS date) THEN 'met' END"),
+                  {"d": shift, "today": today})
+        c.execute(text("VACUUM (ANALYZE) postings"))
         c.execute(text("VACUUM (ANALYZE) driver_days"))
     engine.dispose()
     seeded = _seed(url)
     port = free_port()
-    env = fleetpay_env(res, name, FLEETPAY_CONSOLE_SECRET=secrets.token_hex(32))
+    # Plain HTTP on loopback: the cookie's Secure flag would keep httpx from sending it back.
+    env = fleetpay_env(res, name, FLEETPAY_CONSOLE_SECRET=secrets.token_hex(32), FLEETPAY_CONSOLE_COOKIE_SECURE="false")
     import sys
 
     child = res.start("console", [sys.executable, "-m", "cli", "console", "--port", str(port)], env)
@@ -159,6 +181,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
         "audit log": "/audit",
     }
     say("timing pages")
+    first_view = _timed(client, "/", 1)  # computes and stores the settled days' totals, once
     floor = _timed(client, "/healthz", repeats)
     timed = {page: _timed(client, path, repeats) for page, path in pages.items()}
     reads = _reads(url, driver, repeats)
@@ -171,6 +194,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
         "pages": timed,
         "floor_http_healthz": floor,
         "floor_database_reads": reads,
+        "dashboard_first_view_ms": first_view["max_ms"],
         "target_p95_ms": TARGET_P95_MS,
         "worst_page_p95_ms": worst["p95_ms"],
         "every_page_under_target": all(t["p95_ms"] < TARGET_P95_MS for t in timed.values()),

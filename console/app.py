@@ -276,7 +276,7 @@ class Console:
     # --- pages --------------------------------------------------------------------------------
 
     async def dashboard(self, request: Request, viewer: Viewer) -> Response:
-        with self.sessions() as session:
+        with self.sessions.begin() as session:  # it may store the totals of a settled day
             numbers = dashboard_numbers(session, self.today())
             waiting = len(money_requests.pending(session))
         in_flight = sum(count for state, count in numbers["payouts"].items() if state in OPEN - {"review", "reopened"})

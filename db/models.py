@@ -423,3 +423,16 @@ class MoneyRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
+
+
+class BusinessDayTotals(Base):
+    """A past business day's takings and payouts, for the console's chart: computed once, when the
+    day is ``SETTLED_AFTER_DAYS`` old (``db.statements``), since summing a month of the ledger on
+    every page view cost seconds on a big fleet. Not money: a cache a person reads."""
+
+    __tablename__ = "business_day_totals"
+
+    business_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    takings_cents: Mapped[int] = mapped_column(BigInteger)
+    paid_out_cents: Mapped[int] = mapped_column(BigInteger)
+    computed_at: Mapped[datetime] = _now()

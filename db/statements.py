@@ -7,10 +7,11 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from db import ledger
-from db.models import Account, DailyClose, DriverDay, Entry, Payout, Posting, ReconciliationRun
+from db.models import Account, BusinessDayTotals, DailyClose, DriverDay, Entry, Payout, Posting, ReconciliationRun
 
 STATEMENT_ROWS_MAX = 5_000
 
@@ -53,25 +54,46 @@ def receipt_of(key: str) -> str:
     return key
 
 
+# A business day this old takes no more payments (M-Pesa's callbacks and the 48-hour Pull recovery
+# come sooner): its totals are stored for the chart the first time they are computed.
+SETTLED_AFTER_DAYS = 3
+
+
+def _day_totals(session: Session, mpesa: int, since: date, until: date, *, skip: set[date]) -> tuple[dict[date, int], dict[date, int]]:
+    """Takings (money in from M-Pesa) and payouts (money out) per business day, from the ledger,
+    for the days of ``since``…``until`` not in ``skip``."""
+    days = [since + timedelta(days=n) for n in range((until - since).days + 1) if since + timedelta(days=n) not in skip]
+    if not days:
+        return {}, {}
+    money_in = func.sum(Entry.amount_cents).filter(Entry.amount_cents < 0, Posting.kind.in_(("fare", "driver_payment")))
+    money_out = func.sum(Entry.amount_cents).filter(
+        Entry.amount_cents > 0, Posting.kind.in_(("payout_paid", "payout_paid_after_failure")))
+    totals = session.execute(
+        select(Posting.business_date, func.coalesce(-money_in, 0), func.coalesce(money_out, 0))
+        .join(Entry, Entry.posting_id == Posting.id)
+        .where(Entry.account_id == mpesa, Posting.business_date.in_(days))
+        .group_by(Posting.business_date)
+    ).all()
+    return ({day: int(t) for day, t, _ in totals}, {day: int(p) for day, _, p in totals})
+
+
 def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any]:
     """Today's money, the payouts by state, suspense, the last check and close, and ``days`` of
-    takings and payouts for a chart."""
+    takings and payouts for a chart (days ``SETTLED_AFTER_DAYS`` old and older are computed once
+    and stored: call in a transaction that commits)."""
     system = ledger.system_accounts(session)
     since = today - timedelta(days=days - 1)
-    takings = dict(session.execute(
-        select(Posting.business_date, func.coalesce(-func.sum(Entry.amount_cents), 0))
-        .join(Entry, Entry.posting_id == Posting.id)
-        .where(Entry.account_id == system.mpesa, Entry.amount_cents < 0, Posting.business_date >= since,
-               Posting.kind.in_(("fare", "driver_payment")))
-        .group_by(Posting.business_date)
-    ).all())
-    paid = dict(session.execute(
-        select(Posting.business_date, func.coalesce(func.sum(Entry.amount_cents), 0))
-        .join(Entry, Entry.posting_id == Posting.id)
-        .where(Entry.account_id == system.mpesa, Entry.amount_cents > 0, Posting.business_date >= since,
-               Posting.kind.in_(("payout_paid", "payout_paid_after_failure")))
-        .group_by(Posting.business_date)
-    ).all())
+    settled = today - timedelta(days=SETTLED_AFTER_DAYS)  # days up to this one are stored once computed
+    stored = {row.business_date: row for row in session.execute(
+        select(BusinessDayTotals).where(BusinessDayTotals.business_date.between(since, settled))).scalars()}
+    missing = [since + timedelta(days=n) for n in range((settled - since).days + 1) if since + timedelta(days=n) not in stored]
+    takings, paid = _day_totals(session, system.mpesa, since, today, skip=set(stored))
+    if missing:
+        session.execute(pg_insert(BusinessDayTotals).values([
+            {"business_date": day, "takings_cents": takings.get(day, 0), "paid_out_cents": paid.get(day, 0)} for day in missing
+        ]).on_conflict_do_nothing())
+    for day, row in stored.items():
+        takings[day], paid[day] = row.takings_cents, row.paid_out_cents
     shares = session.execute(
         select(func.coalesce(func.sum(Entry.amount_cents), 0))
         .join(Posting, Posting.id == Entry.posting_id).join(Account, Account.id == Entry.account_id)
