@@ -55,8 +55,10 @@ def receipt_of(key: str) -> str:
 
 
 # A business day this old takes no more payments (M-Pesa's callbacks and the 48-hour Pull recovery
-# come sooner): its totals are stored for the chart the first time they are computed.
+# come sooner): its totals are stored for the chart the first time they are computed. Younger past
+# days are computed again when their stored figures are older than RECENT_REFRESH.
 SETTLED_AFTER_DAYS = 3
+RECENT_REFRESH = timedelta(minutes=10)
 
 
 def _day_totals(session: Session, mpesa: int, since: date, until: date, *, skip: set[date]) -> tuple[dict[date, int], dict[date, int]]:
@@ -77,28 +79,52 @@ def _day_totals(session: Session, mpesa: int, since: date, until: date, *, skip:
     return ({day: int(t) for day, t, _ in totals}, {day: int(p) for day, _, p in totals})
 
 
+def _past_days(session: Session, mpesa: int, since: date, until: date) -> tuple[dict[date, int], dict[date, int]]:
+    """The chart's past days, from ``business_day_totals``: a settled day is computed once; a day
+    that may still take payments is computed again when its figures are older than
+    ``RECENT_REFRESH``. Stores what it computes."""
+    settled = until - timedelta(days=SETTLED_AFTER_DAYS - 1)
+    stored = {row.business_date: row for row in session.execute(
+        select(BusinessDayTotals).where(BusinessDayTotals.business_date.between(since, until))).scalars()}
+    fresh_since = session.execute(select(func.now() - RECENT_REFRESH)).scalar_one()
+    keep = {day for day, row in stored.items() if day <= settled or row.computed_at > fresh_since}
+    takings, paid = _day_totals(session, mpesa, since, until, skip=keep)
+    computed = [since + timedelta(days=n) for n in range((until - since).days + 1) if since + timedelta(days=n) not in keep]
+    if computed:
+        rows = [{"business_date": day, "takings_cents": takings.get(day, 0), "paid_out_cents": paid.get(day, 0)} for day in computed]
+        insert = pg_insert(BusinessDayTotals).values(rows)
+        session.execute(insert.on_conflict_do_update(
+            index_elements=[BusinessDayTotals.business_date],
+            set_={"takings_cents": insert.excluded.takings_cents, "paid_out_cents": insert.excluded.paid_out_cents,
+                  "computed_at": func.now()}))
+    for day in keep:
+        takings[day], paid[day] = stored[day].takings_cents, stored[day].paid_out_cents
+    return takings, paid
+
+
+def _today(session: Session, mpesa: int, today: date) -> tuple[int, int, int]:
+    """Today's takings, payouts and drivers' shares, live, in one pass over today's entries."""
+    money_in = func.sum(Entry.amount_cents).filter(Entry.account_id == mpesa, Entry.amount_cents < 0,
+                                                   Posting.kind.in_(("fare", "driver_payment")))
+    money_out = func.sum(Entry.amount_cents).filter(Entry.account_id == mpesa, Entry.amount_cents > 0,
+                                                    Posting.kind.in_(("payout_paid", "payout_paid_after_failure")))
+    shares = func.sum(Entry.amount_cents).filter(Posting.kind == "fare", Account.kind == "payable")
+    row = session.execute(
+        select(func.coalesce(-money_in, 0), func.coalesce(money_out, 0), func.coalesce(shares, 0))
+        .select_from(Posting).join(Entry, Entry.posting_id == Posting.id).join(Account, Account.id == Entry.account_id)
+        .where(Posting.business_date == today)
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
 def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any]:
     """Today's money, the payouts by state, suspense, the last check and close, and ``days`` of
-    takings and payouts for a chart (days ``SETTLED_AFTER_DAYS`` old and older are computed once
-    and stored: call in a transaction that commits)."""
+    takings and payouts for a chart (past days' figures are stored, ``_past_days``: call in a
+    transaction that commits)."""
     system = ledger.system_accounts(session)
     since = today - timedelta(days=days - 1)
-    settled = today - timedelta(days=SETTLED_AFTER_DAYS)  # days up to this one are stored once computed
-    stored = {row.business_date: row for row in session.execute(
-        select(BusinessDayTotals).where(BusinessDayTotals.business_date.between(since, settled))).scalars()}
-    missing = [since + timedelta(days=n) for n in range((settled - since).days + 1) if since + timedelta(days=n) not in stored]
-    takings, paid = _day_totals(session, system.mpesa, since, today, skip=set(stored))
-    if missing:
-        session.execute(pg_insert(BusinessDayTotals).values([
-            {"business_date": day, "takings_cents": takings.get(day, 0), "paid_out_cents": paid.get(day, 0)} for day in missing
-        ]).on_conflict_do_nothing())
-    for day, row in stored.items():
-        takings[day], paid[day] = row.takings_cents, row.paid_out_cents
-    shares = session.execute(
-        select(func.coalesce(func.sum(Entry.amount_cents), 0))
-        .join(Posting, Posting.id == Entry.posting_id).join(Account, Account.id == Entry.account_id)
-        .where(Posting.business_date == today, Posting.kind == "fare", Account.kind == "payable")
-    ).scalar_one()
+    takings, paid = _past_days(session, system.mpesa, since, today - timedelta(days=1))
+    takings[today], paid[today], shares = _today(session, system.mpesa, today)
     contributed = session.execute(
         select(func.coalesce(func.sum(DriverDay.contributed_cents), 0)).where(DriverDay.business_date == today)
     ).scalar_one()
@@ -113,7 +139,7 @@ def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any
     last_close = session.execute(select(func.max(DailyClose.business_date))).scalar_one()
     open_days = session.execute(select(cast(func.count(), Integer)).select_from(DriverDay).where(
         DriverDay.closed_at.is_(None), DriverDay.business_date < today - timedelta(days=1))).scalar_one()
-    taken_today = int(takings.get(today, 0))
+    taken_today = takings[today]
     return {
         "today": today.isoformat(),
         "takings_cents": taken_today,
