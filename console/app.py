@@ -44,7 +44,7 @@ from console.auth import (
 )
 from console.charts import bars
 from db import fleet
-from db.audit import recent_actions
+from db.audit import recent_actions, record_action
 from db.balances import driver_balance
 from db.engine import make_engine, make_sessionmaker
 from db.payouts import list_payouts
@@ -437,6 +437,44 @@ class Console:
                    "error" if found else "")
         return RedirectResponse(path_of(request, "books"), status_code=303)
 
+    def _dead_letters(self):  # type: ignore[no-untyped-def]
+        from workers.broker import build_broker
+        from workers.dead_letters import DeadLetters
+
+        return DeadLetters.from_settings(self.settings, build_broker(self.settings))
+
+    async def dlq(self, request: Request, viewer: Viewer) -> Response:
+        try:
+            dead = self._dead_letters()
+            letters, depth, error = dead.list(limit=PAGE_ROWS), dead.depth(), None
+            dead.client.close()
+        except Exception as unreachable:  # noqa: BLE001 — Redis down: say so, the rest of the console works
+            letters, depth, error = [], {}, f"Redis cannot be reached ({unreachable.__class__.__name__})"
+        return self.render(request, "dlq.html", "Dead letters", viewer, letters=letters, depth=depth, error=error)
+
+    async def dlq_act(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        from workers.dead_letters import DeadLetterError
+
+        act = form.get("act")
+        if act not in ("requeue", "purge"):
+            raise BadInput("requeue or purge")
+        dead = self._dead_letters()
+        try:
+            letters = dead.find([str(request.path_params["message_id"])])
+            moved = dead.requeue(letters) if act == "requeue" else dead.purge(letters)
+        except DeadLetterError as error:
+            self.flash(request, f"Not done: {error}", "error")
+            return RedirectResponse(path_of(request, "dlq"), status_code=303)
+        finally:
+            dead.client.close()
+        with self.sessions.begin() as session:
+            record_action(session, action={"requeue": "dead_letter_requeued", "purge": "dead_letter_purged"}[act],
+                          subject=str(request.path_params["message_id"]), operator=viewer.username, reason="console",
+                          detail={"done": moved.done, "gone": moved.gone})
+        done = {"requeue": "requeued", "purge": "purged"}[act]
+        self.flash(request, f"{done}: {len(moved.done)}" + (f"; taken by someone else first: {len(moved.gone)}" if moved.gone else ""))
+        return RedirectResponse(path_of(request, "dlq"), status_code=303)
+
     async def audit(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
             rows = recent_actions(session, limit=200)
@@ -470,6 +508,8 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/payouts", page()(console.payouts), name="payouts"),
         Route("/payouts/{payout_id:int}/ask", page("operator", post=True)(console.ask_payout), methods=["POST"], name="ask_payout"),
         Route("/audit", page()(console.audit), name="audit"),
+        Route("/dlq", page()(console.dlq), name="dlq"),
+        Route("/dlq/{message_id}", page("admin", post=True)(console.dlq_act), methods=["POST"], name="dlq_act"),
         Route("/vehicles", page()(console.vehicles), name="vehicles"),
         Route("/books", page()(console.books), name="books"),
         Route("/books/check", page("operator", post=True)(console.run_check), methods=["POST"], name="run_check"),

@@ -125,7 +125,7 @@ def test_every_page_is_usable_on_a_phone(console: ConsoleWorld, browser) -> None
     log_in(browser, console, "adam")
     for name, path in (("dashboard", "/"), ("drivers", "/drivers"), ("driver", f"/drivers/{console.driver}"),
                        ("vehicles", "/vehicles"), ("unmatched", "/unmatched"), ("requests", "/requests"),
-                       ("payouts", "/payouts"), ("books", "/books"), ("audit", "/audit")):
+                       ("payouts", "/payouts"), ("books", "/books"), ("dlq", "/dlq"), ("audit", "/audit")):
         browser.get(f"{console.url}{path}")
         shot(browser, f"phone-{name}")
         assert browser.find_element(By.TAG_NAME, "h1").is_displayed(), path

@@ -120,7 +120,7 @@ def test_the_same_request_twice_is_refused_and_a_refund_shows_the_amount_it_will
 def test_every_page_is_served_with_headers_that_forbid_scripts_and_frames(console: ConsoleWorld) -> None:
     client = logged_in(console, "vera")
     for path in ("/", "/drivers", f"/drivers/{console.driver}", "/vehicles", "/unmatched", "/requests", "/payouts",
-                 "/books", "/audit", "/login"):
+                 "/books", "/dlq", "/audit", "/login"):
         page = client.get(path)
         assert page.status_code == 200, path
         assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none': no script
@@ -286,3 +286,16 @@ def test_an_operator_checks_the_books_and_a_viewer_cannot(console: ConsoleWorld)
     post(operator, "/books/check", {}, "/books")
     page = operator.get("/books").text
     assert "the books reconcile" in page or "discrepancies" in page
+
+
+def test_dead_letters_are_shown_to_all_and_acted_on_by_an_admin_only(console: ConsoleWorld) -> None:
+    import uuid
+
+    viewer = logged_in(console, "vera")
+    page = viewer.get("/dlq")
+    assert page.status_code == 200 and ">Requeue<" not in page.text
+    missing = str(uuid.uuid4())
+    assert post(viewer, f"/dlq/{missing}", {"act": "purge"}, "/dlq").status_code == 403
+    admin = logged_in(console, "adam")
+    post(admin, f"/dlq/{missing}", {"act": "purge"}, "/dlq")
+    assert f"no dead letter {missing}" in admin.get("/dlq").text
