@@ -237,11 +237,13 @@ class Console:
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self.render(request, "login.html", "Log in", None)
-        form = await request.form()
         try:
+            form = await request.form()
             check_csrf(request, form.get("csrf"))
         except NotAllowed as refused:
             return self.render(request, "login.html", "Log in", None, status=403, error=str(refused))
+        except BadInput as bad:  # a body that outgrew the limit as it streamed
+            return self.render(request, "login.html", "Log in", None, status=413, error=str(bad))
         username, password = str(form.get("username", ""))[:200], str(form.get("password", ""))[:1_000]
         address = request.client.host if request.client else "?"
         if self.throttle.blocked(address):

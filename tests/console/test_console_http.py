@@ -82,6 +82,13 @@ def test_bad_input_gets_a_page_saying_so_never_a_bare_500(console: ConsoleWorld)
     assert nul.status_code == 400
     huge = httpx.post(f"{console.url}/login", content=b"x" * 200_000, headers={"content-type": "application/x-www-form-urlencoded"})
     assert huge.status_code == 413
+
+    def chunks():  # no Content-Length: the limit is counted as the body streams
+        for _ in range(100):
+            yield b"x" * 1_000
+
+    streamed = httpx.post(f"{console.url}/login", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert streamed.status_code == 413
     forged_host = client.get("/", headers={"host": "evil.example"}, follow_redirects=False)
     assert "evil.example" not in forged_host.headers.get("location", "")
 
