@@ -110,12 +110,22 @@ def pending_count(sessions: sessionmaker[Session], external_ids: list[str]) -> i
 
 _vehicle_codes = itertools.count(200)  # codes below 200 are left to tests that use a sample's code
 _receipts = itertools.count(1)
+# Drivers in the shared test database: one counter for the whole run, so two tests never draw the
+# same code (random codes collided: 100 drawn from a million clash about once in thirty runs).
+# Codes below D400000 are left to tests that name a driver on purpose.
+_driver_codes = itertools.count(400_000)
 
 
 def next_vehicle_code() -> str:
     code = next(_vehicle_codes)
     assert code < 1000, "the test database ran out of 3-digit vehicle codes"
     return f"{code:03d}"
+
+
+def next_driver_code() -> str:
+    code = next(_driver_codes)
+    assert code < 1_000_000, "the test database ran out of driver codes"
+    return f"D{code:06d}"
 
 
 def next_receipt(prefix: str = "T") -> str:

@@ -15,14 +15,15 @@ from db import fleet, ledger
 from db.migrate import downgrade, upgrade
 from db.models import Account, Entry, Posting
 from fleetpay.settings import sqlalchemy_url
+from tests.support import next_driver_code
 
 TODAY = date(2026, 11, 24)
 
 
 @pytest.fixture
-def driver_id(sessions, unique):  # type: ignore[no-untyped-def]
+def driver_id(sessions):  # type: ignore[no-untyped-def]
     with sessions.begin() as session:
-        return fleet.add_driver(session, code=f"D{unique}", name="Test", msisdn="254700000001").id
+        return fleet.add_driver(session, code=next_driver_code(), name="Test", msisdn="254700000001").id
 
 
 def _post_fare(session, driver_id: int, key: str, amount_cents: int):  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from fleetpay.settings import Settings
-from tests.support import TOKEN, add_driver_with_vehicle, serve
+from tests.support import TOKEN, add_driver_with_vehicle, next_driver_code, serve
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +67,7 @@ def http(ingest_url: str) -> Iterator[httpx.Client]:
 @pytest.fixture
 def driver(sessions):  # type: ignore[no-untyped-def]
     """A driver of their own vehicle, unique to the test: (code, vehicle code)."""
-    code = f"D5{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254722000111")
     return code, vehicle

@@ -7,13 +7,13 @@ import json
 from sqlalchemy import select
 
 from db.models import Inbox
-from tests.support import fleetpay, next_receipt, next_vehicle_code, open_payouts, pending_count, wait_until
+from tests.support import fleetpay, next_driver_code, next_receipt, next_vehicle_code, open_payouts, pending_count, wait_until
 
 
 
-def test_register_pay_assign_and_read_balance(database_url, http, worker, sessions, unique) -> None:  # type: ignore[no-untyped-def]
+def test_register_pay_assign_and_read_balance(database_url, http, worker, sessions) -> None:  # type: ignore[no-untyped-def]
     vehicle = next_vehicle_code()
-    code = f"D6{int(unique, 16) % 10**5:05d}"
+    code = next_driver_code()
     fleetpay("migrate", database_url=database_url)  # safe to re-run
     fleetpay("vehicles", "add", "--code", vehicle.lstrip("0") or "0", database_url=database_url)
     fleetpay("drivers", "add", "--code", code, "--name", "Amina", "--msisdn", "0712 345 678",

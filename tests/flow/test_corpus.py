@@ -15,7 +15,6 @@ confirmation goes to suspense, and one of them is then assigned to a driver by a
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -27,7 +26,7 @@ from db.balances import driver_balance
 from db.models import Account, Entry, Inbox, Payout, Posting
 from money.unmatched import assign_unmatched
 from schemas.parsing import classify_account_ref
-from tests.support import SAMPLES, add_driver_with_vehicle, wait_until
+from tests.support import SAMPLES, add_driver_with_vehicle, next_driver_code, wait_until
 
 CORPUS = SAMPLES / "corpus"
 JSON_TYPE = {"content-type": "application/json"}
@@ -267,7 +266,7 @@ def check_unmatched(  # type: ignore[no-untyped-def]
 
 def check_assigned(http, sessions, settings, case: Case, expect: AssignedByOperator) -> None:  # type: ignore[no-untyped-def]
     row = check_unmatched(http, sessions, case, expect)
-    driver_code = f"D0{secrets.randbelow(100_000):05d}"  # D0…: a prefix no other test uses
+    driver_code = next_driver_code()
     with sessions.begin() as session:
         add_driver_with_vehicle(session, driver_code=driver_code)
     with sessions.begin() as session:

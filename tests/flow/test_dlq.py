@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import ledger
 from db.models import Driver, Inbox, Posting
-from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_receipt, serve, wait_until
+from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_driver_code, next_receipt, serve, wait_until
 
 
 
@@ -72,7 +72,7 @@ def failing(sessions: sessionmaker[Session]) -> Iterator[Poison]:
 def stored_callback(sessions: sessionmaker[Session], amount: str = "200.00") -> tuple[int, str, str]:
     """A C2B confirmation stored in the inbox as the ingest stores it, not yet enqueued:
     (inbox id, receipt, driver code)."""
-    code = f"D2{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     receipt = next_receipt("L")
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -19,6 +18,7 @@ from tests.support import (
     TOKEN,
     add_driver_with_vehicle,
     c2b_body,
+    next_driver_code,
     next_receipt,
     next_vehicle_code,
     pending_count,
@@ -27,7 +27,7 @@ from tests.support import (
 
 
 def test_fifty_concurrent_deliveries_post_once(ingest_url, worker, sessions) -> None:  # type: ignore[no-untyped-def]
-    code = f"D9{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254711000001")
     receipt = next_receipt("C")
@@ -93,7 +93,7 @@ def test_a_thousand_mixed_callbacks_match_the_model(ingest_url, worker, sessions
     drivers: dict[str, dict] = {}
     with sessions.begin() as session:
         for n in range(100):
-            code = f"D{int(uuid.uuid4().int % 10**6):06d}"
+            code = next_driver_code()
             terms = {"substitute": n % 10 == 0, "percent": rng.choice([30, 50, 70]), "target": rng.choice([50_000, 300_000])}
             vehicle = add_driver_with_vehicle(
                 session,

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from db import ledger
 from db.models import Driver, Inbox, Payout, Posting
-from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_receipt, pending_count, serve, wait_until
+from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_driver_code, next_receipt, pending_count, serve, wait_until
 
 
 
@@ -25,11 +25,11 @@ def sweep(older_than_s: int) -> int:
 
     return enqueue_stale_inbox_rows(runtime.sessions(), runtime.settings, older_than_s=older_than_s)
 
-def test_redis_unreachable_at_the_ack_is_swept_later(settings, engine, sessions, worker, unique) -> None:  # type: ignore[no-untyped-def]
+def test_redis_unreachable_at_the_ack_is_swept_later(settings, engine, sessions, worker) -> None:  # type: ignore[no-untyped-def]
     from ingest.app import build_app
     from workers.broker import build_broker
 
-    code = f"D8{int(unique, 16) % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code)
     no_redis = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
@@ -51,7 +51,7 @@ def test_worker_killed_mid_batch_applies_each_payment_once(settings, engine, ses
     sweep, each payment is applied exactly once."""
     from ingest.app import build_app
 
-    codes = [f"D7{n:02d}{os.getpid() % 1000:03d}"[:7] for n in range(10)]
+    codes = [next_driver_code() for _ in range(10)]
     vehicles = []
     with sessions.begin() as session:
         for code in codes:

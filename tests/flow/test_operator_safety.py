@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from db import fleet
 from db.models import DailyClose, Driver, DriverDay, Inbox
 from money.daily_close import close_business_day, days_to_close
-from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_receipt, pending_count, wait_until
+from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_driver_code, next_receipt, pending_count, wait_until
 
 EAT = ZoneInfo("Africa/Nairobi")
 
@@ -130,8 +130,8 @@ def test_a_scheduler_that_was_down_closes_every_missed_day_when_it_comes_back(fr
         assert days_to_close(session, settings) == []
 
 
-def test_assigning_money_tells_the_truth(http, worker, sessions, database_url, unique) -> None:  # type: ignore[no-untyped-def]
-    codes = [f"D8{int(unique, 16) % 10**4:04d}{n}" for n in range(2)]
+def test_assigning_money_tells_the_truth(http, worker, sessions, database_url) -> None:  # type: ignore[no-untyped-def]
+    codes = [next_driver_code() for _ in range(2)]
     with sessions.begin() as session:
         for code in codes:
             add_driver_with_vehicle(session, driver_code=code)
@@ -152,8 +152,8 @@ def test_assigning_money_tells_the_truth(http, worker, sessions, database_url, u
         assert session.execute(select(Inbox.reason).where(Inbox.external_id == receipt)).scalar_one().startswith(f"assigned:{codes[0]}:")
 
 
-def test_a_vehicle_s_driver_is_replaced_only_when_asked(sessions, database_url, unique) -> None:  # type: ignore[no-untyped-def]
-    first, second = f"D9{int(unique, 16) % 10**4:04d}1", f"D9{int(unique, 16) % 10**4:04d}2"
+def test_a_vehicle_s_driver_is_replaced_only_when_asked(sessions, database_url) -> None:  # type: ignore[no-untyped-def]
+    first, second = next_driver_code(), next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=first)
     added = fleetpay("drivers", "add", "--code", second, "--name", "B", "--msisdn", "0712000111", "--vehicle", vehicle,
@@ -181,8 +181,8 @@ def test_an_unreachable_database_is_one_line_and_no_traceback() -> None:
     assert "Traceback" in debug.stderr
 
 
-def test_codes_are_read_as_users_type_them(sessions, database_url, unique) -> None:  # type: ignore[no-untyped-def]
-    code = f"D6{int(unique, 16) % 10**5:05d}"
+def test_codes_are_read_as_users_type_them(sessions, database_url) -> None:  # type: ignore[no-untyped-def]
+    code = next_driver_code()
     with sessions.begin() as session:
         add_driver_with_vehicle(session, driver_code=code)
     assert json.loads(fleetpay("balance", code.lower(), "--json", database_url=database_url).stdout)["driver"] == code

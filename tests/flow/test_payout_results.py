@@ -10,7 +10,6 @@ visible in ``fleetpay payouts list`` and ``fleetpay reconcile``.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ from db import ledger
 from db.balances import driver_balance
 from db.models import Inbox, Payout, PayoutStatusQuery
 from tests.flow.test_payouts import pay_fares, queue_faults, settle, sim_payments
-from tests.support import SAMPLES, TOKEN, add_driver_with_vehicle, fleetpay, wait_until
+from tests.support import SAMPLES, TOKEN, add_driver_with_vehicle, fleetpay, next_driver_code, wait_until
 
 MSISDN = "254722000444"
 SHARE_CENTS = 5_000  # half of a KES 100 fare
@@ -55,7 +54,7 @@ def status_body(payout: Payout, *, query_id: str, status: str = "Declined", amou
 
 @pytest.fixture
 def driver(sessions):  # type: ignore[no-untyped-def]
-    code = f"D3{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn=MSISDN)
     return code, vehicle

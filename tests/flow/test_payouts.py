@@ -4,7 +4,6 @@ payouts. What was paid is asserted against the simulator's own record, not our d
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +13,7 @@ from sqlalchemy import func, select
 
 from db import ledger
 from db.models import Entry, Payout, Posting
-from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_receipt, pending_count, wait_until
+from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_driver_code, next_receipt, pending_count, wait_until
 
 
 def sim_payments(simulator: str) -> Counter[str]:
@@ -140,7 +139,7 @@ def test_five_hundred_payouts_with_thirty_percent_faults(ingest_url, simulator, 
     vehicles = []
     with sessions.begin() as session:
         for n in range(10):
-            vehicles.append(add_driver_with_vehicle(session, driver_code=f"D4{uuid.uuid4().int % 10**5:05d}", msisdn=f"25473{n:07d}"))
+            vehicles.append(add_driver_with_vehicle(session, driver_code=next_driver_code(), msisdn=f"25473{n:07d}"))
     payout_ids = [p for vehicle in vehicles for p in pay_fares(ingest_url, sessions, vehicle, 50, amount="60.00")]
     assert len(payout_ids) == 500
     settle(sessions, payout_ids, timeout_s=240)

@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from db.models import Inbox, Payout
 from tests.flow.test_payouts import pay_fares, settle, sim_payments
-from tests.support import add_driver_with_vehicle, fleetpay, pending_count, wait_until
+from tests.support import add_driver_with_vehicle, fleetpay, next_driver_code, pending_count, wait_until
 
 
 def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
-    code = f"D3{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254733000123")
     httpx.post(f"{simulator}/sim/faults", json={"mode": "result_failure", "result_code": 2001}, timeout=10)
@@ -42,7 +42,7 @@ def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url,
 
 
 def test_simulate_c2b_drives_a_payment_end_to_end(database_url, ingest_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
-    code = f"D2{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn="254744000321")
     receipt = f"SIM{uuid.uuid4().hex[:7].upper()}"

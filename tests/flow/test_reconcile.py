@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 from db import ledger
 from db.models import Driver, DriverDay, Inbox, Posting, ReconciliationFix
-from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_receipt, pending_count, wait_until
+from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_driver_code, next_receipt, pending_count, wait_until
 
 
 def reconcile(database_url: str, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -25,7 +25,7 @@ def reconcile(database_url: str, *args: str) -> tuple[int, dict]:  # type: ignor
 
 
 def test_check_reports_corruption_exactly_and_fix_mends_it_once(database_url, http, worker, sessions) -> None:  # type: ignore[no-untyped-def]
-    code = f"D1{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code)
     receipt = next_receipt("Q")
@@ -71,7 +71,7 @@ def test_check_reports_corruption_exactly_and_fix_mends_it_once(database_url, ht
 
 
 def test_pull_recovers_a_dropped_confirmation_once_even_if_it_arrives_late(database_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
-    code = f"D0{uuid.uuid4().int % 10**5:05d}"
+    code = next_driver_code()
     with sessions.begin() as session:
         vehicle = add_driver_with_vehicle(session, driver_code=code)
     receipt = f"PUL{uuid.uuid4().hex[:7].upper()}"
