@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from datetime import date
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import Progress
@@ -18,31 +18,25 @@ MPESA_UNAVAILABLE_EXIT = 4  # … and 4 when they do, but M-Pesa could not be co
 
 
 def reconcile(
-    fix: Annotated[bool, typer.Option("--fix", help="Correct what can be corrected (needs --reason and --operator).")] = False,
+    fix: Annotated[bool, typer.Option("--fix", help="Ask to correct what can be corrected (needs --reason and --user; another user approves).")] = False,
     reason: Annotated[Optional[str], typer.Option(help="Why the fix is made (kept with every correction).")] = None,
-    operator: Annotated[Optional[str], typer.Option(help="Who decided the fix.")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", envvar="FLEETPAY_USER", help="Your console username: who asks for the fix.")] = None,
     mpesa: Annotated[bool, typer.Option("--mpesa", help="Also compare with M-Pesa (Pull Transactions, 48 h) and recover missed confirmations.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Prove the books: every posting balances, every cached balance and driver day equals its
     entries, every payout agrees with the in-flight account. A check never writes money.
     Exits 0 when clean, 3 when there are discrepancies, 4 when the books are clean but --mpesa
-    could not ask M-Pesa (Pull off, or refused: one line on stderr)."""
+    could not ask M-Pesa (Pull off, or refused: one line on stderr). With --fix, a request to
+    correct them is made first (four eyes: it runs once another user approves it)."""
     from db.reconcile import latest_float, run_check
-    from money.reconcile_fix import run_fix
 
-    if fix and not (reason and operator):
-        raise fail("--fix needs --reason and --operator: every correction names who and why", 2)
+    if fix and not (reason and user):
+        raise fail("--fix needs --reason and --user: every correction names who and why", 2)
     sessions = context.sessions()
     document: dict[str, object] = {}
     if fix:
-        with Progress(console=errors, transient=True, disable=as_json) as progress:
-            task = progress.add_task("fixing", total=None)
-            run_id, found, fixed = run_fix(
-                sessions, context.settings(), operator=operator or "", reason=reason or "",
-                on_each=lambda d, changed: progress.advance(task),
-            )
-        document |= {"fix_run_id": run_id, "fixed": fixed}
+        document["fix"] = _ask_fix(user or "", reason or "", as_json)
     if mpesa:
         document["mpesa"] = _reconcile_mpesa(sessions)
     run_id, found = run_check(sessions)
@@ -64,11 +58,28 @@ def reconcile(
         emit_table(f"reconciliation run {run_id}: the books do NOT reconcile", [d.as_dict() for d in found],
                    ["kind", "subject", "expected_cents", "actual_cents", "difference_cents", "fixable"])
     else:
-        console.print(f"reconciliation run {run_id}: the books reconcile" + (f" ({document['fixed']} corrections made)" if fix else ""))
+        console.print(f"reconciliation run {run_id}: the books reconcile")
     if found:
         raise typer.Exit(DISCREPANCIES_EXIT)
     if mpesa and document["mpesa"].get("error"):  # type: ignore[union-attr]
         raise typer.Exit(MPESA_UNAVAILABLE_EXIT)
+
+
+def _ask_fix(user: str, reason: str, as_json: bool) -> dict[str, object]:
+    """A request to fix the books (``money.requests``), and what came of it (said on stderr too).
+    A refused one (nothing to fix) is said, and the check runs as usual."""
+    from cli.requests import submit_as, waiting
+    from money.requests import RequestRefused
+
+    try:
+        made = submit_as(user, "reconcile_fix", {}, reason)
+    except RequestRefused as refused:
+        errors.print(f"no fix asked: {refused}", markup=False, soft_wrap=True)
+        return {"refused": str(refused)}
+    if not as_json:
+        errors.print(waiting(made) if made.state == "pending" else f"request {made.id} ran: {made.outcome}",
+                     markup=False, soft_wrap=True)
+    return {"request": made.id, "state": made.state, **(made.outcome or {})}
 
 
 def _reconcile_mpesa(sessions) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -139,36 +150,43 @@ def close_day(
 def undo_close(
     on: Annotated[str, typer.Option("--date", help="The business date YYYY-MM-DD whose close to undo.")],
     reason: Annotated[str, typer.Option(help="Why the close was a mistake (recorded).")],
-    operator: Annotated[str, typer.Option(help="Who decided (recorded).")],
+    user: Annotated[str, typer.Option("--user", envvar="FLEETPAY_USER", help="Your console username: who asks for the undo.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Undo a mistaken daily close with correcting entries (never edits): contributions back
-    towards the target, bonus taken back, misses, shortfall and targets restored, a termination
-    flag cleared. Only the last close run can be undone (exit 1, nothing changed, otherwise)."""
-    from money.close_undo import undo_close as undo
-    from money.daily_close import CloseRefused
+    """Ask to undo a mistaken daily close (four eyes: it runs once another user approves it, with
+    `fleetpay requests approve ID`). The undo posts correcting entries (never edits): contributions
+    back towards the target, bonus taken back, misses, shortfall and targets restored, a
+    termination flag cleared. Only the last close run can be undone (exit 1, nothing asked)."""
+    from cli.requests import submit_as, waiting
+    from money.requests import RequestRefused
 
     try:
         day = date.fromisoformat(on)
     except ValueError as error:
         raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
     try:
-        summary = undo(context.sessions(), day, context.settings(), operator=operator, reason=reason)
-    except CloseRefused as refused:
+        made = submit_as(user, "close_undo", {"date": day.isoformat()}, reason)
+    except RequestRefused as refused:
         raise fail(str(refused)) from refused
-    document = {"business_date": str(day), **{k: v for k, v in vars(summary).items() if k != "business_date"}}
+    document = {"business_date": str(day), "request": made.id, "state": made.state, **(made.outcome or {})}
     if as_json:
         emit_json(document)
-        return
-    console.print(f"close of {day} undone for {len(summary.reopened)} drivers", soft_wrap=True)
-    if summary.reinstated:
-        console.print(f"reinstated: {', '.join(summary.reinstated)}", soft_wrap=True)
-    if summary.vehicles_taken:
+    elif made.state == "pending":
+        console.print(waiting(made), soft_wrap=True)
+    else:
+        _said_undone(document)
+
+
+def _said_undone(summary: dict[str, Any]) -> None:
+    console.print(f"close of {summary['business_date']} undone for {len(summary['reopened'])} drivers", soft_wrap=True)
+    if summary["reinstated"]:
+        console.print(f"reinstated: {', '.join(summary['reinstated'])}", soft_wrap=True)
+    if summary["vehicles_taken"]:
         errors.print(f"[yellow]vehicles with a new driver since (reassign by hand if needed): "
-                     f"{', '.join(summary.vehicles_taken)}[/]", soft_wrap=True)
-    if summary.refunds_already_released:
+                     f"{', '.join(summary['vehicles_taken'])}[/]", soft_wrap=True)
+    if summary["refunds_already_released"]:
         errors.print(f"[yellow]deposit refunds already released, left as they are: payouts "
-                     f"{', '.join(map(str, summary.refunds_already_released))}[/]", soft_wrap=True)
+                     f"{', '.join(map(str, summary['refunds_already_released']))}[/]", soft_wrap=True)
 
 
 def scheduler() -> None:

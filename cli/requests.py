@@ -4,7 +4,7 @@ The user named (``--user`` or ``FLEETPAY_USER``) is a console user; their role d
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -30,25 +30,55 @@ def requests_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
         emit_table("requests waiting for a second person", rows, ["id", "what", "reason", "requested_by", "asked_at"])
 
 
-def _decide(request_id: int, user: str, approve_it: bool, note: str) -> None:
-    from workers.send_payout import send_payouts
-
+def _asker(user: str) -> money_requests.Asker:
+    """The console user ``user``, who must exist and be enabled (a usage error otherwise)."""
     try:
         with context.transaction() as session:
             who = get_user(session, user)
             if who.disabled:
                 raise fail(f"user {who.username} is disabled")
-            decided = money_requests.decide(
-                session, request_id, approver=money_requests.Asker(who.username, who.role), approve_it=approve_it,
-                settings=context.settings(), business_date=date.fromisoformat(context.today()), note=note)
-            state, outcome = decided.state, decided.outcome
-    except (UserError, money_requests.RequestRefused) as error:
+            return money_requests.Asker(who.username, who.role)
+    except UserError as error:
         raise fail(str(error)) from error
-    if state == "done" and outcome and outcome.get("payout_ids"):
-        send_payouts(list(outcome["payout_ids"]))
-    if state == "failed":
-        raise fail(f"request {request_id} approved, but it could not run: {(outcome or {}).get('error')}")
-    typer.echo(f"request {request_id} {'approved and done' if state == 'done' else state} by {user}")
+
+
+def _sent(made: money_requests.Decided) -> None:
+    from workers.send_payout import send_payouts
+
+    if made.state == "done" and made.outcome and made.outcome.get("payout_ids"):
+        send_payouts(list(made.outcome["payout_ids"]))  # committed; if Redis is down the payout sweep sends them
+
+
+def submit_as(user: str, kind: str, params: dict[str, Any], reason: str) -> money_requests.Decided:
+    """Move money from the shell as the console user ``user``: a request another user approves
+    (four eyes), or, with four eyes off, run at once (its payouts sent). ``RequestRefused`` when
+    it could not run; exit 1 when it ran and failed."""
+    asker = _asker(user)
+    made = money_requests.submit(context.sessions(), kind, params, asker=asker, reason=reason,
+                                 settings=context.settings(), business_date=date.fromisoformat(context.today()))
+    _sent(made)
+    if made.state == "failed":
+        raise fail(f"request {made.id} could not run: {(made.outcome or {}).get('error')}")
+    return made
+
+
+def waiting(made: money_requests.Decided) -> str:
+    return (f"request {made.id} made: it runs once another person approves it "
+            f"(in the console, or: fleetpay requests approve {made.id} --user NAME)")
+
+
+def _decide(request_id: int, user: str, approve_it: bool, note: str) -> None:
+    approver = _asker(user)
+    try:
+        decided = money_requests.settle(context.sessions(), request_id, approver=approver, approve_it=approve_it,
+                                        settings=context.settings(), business_date=date.fromisoformat(context.today()),
+                                        note=note)
+    except money_requests.RequestRefused as error:
+        raise fail(str(error)) from error
+    _sent(decided)
+    if decided.state == "failed":
+        raise fail(f"request {request_id} approved, but it could not run: {(decided.outcome or {}).get('error')}")
+    typer.echo(f"request {request_id} {'approved and done' if decided.state == 'done' else decided.state} by {user}")
 
 
 @requests_app.command("approve")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio.to_thread
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
@@ -345,10 +346,10 @@ class Console:
                   back: str) -> Response:
         """Make a request; with four eyes off it runs now (and its payouts are sent)."""
         try:
-            with self.sessions.begin() as session:
-                made = money_requests.ask(session, kind, params, asker=money_requests.Asker(viewer.username, viewer.role),
-                                          reason=reason, settings=self.settings, business_date=self.today())
-                state, outcome, request_id = made.state, made.outcome, made.id
+            made = await anyio.to_thread.run_sync(lambda: money_requests.submit(
+                self.sessions, kind, params, asker=money_requests.Asker(viewer.username, viewer.role), reason=reason,
+                settings=self.settings, business_date=self.today()))
+            state, outcome, request_id = made.state, made.outcome, made.id
         except money_requests.RequestRefused as refused:
             self.flash(request, f"Not asked: {refused}", "error")
             return RedirectResponse(back, status_code=303)
@@ -388,16 +389,17 @@ class Console:
         request_id = number(str(request.path_params["request_id"]), "a request number")
         approve_it = form.get("decision") == "approve"
         try:
-            with self.sessions.begin() as session:
-                decided = money_requests.decide(session, request_id, approver=money_requests.Asker(viewer.username, viewer.role),
-                                                approve_it=approve_it, settings=self.settings, business_date=self.today())
-                state, outcome = decided.state, decided.outcome
+            decided = await anyio.to_thread.run_sync(lambda: money_requests.settle(
+                self.sessions, request_id, approver=money_requests.Asker(viewer.username, viewer.role),
+                approve_it=approve_it, settings=self.settings, business_date=self.today()))
+            state, outcome = decided.state, decided.outcome
         except money_requests.RequestRefused as refused:
             self.flash(request, f"Not decided: {refused}", "error")
             return RedirectResponse(path_of(request, "requests_page"), status_code=303)
         if state == "done":
             self._sent(outcome)
-        message = {"done": "approved and done", "rejected": "rejected", "failed": f"approved, but it could not run: {(outcome or {}).get('error')}"}[state]
+        message = {"done": "approved and done", "rejected": "rejected", "running": "approved; still running (see the audit log)",
+                   "failed": f"approved, but it could not run: {(outcome or {}).get('error')}"}[state]
         self.flash(request, f"Request {request_id} {message}.", "error" if state == "failed" else "")
         return RedirectResponse(path_of(request, "requests_page"), status_code=303)
 
@@ -429,7 +431,20 @@ class Console:
     async def books(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
             runs, days = reconciliations(session), closes(session)
-        return self.render(request, "books.html", "Books", viewer, runs=runs, closes=days)
+        # Only the last close run can be undone (``money.close_undo``): the form is on its row.
+        last_run = max(days, key=lambda c: c["closed_at"])["business_date"] if days else None
+        return self.render(request, "books.html", "Books", viewer, runs=runs, closes=days, last_run=last_run)
+
+    async def ask_fix(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        return await self.ask(request, viewer, "reconcile_fix", {}, str(form.get("reason", "")), path_of(request, "books"))
+
+    async def ask_undo(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        try:
+            day = date.fromisoformat(str(request.path_params["day"]))
+        except ValueError as error:
+            raise BadInput("a business day is written YYYY-MM-DD") from error
+        return await self.ask(request, viewer, "close_undo", {"date": day.isoformat()}, str(form.get("reason", "")),
+                              path_of(request, "books"))
 
     async def run_check(self, request: Request, viewer: Viewer, form: Any) -> Response:
         run_id, found = run_check(self.sessions)
@@ -515,6 +530,8 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/vehicles", page()(console.vehicles), name="vehicles"),
         Route("/books", page()(console.books), name="books"),
         Route("/books/check", page("operator", post=True)(console.run_check), methods=["POST"], name="run_check"),
+        Route("/books/fix", page("operator", post=True)(console.ask_fix), methods=["POST"], name="ask_fix"),
+        Route("/books/closes/{day}/undo", page("operator", post=True)(console.ask_undo), methods=["POST"], name="ask_undo"),
         Route("/healthz", lambda request: PlainTextResponse("ok"), name="healthz"),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -382,7 +382,7 @@ class SchedulerFiring(Base):
 
 
 USER_ROLES = ("viewer", "operator", "approver", "admin")
-REQUEST_STATES = ("pending", "done", "rejected", "failed")
+REQUEST_STATES = ("pending", "running", "done", "rejected", "failed")
 
 
 class User(Base):

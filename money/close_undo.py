@@ -132,6 +132,19 @@ def _unflag(session: Session, driver, row: DriverDay, summary: UndoSummary, *, o
         summary.vehicles_taken.append(session.execute(select(Vehicle.code).where(Vehicle.id == row.freed_vehicle_id)).scalar_one())
 
 
+def undoable(session: Session, day: date) -> list[int]:
+    """The drivers whose close of ``day`` an undo would reverse; ``CloseRefused`` for a day that
+    is not closed or one closed before the last close run."""
+    closed = session.execute(select(DriverDay.driver_id).where(
+        DriverDay.business_date == day, DriverDay.closed_at.is_not(None)).order_by(DriverDay.driver_id)).scalars().all()
+    if not closed and session.get(DailyClose, day) is None:
+        raise CloseRefused(f"business day {day} is not closed: nothing to undo")
+    if (later := _closed_since(session, day)) is not None:
+        raise CloseRefused(f"business day {later} was closed after {day}: closes are undone last first, "
+                           f"undo {later} first")
+    return list(closed)
+
+
 def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *, operator: str, reason: str) -> UndoSummary:
     """Undo the close of ``day`` for every driver it closed (see the module docstring);
     ``CloseRefused`` for a day that is not closed, when a close ran after it, or while a close or
@@ -149,14 +162,7 @@ def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *
 def _undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *, operator: str, reason: str) -> UndoSummary:
     summary = UndoSummary(day)
     with sessions() as session:
-        closed = session.execute(select(DriverDay.driver_id).where(
-            DriverDay.business_date == day, DriverDay.closed_at.is_not(None)).order_by(DriverDay.driver_id)).scalars().all()
-        recorded = session.get(DailyClose, day) is not None
-        if not closed and not recorded:
-            raise CloseRefused(f"business day {day} is not closed: nothing to undo")
-        if (later := _closed_since(session, day)) is not None:
-            raise CloseRefused(f"business day {later} was closed after {day}: closes are undone last first, "
-                               f"undo {later} first")
+        closed = undoable(session, day)
     for driver_id in closed:
         with sessions.begin() as session:
             undo_driver_day(session, driver_id, day, settings, summary, operator=operator, reason=reason)

@@ -7,6 +7,13 @@ runs it, in the approver's transaction, through the same library function the CL
 rejection runs nothing. Nobody approves their own request, and only an ``approver`` or ``admin``
 approves. With ``four_eyes`` off (a one-person fleet) a request runs when it is made, and the
 audit log says it ran without a second person. Every step is recorded in ``operator_actions``.
+
+Two kinds run in transactions of their own rather than the approver's (``STAGED``): undoing a close
+(each driver's day under the close lock) and a reconciliation fix (each discrepancy on its own).
+Asking checks that they could run now; approving marks the request ``running`` and commits, then it
+runs, then its outcome is recorded (``submit`` and ``settle`` do all three). A request left
+``running`` by a crash stays so, in the list and in the audit log: ask again (both are safe to
+repeat: a close already undone is refused, a discrepancy already fixed is not fixed twice).
 """
 
 from __future__ import annotations
@@ -18,14 +25,17 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_action
 from db.models import Driver, MoneyRequest, Payout
+from db.reconcile import FIXABLE, check
 from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
+from money.close_undo import undo_close, undoable
 from money.deposits import refund, withdraw_payout
 from money.payouts import approve, retry_failed
+from money.reconcile_fix import run_fix
 from money.unmatched import assign_unmatched
 
 log = structlog.get_logger("fleetpay.requests")
@@ -109,25 +119,119 @@ KINDS: dict[str, tuple[Run, Callable[[dict[str, Any]], str]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A kind that runs in transactions of its own: ``check`` (in the asker's transaction) refuses
+    what could not run now and returns what to pin; ``run`` does it once approved."""
+
+    check: Callable[[Session, dict[str, Any]], dict[str, Any]]
+    run: Callable[[sessionmaker[Session], dict[str, Any], Settings, "Decided"], dict[str, Any]]
+    describe: Callable[[dict[str, Any]], str]
+
+
+def _check_undo(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    return {"drivers": len(undoable(session, date.fromisoformat(params["date"])))}
+
+
+def _undo(sessions: sessionmaker[Session], params: dict[str, Any], settings: Settings, request: Decided) -> dict[str, Any]:
+    summary = undo_close(sessions, date.fromisoformat(params["date"]), settings, operator=request.requested_by,
+                         reason=request.reason)
+    return {key: value for key, value in vars(summary).items() if key != "business_date"}
+
+
+def _check_fix(session: Session, params: dict[str, Any]) -> dict[str, Any]:
+    with Session(session.get_bind()) as snapshot:  # a check reads from a snapshot of its own
+        fixable = [found for found in check(snapshot.connection()) if found.kind in FIXABLE]
+    if not fixable:
+        raise RequestRefused("the books have nothing a fix can correct now (run a check to see the discrepancies)")
+    return {"fixable": len(fixable)}
+
+
+def _fix(sessions: sessionmaker[Session], params: dict[str, Any], settings: Settings, request: Decided) -> dict[str, Any]:
+    run_id, found, fixed = run_fix(sessions, settings, operator=request.requested_by, reason=request.reason)
+    return {"run_id": run_id, "discrepancies": len(found), "fixed": fixed}
+
+
+STAGED: dict[str, Staged] = {
+    "close_undo": Staged(_check_undo, _undo, lambda p: f"undo the close of business day {p['date']} ({p.get('drivers', '?')} drivers)"),
+    "reconcile_fix": Staged(_check_fix, _fix, lambda p: f"fix the books ({p.get('fixable', '?')} discrepancies a fix can correct)"),
+}
+
+
 def _a(role: str) -> str:
     return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
 
 
 # What a request is about: a second one about the same thing while the first waits is refused
 # (a form sent twice would otherwise move the money twice once both are approved).
-SUBJECT_KEYS = {"unmatched_assign": "trans_id", "deposit_refund": "driver", "payout_retry": "payout_id",
-                "payout_approve": "payout_id", "payout_withdraw": "payout_id"}
+SUBJECT_KEYS: dict[str, str | None] = {"unmatched_assign": "trans_id", "deposit_refund": "driver", "payout_retry": "payout_id",
+                "payout_approve": "payout_id", "payout_withdraw": "payout_id", "close_undo": "date", "reconcile_fix": None}
 
 
 def describe(request: MoneyRequest) -> str:
+    if request.kind in STAGED:
+        return STAGED[request.kind].describe(request.params)
     return KINDS[request.kind][1](request.params)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A request as its maker or decider sees it once committed."""
+
+    id: int
+    kind: str
+    state: str
+    outcome: dict[str, Any] | None
+    requested_by: str
+    reason: str
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, request: MoneyRequest) -> Decided:
+        return cls(request.id, request.kind, request.state, request.outcome, request.requested_by, request.reason,
+                   dict(request.params))
+
+
+def submit(sessions: sessionmaker[Session], kind: str, params: dict[str, Any], *, asker: Asker, reason: str,
+           settings: Settings, business_date: date) -> Decided:
+    """``ask`` in a transaction of its own; a staged kind that may run at once (four eyes off)
+    runs after it is committed. The caller sends the payouts in ``outcome["payout_ids"]``."""
+    with sessions.begin() as session:
+        made = Decided.of(ask(session, kind, params, asker=asker, reason=reason, settings=settings,
+                              business_date=business_date))
+    return _run_staged(sessions, made, settings)
+
+
+def settle(sessions: sessionmaker[Session], request_id: int, *, approver: Asker, approve_it: bool, settings: Settings,
+           business_date: date, note: str = "") -> Decided:
+    """``decide`` in a transaction of its own; an approved staged kind runs after it is committed."""
+    with sessions.begin() as session:
+        decided = Decided.of(decide(session, request_id, approver=approver, approve_it=approve_it, settings=settings,
+                                    business_date=business_date, note=note))
+    return _run_staged(sessions, decided, settings)
+
+
+def _run_staged(sessions: sessionmaker[Session], request: Decided, settings: Settings) -> Decided:
+    if request.state != "running":
+        return request
+    try:
+        state, outcome = "done", STAGED[request.kind].run(sessions, request.params, settings, request)
+    except ValueError as error:  # it could run when approved, not any more (a close ran meanwhile, …)
+        state, outcome = "failed", {"error": str(error)}
+    with sessions.begin() as session:
+        row = session.execute(select(MoneyRequest).where(MoneyRequest.id == request.id).with_for_update()).scalar_one()
+        row.state, row.outcome = state, outcome
+        record_action(session, action="money_request_finished", subject=f"request:{request.id}", operator=row.decided_by or "",
+                      reason=request.reason, detail={"kind": request.kind, "state": state, "outcome": outcome})
+        log.warning("money_request_finished", request_id=request.id, kind=request.kind, state=state)
+        return Decided.of(row)
 
 
 def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, reason: str, settings: Settings,
         business_date: date) -> MoneyRequest:
     """Make a request (or, with four eyes off, run it at once); ``RequestRefused`` when it could
     not run. The caller sends the payouts of a request that ran (``outcome["payout_ids"]``)."""
-    if kind not in KINDS:
+    if kind not in KINDS and kind not in STAGED:
         raise RequestRefused(f"no such request: {kind}")
     if asker.role not in ASKERS:
         raise RequestRefused(f"{_a(asker.role)} cannot ask for money to move")
@@ -136,19 +240,23 @@ def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, re
     if len(reason) > REASON_MAX_CHARS:
         raise RequestRefused(f"a reason is at most {REASON_MAX_CHARS} characters")
     subject = SUBJECT_KEYS[kind]
-    if same := session.execute(select(MoneyRequest.id).where(
-            MoneyRequest.state == "pending", MoneyRequest.kind == kind,
-            MoneyRequest.params[subject].astext == str(params.get(subject))).limit(1)).scalar_one_or_none():
-        raise RequestRefused(f"request {same} about the same {subject.replace('_', ' ')} is already waiting for a "
-                             "second person: approve or reject it first")
+    same = select(MoneyRequest.id).where(MoneyRequest.state == "pending", MoneyRequest.kind == kind)
+    if subject is not None:
+        same = same.where(MoneyRequest.params[subject].astext == str(params.get(subject)))
+    if waiting := session.execute(same.limit(1)).scalar_one_or_none():
+        about = "the same " + subject.replace("_", " ") if subject else "this"
+        raise RequestRefused(f"request {waiting} about {about} is already waiting for a second person: approve or "
+                             "reject it first")
     request = MoneyRequest(kind=kind, params=params, reason=reason.strip(), requested_by=operator_name(asker.username))
     session.add(request)
     session.flush()
-    run = KINDS[kind][0]
     try:
-        with structlog.contextvars.bound_contextvars(dry_run=True), session.begin_nested() as trial:
-            tried = run(session, params, settings, request, "dry-run check", business_date)
-            trial.rollback()
+        if kind in STAGED:
+            tried = {"pin": STAGED[kind].check(session, params)}
+        else:
+            with structlog.contextvars.bound_contextvars(dry_run=True), session.begin_nested() as trial:
+                tried = KINDS[kind][0](session, params, settings, request, "dry-run check", business_date)
+                trial.rollback()
     except ValueError as error:  # the library's refusals (unknown driver, assigned already, …)
         raise RequestRefused(str(error)) from error
     if pinned := tried.pop("pin", None):  # what the approver sees, and what will run
@@ -187,14 +295,16 @@ def decide(session: Session, request_id: int, *, approver: Asker, approve_it: bo
 
 def _run(session: Session, request: MoneyRequest, approver: str, settings: Settings, business_date: date, *,
          alone: bool) -> MoneyRequest:
-    run = KINDS[request.kind][0]
-    try:
-        with session.begin_nested():
-            outcome = run(session, request.params, settings, request, approver, business_date)
-        outcome.pop("pin", None)
-        request.state, request.outcome = "done", outcome
-    except ValueError as error:  # it could run when asked, not any more (assigned meanwhile, …)
-        request.state, request.outcome = "failed", {"error": str(error)}
+    if request.kind in STAGED:  # runs once this is committed (``submit``, ``settle``)
+        request.state = "running"
+    else:
+        try:
+            with session.begin_nested():
+                outcome = KINDS[request.kind][0](session, request.params, settings, request, approver, business_date)
+            outcome.pop("pin", None)
+            request.state, request.outcome = "done", outcome
+        except ValueError as error:  # it could run when asked, not any more (assigned meanwhile, …)
+            request.state, request.outcome = "failed", {"error": str(error)}
     request.decided_by, request.decided_at = approver, func.now()
     record_action(session, action="money_request_ran_alone" if alone else "money_request_approved",
                   subject=f"request:{request.id}", operator=approver,

@@ -10,7 +10,7 @@ from datetime import date
 from decimal import Decimal
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from db import fleet, ledger
 from db.models import MoneyRequest, OperatorAction, Posting, User
@@ -306,3 +306,42 @@ def test_dead_letters_are_shown_to_all_and_acted_on_by_an_admin_only(console: Co
     admin = logged_in(console, "adam")
     post(admin, f"/dlq/{missing}", {"act": "purge"}, "/dlq")
     assert f"no dead letter {missing}" in admin.get("/dlq").text
+
+
+def test_undoing_a_close_and_fixing_the_books_each_wait_for_a_second_person(console: ConsoleWorld) -> None:
+    from db.models import DailyClose, Driver
+    from db.reconcile import check
+    from money.daily_close import close_business_day
+    from tests.books.test_daily_close import D1
+
+    with console.sessions.begin() as session:
+        session.execute(text("UPDATE drivers SET created_at = '2026-11-01'"))
+    close_business_day(console.sessions, D1, console.settings)  # closed by mistake: the driver missed a day
+    with console.sessions.begin() as session:  # and a cached balance goes wrong
+        target = ledger.driver_accounts(session, fleet.get_driver(session, console.driver).id).target
+        session.execute(text("UPDATE accounts SET balance_cents = balance_cents + 100 WHERE id = :a"), {"a": target})
+    assert "Ask to undo this close" not in logged_in(console, "vera").get("/books").text
+    operator = logged_in(console, "omar")
+    assert post(operator, f"/books/closes/{D1}/undo", {"reason": "closed too early"}, "/books").status_code == 303
+    assert post(operator, "/books/fix", {"reason": "a cache went wrong"}, "/books").status_code == 303
+    assert "already waiting" in operator.get(str(post(operator, "/books/fix", {"reason": "again"}, "/books").headers["location"])).text
+    assert post(operator, "/books/closes/2026-02-30/undo", {"reason": "x"}, "/books").status_code == 400
+    with console.sessions() as session:
+        asked = session.execute(select(MoneyRequest.id, MoneyRequest.kind, MoneyRequest.state).order_by(MoneyRequest.id)).all()
+        assert [(kind, state) for _, kind, state in asked] == [("close_undo", "pending"), ("reconcile_fix", "pending")]
+        assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 1  # nothing moved yet
+    with console.sessions() as session:
+        assert len(check(session.connection())) == 1
+    page = logged_in(console, "abby").get("/requests").text
+    assert f"undo the close of business day {D1} (1 drivers)" in page and "fix the books (1 discrepancies" in page
+    approver = logged_in(console, "abby")
+    for request_id, _, _ in asked:
+        assert post(approver, f"/requests/{request_id}", {"decision": "approve"}, "/requests").status_code == 303
+    with console.sessions() as session:
+        assert session.execute(select(MoneyRequest.state)).scalars().all() == ["done", "done"]
+        assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 0
+        assert session.get(DailyClose, D1) is None
+    with console.sessions() as session:
+        assert check(session.connection()) == []
+    audit = approver.get("/audit").text
+    assert "close_undone" in audit and "money_request_finished" in audit

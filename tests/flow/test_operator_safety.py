@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 
 from db import fleet
 from db.models import DailyClose, Driver, DriverDay, Inbox
+from db.users import add_user
 from money.daily_close import close_business_day, days_to_close
 from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_driver_code, next_receipt, pending_count, wait_until
 
@@ -56,30 +57,44 @@ def test_the_close_refuses_today_the_future_and_days_before_the_fleet(fresh_sess
         assert session.get(DailyClose, date(2020, 1, 1)).forced_reason == "migration from the old system"
 
 
-def test_a_mistaken_close_is_undone_by_a_person_who_says_why(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+def test_a_mistaken_close_is_undone_once_a_second_person_approves(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
     with fresh_sessions.begin() as session:
         add_driver_with_vehicle(session, driver_code="D120005", vehicle_code="125")
         session.execute(text("UPDATE drivers SET created_at = '2019-12-01'"))
+        add_user(session, "amina", "approver", "a long enough password")  # approvers ask too
+        add_user(session, "bob", "approver", "another long password")
     url = url_of(fresh_sessions)
     forced = close_day(fresh_sessions, "--date", "2020-01-01", "--force", "--reason", "typo")
     assert forced.returncode == 0, forced.stderr
     with fresh_sessions() as session:
         assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 1  # the harm done
     usage = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "typo", database_url=url, check=False)
-    assert usage.returncode == 2 and "--operator" in usage.stderr  # who decided is required
-    not_closed = fleetpay("undo-close", "--date", "2020-01-02", "--reason", "x", "--operator", "amina",
+    assert usage.returncode == 2 and "--user" in usage.stderr  # who asks is required
+    nobody = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "x", "--user", "mallory", database_url=url, check=False)
+    assert nobody.returncode == 1 and "no user mallory" in nobody.stderr
+    not_closed = fleetpay("undo-close", "--date", "2020-01-02", "--reason", "x", "--user", "amina",
                           database_url=url, check=False)
     assert not_closed.returncode == 1 and "is not closed" in not_closed.stderr
     assert not_closed.stderr.strip().count("\n") == 0
-    undone = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "meant 2026", "--operator", "amina", "--json",
-                      database_url=url, check=False)
-    assert undone.returncode == 0, undone.stderr
-    assert json.loads(undone.stdout)["reopened"] == ["D120005"]
+    asked = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "meant 2026", "--user", "amina", "--json",
+                     database_url=url, check=False)
+    assert asked.returncode == 0, asked.stderr
+    request = json.loads(asked.stdout)
+    assert (request["state"], closed_rows(fresh_sessions)) == ("pending", (1, 1))  # nothing undone yet
+    twice = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "again", "--user", "bob", database_url=url, check=False)
+    assert twice.returncode == 1 and "already waiting" in twice.stderr
+    own = fleetpay("requests", "approve", str(request["request"]), "--user", "amina", database_url=url, check=False)
+    assert own.returncode == 1 and "another person decides it" in own.stderr
+    approved = fleetpay("requests", "approve", str(request["request"]), "--user", "bob", database_url=url, check=False)
+    assert approved.returncode == 0 and "approved and done" in approved.stdout, approved.stderr
     assert closed_rows(fresh_sessions) == (0, 0)
     with fresh_sessions() as session:
         assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 0
-        assert session.execute(text("SELECT operator, reason FROM operator_actions")).one() == ("amina", "meant 2026")
-    again = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "x", "--operator", "amina", database_url=url, check=False)
+        assert session.execute(text("SELECT outcome->'reopened' FROM money_requests")).scalar_one() == ["D120005"]
+        assert session.execute(text("SELECT operator, reason FROM operator_actions WHERE action = 'close_undone'")).one() == (
+            "amina", "meant 2026")  # the undo names who asked for it and why; the approval names bob
+        assert session.execute(text("SELECT operator FROM operator_actions WHERE action = 'money_request_approved'")).scalar_one() == "bob"
+    again = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "x", "--user", "amina", database_url=url, check=False)
     assert again.returncode == 1 and "is not closed" in again.stderr
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from db import ledger
 from db.models import Driver, DriverDay, Inbox, Posting, ReconciliationFix
+from db.users import add_user
 from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_driver_code, next_receipt, pending_count, wait_until
 
 
@@ -56,10 +57,17 @@ def test_check_reports_corruption_exactly_and_fix_mends_it_once(database_url, ht
     refused = fleetpay("reconcile", "--fix", database_url=database_url, check=False)
     assert refused.returncode == 2 and "--reason" in refused.stderr
 
-    status, fixed = reconcile(database_url, "--fix", "--reason", "test corruption", "--operator", "ops-amina")
-    assert (status, fixed["ok"], fixed["fixed"]) == (0, True, 2)
-    status, second = reconcile(database_url, "--fix", "--reason", "again", "--operator", "ops-amina")
-    assert (status, second["fixed"]) == (0, 0)
+    with sessions.begin() as session:
+        add_user(session, f"ops-{code}", "operator", "a long enough password")
+        add_user(session, f"boss-{code}", "approver", "another long password")
+    status, asked = reconcile(database_url, "--fix", "--reason", "test corruption", "--user", f"ops-{code}")
+    assert (status, asked["fix"]["state"], len(asked["discrepancies"])) == (3, "pending", 2)  # nothing fixed yet
+    approved = fleetpay("requests", "approve", str(asked["fix"]["request"]), "--user", f"boss-{code}", database_url=database_url)
+    assert "approved and done" in approved.stdout
+    status, fixed = reconcile(database_url)
+    assert (status, fixed["ok"]) == (0, True)
+    status, second = reconcile(database_url, "--fix", "--reason", "again", "--user", f"ops-{code}")
+    assert (status, second["fix"]) == (0, {"refused": "the books have nothing a fix can correct now (run a check to see the discrepancies)"})
 
     with sessions() as session:
         assert ledger.balance_cents(session, target) == 40_000
@@ -67,7 +75,7 @@ def test_check_reports_corruption_exactly_and_fix_mends_it_once(database_url, ht
         assert session.execute(select(func.count()).select_from(Posting)).scalar_one() == postings_before
         fixes = session.execute(select(ReconciliationFix.kind, ReconciliationFix.delta_cents, ReconciliationFix.operator)
                                 .where(ReconciliationFix.subject.contains(code))).all()
-    assert sorted(fixes) == [("cached_balance", -12_345, "ops-amina"), ("driver_day", 500, "ops-amina")]
+    assert sorted(fixes) == [("cached_balance", -12_345, f"ops-{code}"), ("driver_day", 500, f"ops-{code}")]
 
 
 def test_pull_recovers_a_dropped_confirmation_once_even_if_it_arrives_late(database_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
