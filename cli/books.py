@@ -178,7 +178,7 @@ def undo_close(
 
 
 def _said_undone(summary: dict[str, Any]) -> None:
-    console.print(f"close of {summary['business_date']} undone for {len(summary['reopened'])} drivers", soft_wrap=True)
+    console.print(f"close of {summary['business_date']} undone for {summary['reopened']} drivers", soft_wrap=True)
     if summary["reinstated"]:
         console.print(f"reinstated: {', '.join(summary['reinstated'])}", soft_wrap=True)
     if summary["vehicles_taken"]:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from cli import context
-from cli.output import console, emit, emit_json, emit_table, fail
+from cli.output import JsonFlag, console, emit, emit_json, emit_table, fail
 from workers.dead_letters import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
@@ -32,7 +32,6 @@ from workers.dead_letters import (
 
 dlq = typer.Typer(help="The dead-letter queue: messages whose retries ran out. Read, requeue, purge.")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QueueOption = Annotated[Optional[str], typer.Option("--queue", help="Only this queue's dead letters.")]
 ActorOption = Annotated[Optional[str], typer.Option("--actor", help="Only this actor's, e.g. process_callback.")]
 IdsArgument = Annotated[

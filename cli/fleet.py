@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from sqlalchemy.orm import Session
 
 from cli import context
-from cli.output import emit, emit_json, emit_table, fail, kes
+from cli.output import JsonFlag, emit, emit_json, emit_table, fail, kes
+from cli.requests import UserAsks, ask_from_shell
 from db import fleet
 from db.balances import driver_balance
 from db.fleet import FleetError
-from schemas.callbacks import InvalidCallback
 from schemas.parsing import InvalidField, require_msisdn
 
 vehicles = typer.Typer(help="Vehicles: a vehicle's code is the C2B account number fares are paid to.")
 drivers = typer.Typer(help="Drivers: their M-Pesa number receives their shares by B2C.")
 unmatched = typer.Typer(help="Payments in suspense, waiting for an operator to assign them.")
 deposits = typer.Typer(help="Security deposits moved by hand: through the ledger, named, refunds approved by a second person.")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 @vehicles.command("add")
@@ -234,20 +232,16 @@ def deposits_topup(
 def deposits_refund(
     driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
     reason: Annotated[str, typer.Option(help="Why (recorded).")],
-    operator: Annotated[str, typer.Option(help="Who asks (recorded; someone else approves).")],
+    user: UserAsks,
     amount_kes: Annotated[Optional[int], typer.Option(min=1, help="Whole shillings (default: the whole deposit).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Pay a deposit back by B2C: payouts that wait until another person runs `payouts approve`."""
-    from money.deposits import refund
-
-    _move_deposit(
-        lambda session, today: refund(session, context.driver_code(driver), None if amount_kes is None else amount_kes * 100,
-                                      context.settings(), operator=operator, reason=reason, business_date=today),
-        as_json,
-        lambda done: (f"refund of KES {kes(done['amount_cents'])} to {done['driver']} waits for approval by someone other "
-                      f"than {operator}: fleetpay payouts approve {' / '.join(map(str, done['payouts']))} --operator NAME"),
-    )
+    """Ask to pay a deposit back by B2C (split at the B2C maximum): it is paid once another user
+    approves the request (four eyes)."""
+    params = {"driver": context.driver_code(driver), "amount_cents": None if amount_kes is None else amount_kes * 100}
+    ask_from_shell(user, "deposit_refund", params, reason, as_json=as_json,
+                   done=lambda done: f"refund of KES {kes(done['amount_cents'])} to {params['driver']}: payouts "
+                                     f"{', '.join(map(str, done['payout_ids']))} sent")
 
 
 def _move_deposit(move: Callable[[Session, date], dict[str, Any]], as_json: bool, said: Callable[[dict[str, Any]], str]) -> None:
@@ -312,31 +306,17 @@ def unmatched_assign(
     trans_id: Annotated[str, typer.Argument(help="The M-Pesa receipt, e.g. SHK3QX7T2M")],
     driver: Annotated[str, typer.Option(help="Driver code to give the money to.")],
     reason: Annotated[str, typer.Option(help="Why (kept on the posting).")],
-    operator: Annotated[str, typer.Option(help="Who decided (kept on the posting and recorded).")],
+    user: UserAsks,
     as_: Annotated[
         Optional[str], typer.Option("--as", help="fare (split, paid out) or company (driver paid); default from the account typed.")
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Assign a payment in suspense to a driver, by the normal rules, with its original time."""
-    from money.unmatched import assign_unmatched
-
+    """Ask to assign a payment in suspense to a driver, by the normal rules, with its original
+    time: it is assigned once another user approves the request (four eyes)."""
     if as_ not in (None, "fare", "company"):
         raise fail("--as is fare or company", 2)
-    role: Literal["fare", "company"] | None = as_  # type: ignore[assignment]
-    try:
-        with context.transaction() as session:
-            applied = assign_unmatched(
-                session, trans_id=trans_id, driver_code=context.driver_code(driver), reason=reason,
-                operator=operator, settings=context.settings(), as_=role,
-            )
-    except (FleetError, InvalidCallback, ValueError) as error:
-        raise fail(str(error)) from error
-    if applied.payout_ids:
-        from workers.send_payout import send_payouts
-
-        send_payouts(applied.payout_ids)  # committed; if Redis is down the payout sweep sends it
-    if applied.reason and applied.reason.startswith("already_assigned:"):
-        typer.echo(f"{trans_id} was already assigned to {context.driver_code(driver)}: nothing changed")
-        return
-    typer.echo(f"{trans_id} assigned to {context.driver_code(driver)}"
-               + (f" (payout {applied.payout_ids[0]} sent)" if applied.payout_ids else ""))
+    params = {"trans_id": trans_id, "driver": context.driver_code(driver), **({"as": as_} if as_ else {})}
+    ask_from_shell(user, "unmatched_assign", params, reason, as_json=as_json,
+                   done=lambda done: f"{trans_id} assigned to {params['driver']}"
+                                     + (f" (payout {done['payout_ids'][0]} sent)" if done.get("payout_ids") else ""))

@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from cli import context
-from cli.output import emit_json, emit_table, fail, kes
+from cli.output import JsonFlag, emit_json, emit_table, fail, kes
+from cli.requests import UserAsks, ask_from_shell
 from db import fleet
 from db.payouts import list_payouts, payout_state
 from fleetpay.payout_states import STATE_ORDER
-from fleetpay.people import BadName
-from money.payouts import RESOLVABLE_STATES, PayoutError, approve, reserve_accrued, retry_failed
+from money.payouts import RESOLVABLE_STATES, reserve_accrued
 
 payouts = typer.Typer(help="B2C payouts to drivers: each share paid exactly once.")
 
@@ -62,56 +62,40 @@ def payouts_resolve(payout_id: Annotated[int, typer.Argument()]) -> None:
 @payouts.command("retry")
 def payouts_retry(
     payout_id: Annotated[int, typer.Argument()],
-    operator: Annotated[str, typer.Option(help="Who decided (recorded).")],
+    reason: Annotated[str, typer.Option(help="Why it is paid again (recorded).")],
+    user: UserAsks,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Pay again the amount of a FAILED payout (proven unpaid), as a new payout."""
-    from workers.send_payout import send_payouts
-
-    try:
-        with context.transaction() as session:
-            new_id = retry_failed(session, payout_id, context.settings(), business_date=date.fromisoformat(context.today()),
-                                  operator=operator).id
-    except (PayoutError, BadName) as error:
-        raise fail(str(error)) from error
-    send_payouts([new_id])
-    typer.echo(f"payout {payout_id} retried as payout {new_id}")
+    """Ask to pay again the amount of a FAILED payout (proven unpaid), as a new payout: it is
+    sent once another user approves the request (four eyes)."""
+    ask_from_shell(user, "payout_retry", {"payout_id": payout_id}, reason, as_json=as_json,
+                   done=lambda done: f"payout {payout_id} retried as payout {done['payout_ids'][0]}")
 
 
 @payouts.command("approve")
 def payouts_approve(
     payout_id: Annotated[int, typer.Argument()],
-    operator: Annotated[str, typer.Option(help="Who approves (recorded; not who asked for it).")],
+    reason: Annotated[str, typer.Option(help="Why it may go (recorded).")],
+    user: UserAsks,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Release a payout that waits for approval (a deposit refund) to be sent; a payout a person
-    asked for is approved by someone else (four eyes)."""
-    from workers.send_payout import send_payouts
-
-    try:
-        with context.transaction() as session:
-            approve(session, payout_id, operator=operator)
-    except (PayoutError, BadName) as error:
-        raise fail(str(error)) from error
-    send_payouts([payout_id])
-    typer.echo(f"payout {payout_id} approved by {operator} and sent")
+    """Ask to release a payout that waits for approval (a deposit refund, one held after an
+    overpayment): it is sent once another user approves the request (four eyes)."""
+    ask_from_shell(user, "payout_approve", {"payout_id": payout_id}, reason, as_json=as_json,
+                   done=lambda done: f"payout {payout_id} released and sent")
 
 
 @payouts.command("withdraw")
 def payouts_withdraw(
     payout_id: Annotated[int, typer.Argument()],
     reason: Annotated[str, typer.Option(help="Why it is not to be paid (recorded).")],
-    operator: Annotated[str, typer.Option(help="Who (recorded).")],
+    user: UserAsks,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Withdraw a payout waiting for approval that was never sent: it is not paid, its money is
-    owed again (a deposit refund's goes back into the deposit)."""
-    from money.deposits import withdraw_payout
-
-    try:
-        with context.transaction() as session:
-            withdraw_payout(session, payout_id, operator=operator, reason=reason,
-                            business_date=date.fromisoformat(context.today()))
-    except (PayoutError, ValueError) as error:
-        raise fail(str(error)) from error
-    typer.echo(f"payout {payout_id} withdrawn by {operator}")
+    """Ask to withdraw a payout waiting for approval that was never sent: once another user
+    approves, it is not paid and its money is owed again (a deposit refund's goes back into the deposit)."""
+    ask_from_shell(user, "payout_withdraw", {"payout_id": payout_id}, reason, as_json=as_json,
+                   done=lambda done: f"payout {payout_id} withdrawn")
 
 
 @payouts.command("send")

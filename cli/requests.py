@@ -3,6 +3,7 @@ The user named (``--user`` or ``FLEETPAY_USER``) is a console user; their role d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Optional
 
@@ -65,6 +66,26 @@ def submit_as(user: str, kind: str, params: dict[str, Any], reason: str) -> mone
 def waiting(made: money_requests.Decided) -> str:
     return (f"request {made.id} made: it runs once another person approves it "
             f"(in the console, or: fleetpay requests approve {made.id} --user NAME)")
+
+
+UserAsks = Annotated[str, typer.Option("--user", envvar="FLEETPAY_USER",
+                                       help="Your console username: who asks (another user approves: four eyes).")]
+
+
+def ask_from_shell(user: str, kind: str, params: dict[str, Any], reason: str, *, as_json: bool,
+                   done: Callable[[dict[str, Any]], str]) -> None:
+    """A money command's whole answer: the request made (and how to approve it), or, with four
+    eyes off, what it did (``done`` says it); exit 1, nothing asked, when it could not run."""
+    try:
+        made = submit_as(user, kind, params, reason)
+    except money_requests.RequestRefused as refused:
+        raise fail(str(refused)) from refused
+    if as_json:
+        emit_json({"request": made.id, "state": made.state, "what": money_requests.describe(made), **(made.outcome or {})})
+    elif made.state == "pending":
+        typer.echo(f"{money_requests.describe(made)}: {waiting(made)}")
+    else:
+        typer.echo(done(made.outcome or {}))
 
 
 def _decide(request_id: int, user: str, approve_it: bool, note: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 
 class LockBusy(RuntimeError):
@@ -26,3 +27,9 @@ def advisory_lock(engine: Engine, lock_id: int, *, wait: bool) -> Iterator[None]
             yield
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+
+
+def transaction_lock(session: Session, name: str) -> None:
+    """Hold an advisory lock named ``name`` until this transaction ends: work on the same thing in
+    two transactions at once (two people asking the same thing) runs one after the other."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})

@@ -141,6 +141,11 @@ class Discrepancy:
     def difference_cents(self) -> int:
         return self.actual_cents - self.expected_cents
 
+    @property
+    def key(self) -> str:
+        """This discrepancy exactly: a fix approved for it corrects it only while it is still so."""
+        return f"{self.kind} {self.subject}: {self.expected_cents} expected, {self.actual_cents} found"
+
     def as_dict(self) -> dict[str, object]:
         return {
             "kind": self.kind,

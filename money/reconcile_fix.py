@@ -130,12 +130,14 @@ def run_fix(
     operator: str,
     reason: str,
     on_each: Callable[[Discrepancy, bool], None] | None = None,
+    only: frozenset[str] | None = None,
 ) -> tuple[int, list[Discrepancy], int]:
-    """Check, then correct every fixable discrepancy in a transaction of its own.
+    """Check, then correct every fixable discrepancy in a transaction of its own (with ``only``,
+    just those whose ``key`` it names: what a person approved, if it is still so).
     Returns the run id, what was found, and how many corrections were made."""
     operator = operator_name(operator)
     with sessions() as session:
-        found = check(session.connection())
+        found = [d for d in check(session.connection()) if only is None or d.key in only]
         session.rollback()
     with sessions.begin() as session:
         run_id = record_run(session, kind="fix", found=found, operator=operator, reason=reason)

@@ -28,11 +28,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.audit import record_action
+from db.locks import transaction_lock
 from db.models import Driver, MoneyRequest, Payout
 from db.reconcile import FIXABLE, check
 from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
-from money.close_undo import undo_close, undoable
+from money.close_undo import closed_at, undo_close, undoable
 from money.deposits import refund, withdraw_payout
 from money.payouts import approve, retry_failed
 from money.reconcile_fix import run_fix
@@ -62,6 +63,8 @@ def _assign(session: Session, params: dict[str, Any], settings: Settings, reques
             day: date) -> dict[str, Any]:
     applied = assign_unmatched(session, trans_id=params["trans_id"], driver_code=params["driver"], reason=request.reason,
                                operator=request.requested_by, settings=settings, as_=params.get("as"))
+    if applied.reason and applied.reason.startswith("already_assigned:"):
+        raise ValueError(f"{params['trans_id']} is assigned to {params['driver']} already: nothing to do")
     return {"payout_ids": list(applied.payout_ids), "status": applied.status, "reason": applied.reason}
 
 
@@ -129,32 +132,50 @@ class Staged:
     describe: Callable[[dict[str, Any]], str]
 
 
+def _approved(request: Decided) -> str:
+    """The reason a staged movement records (on its postings, fixes and audit rows): the asker's,
+    with the request and the second person."""
+    return f"{request.reason} (request {request.id}, approved by {request.decided_by})"
+
+
 def _check_undo(session: Session, params: dict[str, Any]) -> dict[str, Any]:
-    return {"drivers": len(undoable(session, date.fromisoformat(params["date"])))}
+    day = date.fromisoformat(params["date"])
+    # Pinned: the close this request is about. One run again after an undo is another close.
+    return {"drivers": len(undoable(session, day)), "close_ran_at": closed_at(session, day)}
 
 
 def _undo(sessions: sessionmaker[Session], params: dict[str, Any], settings: Settings, request: Decided) -> dict[str, Any]:
     summary = undo_close(sessions, date.fromisoformat(params["date"]), settings, operator=request.requested_by,
-                         reason=request.reason)
-    return {key: value for key, value in vars(summary).items() if key != "business_date"}
+                         reason=_approved(request), close_ran_at=params["close_ran_at"])
+    # Counts, and the few names a person follows up (a fleet's every driver would bloat the page).
+    return {"reopened": len(summary.reopened), "vehicles_returned": len(summary.vehicles_returned),
+            "refunds_withdrawn": len(summary.refunds_withdrawn), "reinstated": summary.reinstated,
+            "vehicles_taken": summary.vehicles_taken, "refunds_already_released": summary.refunds_already_released}
 
 
 def _check_fix(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     with Session(session.get_bind()) as snapshot:  # a check reads from a snapshot of its own
-        fixable = [found for found in check(snapshot.connection()) if found.kind in FIXABLE]
+        fixable = [found.key for found in check(snapshot.connection()) if found.kind in FIXABLE]
     if not fixable:
         raise RequestRefused("the books have nothing a fix can correct now (run a check to see the discrepancies)")
-    return {"fixable": len(fixable)}
+    # Pinned: exactly these, as they are now; the approver sees them, and nothing else is fixed.
+    return {"discrepancies": sorted(fixable)}
 
 
 def _fix(sessions: sessionmaker[Session], params: dict[str, Any], settings: Settings, request: Decided) -> dict[str, Any]:
-    run_id, found, fixed = run_fix(sessions, settings, operator=request.requested_by, reason=request.reason)
-    return {"run_id": run_id, "discrepancies": len(found), "fixed": fixed}
+    run_id, found, fixed = run_fix(sessions, settings, operator=request.requested_by, reason=_approved(request),
+                                   only=frozenset(params["discrepancies"]))
+    return {"run_id": run_id, "still_so": len(found), "fixed": fixed}
+
+
+def _fix_described(params: dict[str, Any]) -> str:
+    listed = params.get("discrepancies", [])
+    return f"fix {len(listed)} discrepancies in the books: " + "; ".join(listed[:5]) + ("; …" if len(listed) > 5 else "")
 
 
 STAGED: dict[str, Staged] = {
     "close_undo": Staged(_check_undo, _undo, lambda p: f"undo the close of business day {p['date']} ({p.get('drivers', '?')} drivers)"),
-    "reconcile_fix": Staged(_check_fix, _fix, lambda p: f"fix the books ({p.get('fixable', '?')} discrepancies a fix can correct)"),
+    "reconcile_fix": Staged(_check_fix, _fix, _fix_described),
 }
 
 
@@ -168,7 +189,7 @@ SUBJECT_KEYS: dict[str, str | None] = {"unmatched_assign": "trans_id", "deposit_
                 "payout_approve": "payout_id", "payout_withdraw": "payout_id", "close_undo": "date", "reconcile_fix": None}
 
 
-def describe(request: MoneyRequest) -> str:
+def describe(request: MoneyRequest | Decided) -> str:
     if request.kind in STAGED:
         return STAGED[request.kind].describe(request.params)
     return KINDS[request.kind][1](request.params)
@@ -185,11 +206,12 @@ class Decided:
     requested_by: str
     reason: str
     params: dict[str, Any]
+    decided_by: str | None
 
     @classmethod
     def of(cls, request: MoneyRequest) -> Decided:
         return cls(request.id, request.kind, request.state, request.outcome, request.requested_by, request.reason,
-                   dict(request.params))
+                   dict(request.params), request.decided_by)
 
 
 def submit(sessions: sessionmaker[Session], kind: str, params: dict[str, Any], *, asker: Asker, reason: str,
@@ -218,6 +240,10 @@ def _run_staged(sessions: sessionmaker[Session], request: Decided, settings: Set
         state, outcome = "done", STAGED[request.kind].run(sessions, request.params, settings, request)
     except ValueError as error:  # it could run when approved, not any more (a close ran meanwhile, …)
         state, outcome = "failed", {"error": str(error)}
+    except Exception as error:  # noqa: BLE001 — the database went away, …: part may be done; say so
+        log.exception("money_request_interrupted", request_id=request.id, kind=request.kind)
+        state, outcome = "failed", {"error": f"interrupted: {error.__class__.__name__}: {error}"[:500],
+                                    "partly_done": "maybe: both kinds are safe to ask for again"}
     with sessions.begin() as session:
         row = session.execute(select(MoneyRequest).where(MoneyRequest.id == request.id).with_for_update()).scalar_one()
         row.state, row.outcome = state, outcome
@@ -240,13 +266,15 @@ def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, re
     if len(reason) > REASON_MAX_CHARS:
         raise RequestRefused(f"a reason is at most {REASON_MAX_CHARS} characters")
     subject = SUBJECT_KEYS[kind]
-    same = select(MoneyRequest.id).where(MoneyRequest.state == "pending", MoneyRequest.kind == kind)
+    # Two people asking the same at once: one after the other, so the second sees the first.
+    transaction_lock(session, f"money_request:{kind}:{params.get(subject) if subject else ''}")
+    same = select(MoneyRequest.id).where(MoneyRequest.state.in_(("pending", "running")), MoneyRequest.kind == kind)
     if subject is not None:
         same = same.where(MoneyRequest.params[subject].astext == str(params.get(subject)))
     if waiting := session.execute(same.limit(1)).scalar_one_or_none():
         about = "the same " + subject.replace("_", " ") if subject else "this"
-        raise RequestRefused(f"request {waiting} about {about} is already waiting for a second person: approve or "
-                             "reject it first")
+        raise RequestRefused(f"request {waiting} about {about} is already waiting for a second person (or running): "
+                             "let it end, or reject it, first")
     request = MoneyRequest(kind=kind, params=params, reason=reason.strip(), requested_by=operator_name(asker.username))
     session.add(request)
     session.flush()

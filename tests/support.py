@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,30 @@ def next_driver_code() -> str:
     code = next(_driver_codes)
     assert code < 1_000_000, "the test database ran out of driver codes"
     return f"D{code:06d}"
+
+
+_people = itertools.count(1)
+
+
+def two_people(sessions: sessionmaker[Session]) -> tuple[str, str]:
+    """Two console users of this run: an operator who asks for money to move, an approver who
+    approves (four eyes)."""
+    from db.users import add_user
+
+    n = next(_people)
+    with sessions.begin() as session:
+        add_user(session, f"asker{n}", "operator", "a long enough password")
+        add_user(session, f"approver{n}", "approver", "a long enough password")
+    return f"asker{n}", f"approver{n}"
+
+
+def approve_request(asked: subprocess.CompletedProcess[str], approver: str, database_url: str,
+                    check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Another user approves, from the shell, the request a money command made."""
+    assert asked.returncode == 0, asked.stderr
+    found = re.search(r'request"?:? (\d+)', asked.stdout)
+    assert found, asked.stdout
+    return fleetpay("requests", "approve", found.group(1), "--user", approver, database_url=database_url, check=check)
 
 
 def next_receipt(prefix: str = "T") -> str:

@@ -333,7 +333,8 @@ def test_undoing_a_close_and_fixing_the_books_each_wait_for_a_second_person(cons
     with console.sessions() as session:
         assert len(check(session.connection())) == 1
     page = logged_in(console, "abby").get("/requests").text
-    assert f"undo the close of business day {D1} (1 drivers)" in page and "fix the books (1 discrepancies" in page
+    assert f"undo the close of business day {D1} (1 drivers)" in page
+    assert "fix 1 discrepancies in the books: cached_balance driver:D700001:target: " in page
     approver = logged_in(console, "abby")
     for request_id, _, _ in asked:
         assert post(approver, f"/requests/{request_id}", {"decision": "approve"}, "/requests").status_code == 303

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from db.models import Inbox
-from tests.support import fleetpay, next_driver_code, next_receipt, next_vehicle_code, open_payouts, pending_count, wait_until
+from tests.support import approve_request, fleetpay, next_driver_code, next_receipt, next_vehicle_code, open_payouts, pending_count, two_people, wait_until
 
 
 
@@ -36,10 +36,14 @@ def test_register_pay_assign_and_read_balance(database_url, http, worker, sessio
     listed = json.loads(fleetpay("unmatched", "list", "--json", database_url=database_url).stdout)
     assert stray in {p["trans_id"] for p in listed["unmatched"]}
 
-    fleetpay("unmatched", "assign", stray, "--driver", code, "--operator", "jane", "--reason", "customer typed the plate",
-             "--operator", "ops-jane", database_url=database_url)
-    again = fleetpay("unmatched", "assign", stray, "--driver", code, "--operator", "jane", "--reason", "twice", database_url=database_url)
-    assert again.returncode == 0  # idempotent
+    asker, approver = two_people(sessions)
+    asked = fleetpay("unmatched", "assign", stray, "--driver", code, "--reason", "customer typed the plate", "--user", asker,
+                     database_url=database_url)
+    assert "runs once another person approves it" in asked.stdout
+    approve_request(asked, approver, database_url)
+    again = fleetpay("unmatched", "assign", stray, "--driver", code, "--reason", "twice", "--user", asker,
+                     database_url=database_url, check=False)
+    assert again.returncode == 1 and "already: nothing to do" in again.stderr  # a second time asks nothing
 
     wait_until(lambda: open_payouts(sessions, code) == 0, what="the shares to be paid out")
     balance = json.loads(fleetpay("balance", code, "--date", "2026-11-24", "--json", database_url=database_url).stdout)

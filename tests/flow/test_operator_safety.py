@@ -13,8 +13,20 @@ from sqlalchemy import func, select, text
 from db import fleet
 from db.models import DailyClose, Driver, DriverDay, Inbox
 from db.users import add_user
+from fleetpay.settings import Settings
 from money.daily_close import close_business_day, days_to_close
-from tests.support import add_driver_with_vehicle, c2b_body, fleetpay, next_driver_code, next_receipt, pending_count, wait_until
+from money.deposits import refund
+from tests.support import (
+    add_driver_with_vehicle,
+    approve_request,
+    c2b_body,
+    fleetpay,
+    next_driver_code,
+    next_receipt,
+    pending_count,
+    two_people,
+    wait_until,
+)
 
 EAT = ZoneInfo("Africa/Nairobi")
 
@@ -90,9 +102,9 @@ def test_a_mistaken_close_is_undone_once_a_second_person_approves(fresh_sessions
     assert closed_rows(fresh_sessions) == (0, 0)
     with fresh_sessions() as session:
         assert session.execute(select(Driver.consecutive_misses)).scalar_one() == 0
-        assert session.execute(text("SELECT outcome->'reopened' FROM money_requests")).scalar_one() == ["D120005"]
+        assert session.execute(text("SELECT outcome->'reopened' FROM money_requests")).scalar_one() == 1
         assert session.execute(text("SELECT operator, reason FROM operator_actions WHERE action = 'close_undone'")).one() == (
-            "amina", "meant 2026")  # the undo names who asked for it and why; the approval names bob
+            "amina", f"meant 2026 (request {request['request']}, approved by bob)")  # who asked, why, and the second person
         assert session.execute(text("SELECT operator FROM operator_actions WHERE action = 'money_request_approved'")).scalar_one() == "bob"
     again = fleetpay("undo-close", "--date", "2020-01-01", "--reason", "x", "--user", "amina", database_url=url, check=False)
     assert again.returncode == 1 and "is not closed" in again.stderr
@@ -154,14 +166,16 @@ def test_assigning_money_tells_the_truth(http, worker, sessions, database_url) -
     assert http.post("c2b/confirm", json=c2b_body(receipt, "300.00", "NOBODY")).status_code == 200
     wait_until(lambda: pending_count(sessions, [receipt]) == 0, what="the unmatched payment")
 
-    unknown = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--operator", "jane", "--reason", "typo", database_url=database_url, check=False)
-    assert unknown.returncode == 1 and "no driver D999999" in unknown.stderr
-    fleetpay("unmatched", "assign", receipt, "--driver", codes[0].lower(), "--operator", "jane", "--reason", "typed the plate", database_url=database_url)
-    again = fleetpay("unmatched", "assign", receipt, "--driver", codes[0], "--operator", "jane", "--reason", "twice", database_url=database_url)
-    assert "already assigned" in again.stdout and "nothing changed" in again.stdout
-    other = fleetpay("unmatched", "assign", receipt, "--driver", codes[1], "--operator", "jane", "--reason", "wrong", database_url=database_url, check=False)
+    asker, approver = two_people(sessions)
+    unknown = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--user", asker, "--reason", "typo", database_url=database_url, check=False)
+    assert unknown.returncode == 1 and "no driver D999999" in unknown.stderr  # refused when asked: nothing to approve
+    asked = fleetpay("unmatched", "assign", receipt, "--driver", codes[0].lower(), "--user", asker, "--reason", "typed the plate", database_url=database_url)
+    assert approve_request(asked, approver, database_url).stdout.startswith(f"request")
+    again = fleetpay("unmatched", "assign", receipt, "--driver", codes[0], "--user", asker, "--reason", "twice", database_url=database_url, check=False)
+    assert again.returncode == 1 and f"assigned to {codes[0]} already: nothing to do" in again.stderr
+    other = fleetpay("unmatched", "assign", receipt, "--driver", codes[1], "--user", asker, "--reason", "wrong", database_url=database_url, check=False)
     assert other.returncode == 1 and f"already assigned to {codes[0]}" in other.stderr
-    unknown_again = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--operator", "jane", "--reason", "x", database_url=database_url, check=False)
+    unknown_again = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--user", asker, "--reason", "x", database_url=database_url, check=False)
     assert unknown_again.returncode == 1 and "assigned to D999999" not in unknown_again.stdout
     with sessions() as session:
         assert session.execute(select(Inbox.reason).where(Inbox.external_id == receipt)).scalar_one().startswith(f"assigned:{codes[0]}:")
@@ -268,15 +282,24 @@ def test_a_deposit_is_topped_up_and_refunded_by_two_people(fresh_sessions) -> No
                       "--json", database_url=url, check=False)
     assert topped.returncode == 0, topped.stderr
     assert json.loads(topped.stdout)["deposit_cents"] == 50_000
-    asked = fleetpay("deposits", "refund", "D120007", "--reason", "leaving", "--operator", "amina", "--json",
+    with fresh_sessions.begin() as session:
+        add_user(session, "amina", "approver", "a long enough password")
+        add_user(session, "bob", "approver", "another long password")
+    asked = fleetpay("deposits", "refund", "D120007", "--reason", "leaving", "--user", "amina", "--json",
                      database_url=url, check=False)
     assert asked.returncode == 0, asked.stderr
-    [payout_id] = json.loads(asked.stdout)["payouts"]
-    same = fleetpay("payouts", "approve", str(payout_id), "--operator", "amina", database_url=url, check=False)
+    request = json.loads(asked.stdout)
+    assert (request["state"], request["what"]) == ("pending", "refund KES 500 of the deposit of D120007")
+    same = fleetpay("requests", "approve", str(request["request"]), "--user", "amina", database_url=url, check=False)
     assert same.returncode == 1 and "four eyes" in same.stderr
-    withdrawn = fleetpay("payouts", "withdraw", str(payout_id), "--reason", "not leaving", "--operator", "bob",
-                         database_url=url, check=False)
-    assert withdrawn.returncode == 0, withdrawn.stderr
+    rejected = fleetpay("requests", "reject", str(request["request"]), "--user", "bob", "--note", "not leaving", database_url=url)
+    assert "rejected" in rejected.stdout
+    with fresh_sessions.begin() as session:  # a refund the close made on termination: held for approval
+        [payout_id] = refund(session, "D120007", None, Settings(), operator="close", reason="terminated",
+                             business_date=date(2026, 11, 30))["payouts"]
+    withdraw = fleetpay("payouts", "withdraw", str(payout_id), "--reason", "reinstated", "--user", "amina", database_url=url)
+    withdrawn = approve_request(withdraw, "bob", url)
+    assert "approved and done" in withdrawn.stdout
     shown = json.loads(fleetpay("drivers", "show", "D120007", "--json", database_url=url).stdout)
     assert shown["deposit_cents"] == 50_000
     with fresh_sessions() as session:

@@ -20,7 +20,7 @@ from db import ledger
 from db.balances import driver_balance
 from db.models import Inbox, Payout, PayoutStatusQuery
 from tests.flow.test_payouts import pay_fares, queue_faults, settle, sim_payments
-from tests.support import SAMPLES, TOKEN, add_driver_with_vehicle, fleetpay, next_driver_code, wait_until
+from tests.support import SAMPLES, TOKEN, add_driver_with_vehicle, approve_request, fleetpay, next_driver_code, two_people, wait_until
 
 MSISDN = "254722000444"
 SHARE_CENTS = 5_000  # half of a KES 100 fare
@@ -149,7 +149,11 @@ def test_a_success_callback_for_a_failed_payout_books_nothing_and_is_asked_about
     settle(sessions, [failed_id])
     failed = payout_of(sessions, failed_id)
     assert (failed.state, failed.result_code, failed.status_result_code) == ("failed", "2001", "0")
-    retried = int(fleetpay("payouts", "retry", str(failed_id), "--operator", "jane", database_url=database_url).stdout.split()[-1])
+    asker, approver = two_people(sessions)
+    approve_request(fleetpay("payouts", "retry", str(failed_id), "--reason", "proven unpaid", "--user", asker,
+                             database_url=database_url), approver, database_url)
+    with sessions() as session:
+        retried = session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{failed_id}")).scalar_one()
     settle(sessions, [retried])
 
     post(ingest_url, "b2c/result", b2c_body(failed))  # matches our ids, the amount, the driver

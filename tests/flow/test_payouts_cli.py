@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from db.models import Inbox, Payout
 from tests.flow.test_payouts import pay_fares, settle, sim_payments
-from tests.support import add_driver_with_vehicle, fleetpay, next_driver_code, pending_count, wait_until
+from tests.support import add_driver_with_vehicle, approve_request, fleetpay, next_driver_code, pending_count, two_people, wait_until
 
 
 def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url, simulator, worker, sessions) -> None:  # type: ignore[no-untyped-def]
@@ -27,9 +27,13 @@ def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url,
     refused = fleetpay("payouts", "resolve", str(failed_id), database_url=database_url, check=False)
     assert refused.returncode == 1 and "failed" in refused.stderr
 
-    retried = fleetpay("payouts", "retry", str(failed_id), "--operator", "jane", database_url=database_url)
-    new_id = int(retried.stdout.split()[-1])
-    again = fleetpay("payouts", "retry", str(failed_id), "--operator", "jane", database_url=database_url, check=False)
+    asker, approver = two_people(sessions)
+    asked = fleetpay("payouts", "retry", str(failed_id), "--reason", "proven unpaid", "--user", asker, database_url=database_url)
+    assert f"pay KES 150 to {code} again (failed payout {failed_id})" in asked.stdout
+    approve_request(asked, approver, database_url)
+    with sessions() as session:
+        new_id = session.execute(select(Payout.id).where(Payout.cause_key == f"retry:{failed_id}")).scalar_one()
+    again = fleetpay("payouts", "retry", str(failed_id), "--reason", "again", "--user", asker, database_url=database_url, check=False)
     assert again.returncode == 1 and "retried already" in again.stderr
     settle(sessions, [new_id])
     with sessions() as session:
@@ -37,7 +41,7 @@ def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url,
         assert (new.state, new.amount_cents) == ("paid", 15_000)
     assert sim_payments(simulator)[new.originator_conversation_id] == 1
 
-    missing = fleetpay("payouts", "retry", "999999999", "--operator", "jane", database_url=database_url, check=False)
+    missing = fleetpay("payouts", "retry", "999999999", "--reason", "x", "--user", asker, database_url=database_url, check=False)
     assert missing.returncode == 1 and "no payout" in missing.stderr
 
 
