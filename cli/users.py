@@ -30,7 +30,8 @@ def _run(change, done: str) -> None:  # type: ignore[no-untyped-def]
             change(session)
     except (store.UserError, WeakPassword, BadName) as error:
         raise fail(str(error)) from error
-    typer.echo(done)
+    if done:
+        typer.echo(done)
 
 
 @users.command("add")
@@ -75,3 +76,38 @@ def users_password(username: Annotated[str, typer.Argument()], password_stdin: S
     """Set a user's password (and lift a lockout)."""
     password = _password(password_stdin)
     _run(lambda session: store.set_password(session, username, password), f"password of {username} set")
+
+
+@users.command("token")
+def users_token(
+    username: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Option(help="What will use it, e.g. 'ops scripts' (shown in `users tokens`).")],
+) -> None:
+    """Make an API token for the /admin JSON API: it acts as this user, with their role. Printed
+    once, on stdout; only its hash is kept."""
+    made: list[tuple[int, str]] = []
+    _run(lambda session: made.append(store.issue_token(session, username, name)), "")
+    token_id, token = made[0]
+    typer.echo(token)
+    typer.echo(f"token {token_id} for {username} ({name}): keep it secret; `fleetpay users revoke-token {token_id}` "
+               "ends it", err=True)
+
+
+@users.command("tokens")
+def users_tokens(username: Annotated[str, typer.Argument()], as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A user's API tokens (never the tokens themselves)."""
+    try:
+        with context.transaction() as session:
+            rows = store.list_tokens(session, username)
+    except store.UserError as error:
+        raise fail(str(error)) from error
+    if as_json:
+        emit_json({"tokens": rows})
+    else:
+        emit_table(f"API tokens of {username}", rows, ["id", "name", "created_at", "last_used_at", "revoked_at"])
+
+
+@users.command("revoke-token")
+def users_revoke_token(token_id: Annotated[int, typer.Argument()]) -> None:
+    """End an API token: the next call with it is refused."""
+    _run(lambda session: store.revoke_token(session, token_id), f"token {token_id} revoked")

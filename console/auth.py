@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-ROLE_RANK = {"viewer": 0, "operator": 1, "approver": 2, "admin": 3}
-
+from db.users import role_at_least
 
 @dataclass(frozen=True)
 class Viewer:
@@ -27,7 +26,7 @@ class Viewer:
 
     def can(self, role: str) -> bool:
         """Whether this user's role is ``role`` or above (viewer < operator < approver < admin)."""
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+        return role_at_least(self.role, role)
 
 
 class NotAllowed(Exception):

@@ -403,6 +403,21 @@ class User(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class ApiToken(Base):
+    """A user's token for the ``/admin`` JSON API: the user's role and name go with every call.
+    Only its SHA-256 is kept (the token is 256 random bits, shown once when it is made)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(Text)
+    token_sha256: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class MoneyRequest(Base):
     """A money movement a person asked for, waiting for another person's approval (four eyes):
     what (``kind`` and ``params``), who asked and why, who decided, and what came of it."""

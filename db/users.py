@@ -3,18 +3,32 @@ locks them out for a while."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import USER_ROLES, User
+from db.models import USER_ROLES, ApiToken, User
 from fleetpay.passwords import hash_password, verify_password
 from fleetpay.people import operator_name
 
-__all__ = ["USER_ROLES", "UserError", "add_user", "authenticate", "end_sessions", "get_user", "list_users", "set_disabled",
-           "set_password"]
+__all__ = ["USER_ROLES", "UserError", "add_user", "authenticate", "end_sessions", "get_user", "issue_token", "list_tokens",
+           "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password", "user_for_token"]
+
+# viewer < operator < approver < admin: each may do what the ones before it may.
+ROLE_RANK = {role: rank for rank, role in enumerate(USER_ROLES)}
+
+
+def role_at_least(role: str, needed: str) -> bool:
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+TOKEN_PREFIX = "fpt_"  # so a token pasted where it should not be is recognised (secret scanners)
+TOKEN_NAME_MAX_CHARS = 64
+TOKEN_MAX_CHARS = 100  # a bearer longer than any token we make is not looked up
 
 
 class UserError(ValueError):
@@ -93,3 +107,51 @@ def authenticate(
         return None, "this user is disabled"
     session.execute(update(User).where(User.id == user.id).values(failed_logins=0, locked_until=None))
     return user, None
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, username: str, name: str) -> tuple[int, str]:
+    """A new API token for ``username`` (its id, and the token, shown this once)."""
+    user = get_user(session, username)
+    if user.disabled:
+        raise UserError(f"user {user.username} is disabled")
+    name = name.strip()
+    if not name or len(name) > TOKEN_NAME_MAX_CHARS:
+        raise UserError(f"a token's name says what uses it, in 1 to {TOKEN_NAME_MAX_CHARS} characters")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, name=name, token_sha256=_sha256(token))
+    session.add(row)
+    session.flush()
+    return row.id, token
+
+
+def list_tokens(session: Session, username: str) -> list[dict[str, Any]]:
+    user = get_user(session, username)
+    return [
+        {"id": t.id, "name": t.name, "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
+        for t in session.execute(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)).scalars()
+    ]
+
+
+def revoke_token(session: Session, token_id: int) -> None:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise UserError(f"no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = func.now()
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """The enabled user whose live token this is (and its last use noted), or None. Looked up by
+    its SHA-256: what the database compares is a hash, never the token."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > TOKEN_MAX_CHARS:
+        return None
+    row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
+        ApiToken.token_sha256 == _sha256(token), ApiToken.revoked_at.is_(None), User.disabled.is_(False))).first()
+    if row is None:
+        return None
+    row.ApiToken.last_used_at = func.now()
+    return row.User

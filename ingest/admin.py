@@ -1,8 +1,11 @@
-"""The operator API ``/admin/…``: the dead-letter queue over HTTP, and its depth on ``/metrics``.
+"""The operator API ``/admin/…``: the dead-letter queue over HTTP, and its depth on ``/metrics``;
+the money requests (``ingest.admin_requests``); its OpenAPI document (``ingest.admin_openapi``).
 
-Every route needs ``Authorization: Bearer <FLEETPAY_ADMIN_TOKEN>`` (compared in constant time; a
-token of its own, never the callback token) and answers JSON. The documents are those of
-``fleetpay dlq … --json``.
+Every route but the document needs ``Authorization: Bearer <token>`` and answers JSON. The token is
+a user's (``fleetpay users token USERNAME``): the call acts as that user, with their role (viewer
+reads, admin requeues and purges; money requests as in the console). ``FLEETPAY_ADMIN_TOKEN``, one
+token for a whole team, still works for the dead-letter routes, as an admin, but moves no money:
+what it does is nobody's. The dead-letter documents are those of ``fleetpay dlq … --json``.
 
 | route | body | answer |
 |---|---|---|
@@ -12,6 +15,7 @@ token of its own, never the callback token) and answers JSON. The documents are 
 | ``POST /admin/dlq/purge`` | ``{"ids": [...]}`` or ``{"older_than": "7d", "actor"?, "queue"?}`` | 200 ``{"purged": [...]}`` |
 
 Errors are ``{"error": <code>, "detail": <text>}``: 401 ``unauthorized`` (missing or wrong token),
+403 ``forbidden`` (the user's role may not; the shared token on a money route),
 400 ``bad_request`` / ``invalid_id``, 404 ``not_found`` (with ``ids``; nothing was done), 409 ``gone``
 (another operator took some of them meanwhile; the rest was done), 503 ``redis_unavailable``.
 Every input is bounded before it is parsed: a body with an overlong number or nested too deep
@@ -22,6 +26,7 @@ gets 400 ``bad_request``, never a 500.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -31,10 +36,13 @@ from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from db.users import role_at_least, user_for_token
 from fleetpay.settings import Settings
 from ingest.bodies import BodyTooLarge, read_limited
 from ingest.callers import client_ip, token_matches
@@ -69,28 +77,54 @@ class BadRequest(Exception):
     pass
 
 
-class AdminApi:
-    """The state behind the admin routes: the admin token and the dead-letter sets."""
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: a user (by their token), or whoever holds the shared ``FLEETPAY_ADMIN_TOKEN``."""
 
-    def __init__(self, settings: Settings, dead_letters: DeadLetters) -> None:
+    username: str
+    role: str
+    shared: bool = False
+
+
+SHARED = Caller("FLEETPAY_ADMIN_TOKEN", "admin", shared=True)
+
+
+class AdminApi:
+    """The state behind the admin routes: the tokens, the database and the dead-letter sets."""
+
+    def __init__(self, settings: Settings, dead_letters: DeadLetters, sessions: sessionmaker[Session]) -> None:
         self.settings = settings
         self.dead_letters = dead_letters
+        self.sessions = sessions
 
     # --- the steps every route shares -----------------------------------------------------
 
-    def authenticate(self, request: Request) -> Response | None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = self.settings.admin_token.get_secret_value()
-        # An empty configured token would accept an empty bearer: refuse everyone instead.
-        if expected and scheme.lower() == "bearer" and token_matches(given.strip(), expected):
-            return None
-        log.warning("admin_refused", path=request.url.path, source_ip=client_ip(request, self.settings.trusted_proxies),
-                    had_token=bool(given))
-        return problem(401, "unauthorized", "send Authorization: Bearer <FLEETPAY_ADMIN_TOKEN>")
+    def _user(self, token: str) -> Caller | None:
+        with self.sessions.begin() as session:
+            user = user_for_token(session, token)
+            return None if user is None else Caller(user.username, user.role)
 
-    async def body(self, request: Request, allowed: frozenset[str]) -> dict[str, Any]:
+    async def caller(self, request: Request) -> Caller | None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        given = given.strip()
+        if scheme.lower() != "bearer" or not given:
+            return None
+        shared = self.settings.admin_token.get_secret_value()
+        # An empty configured token would accept an empty bearer: refuse everyone instead.
+        if shared and token_matches(given, shared):
+            return SHARED
+        return await anyio.to_thread.run_sync(self._user, given)
+
+    def refused(self, request: Request, had_token: bool) -> Response:
+        log.warning("admin_refused", path=request.url.path, source_ip=client_ip(request, self.settings.trusted_proxies),
+                    had_token=had_token)
+        return problem(401, "unauthorized", "send Authorization: Bearer <a user's token> (fleetpay users token USERNAME)")
+
+    async def body(self, request: Request, allowed: frozenset[str], *, empty_ok: bool = False) -> dict[str, Any]:
         try:
             raw = await read_limited(request, ADMIN_BODY_MAX_BYTES)
+            if empty_ok and not raw.strip():
+                return {}
             # The callbacks' decoder: numbers and nesting bounded before they are parsed.
             body = decode_json(raw or b"null")
         except BodyTooLarge as error:
@@ -117,10 +151,25 @@ class AdminApi:
             log.error("admin_redis_unavailable", error=str(error))
             return problem(503, "redis_unavailable", "Redis is not answering")
 
-    def endpoint(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, handler: Callable[[Request], Awaitable[Response]], *, role: str = "viewer",
+                 shared: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` for callers whose role is ``role`` or above (and, unless ``shared``, never
+        the shared token); the caller is ``request.state.caller``."""
+
         async def guarded(request: Request) -> Response:
-            if (refusal := self.authenticate(request)) is not None:
-                return refusal
+            try:
+                caller = await self.caller(request)
+            except SQLAlchemyError as error:
+                log.error("admin_database_unavailable", error=str(error))
+                return problem(503, "database_unavailable", "PostgreSQL is not answering")
+            if caller is None:
+                return self.refused(request, "authorization" in request.headers)
+            if caller.shared and not shared:
+                return problem(403, "forbidden", "the shared FLEETPAY_ADMIN_TOKEN moves no money: use a user's token "
+                                                 "(fleetpay users token USERNAME), so what is done is someone's")
+            if not role_at_least(caller.role, role):
+                return problem(403, "forbidden", f"{caller.username} is {caller.role}: this needs {role} or above")
+            request.state.caller = caller
             try:
                 return await handler(request)
             except BadRequest as error:
@@ -211,15 +260,20 @@ class AdminApi:
         return JSONResponse(document)
 
 
-def admin_routes(settings: Settings, broker: RedisBroker) -> list[Route]:
-    """The ``/admin/dlq…`` routes for ``settings`` on ``broker``. A placeholder or short admin token
+def admin_routes(settings: Settings, broker: RedisBroker, sessions: sessionmaker[Session]) -> list[Route]:
+    """The ``/admin…`` routes for ``settings`` on ``broker``. A placeholder or short admin token
     never gets this far: ``build_app`` refuses it (``Settings.require_strong_secrets``)."""
-    api = AdminApi(settings, DeadLetters.from_settings(settings, broker))
+    from ingest.admin_openapi import openapi
+    from ingest.admin_requests import request_routes
+
+    api = AdminApi(settings, DeadLetters.from_settings(settings, broker), sessions)
     return [
+        Route("/admin/openapi.json", openapi, methods=["GET"]),
         Route("/admin/dlq", api.endpoint(api.index), methods=["GET"]),
-        Route("/admin/dlq/requeue", api.endpoint(api.requeue), methods=["POST"]),
-        Route("/admin/dlq/purge", api.endpoint(api.purge), methods=["POST"]),
+        Route("/admin/dlq/requeue", api.endpoint(api.requeue, role="admin"), methods=["POST"]),
+        Route("/admin/dlq/purge", api.endpoint(api.purge, role="admin"), methods=["POST"]),
         Route("/admin/dlq/{message_id}", api.endpoint(api.show), methods=["GET"]),
+        *request_routes(api),
     ]
 
 

@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from db import fleet
-from db.engine import make_engine
+from db.engine import make_engine, make_sessionmaker
 from fleetpay.settings import Settings
 from ingest import metrics
 from ingest.admin import admin_routes, dlq_metrics
@@ -350,7 +350,7 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Redis
         Route("/readyz", ingest.readyz),
         Route("/metrics", ingest.metrics),
     ]
-    routes += admin_routes(settings, broker)
+    routes += admin_routes(settings, broker, make_sessionmaker(engine))
     ingest.metric_registries.append(dlq_metrics(settings, broker))
     ingest.metric_registries.append(books_metrics(engine))
 
