@@ -143,8 +143,9 @@ class Discrepancy:
 
     @property
     def key(self) -> str:
-        """This discrepancy exactly: a fix approved for it corrects it only while it is still so."""
-        return f"{self.kind} {self.subject}: {self.expected_cents} expected, {self.actual_cents} found"
+        """This discrepancy: what is wrong, where, and by how much (which balanced postings made
+        meanwhile do not change); a fix approved for it corrects it only while it is still so."""
+        return f"{self.kind} {self.subject}: {self.difference_cents:+} cents"
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -22,7 +22,7 @@ scheduler closes the day again once it has ended and is within its catch-up wind
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, timedelta, timezone
 from typing import Literal
 
 import structlog
@@ -150,15 +150,15 @@ def closed_at(session: Session, day: date) -> str | None:
     """When ``day``'s close ran (ISO), which names that close: a day closed again after an undo
     has another."""
     ran = session.execute(select(DailyClose.closed_at).where(DailyClose.business_date == day)).scalar_one_or_none()
-    return None if ran is None else ran.isoformat()
+    return None if ran is None else ran.astimezone(timezone.utc).isoformat()
 
 
 def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *, operator: str, reason: str,
-               close_ran_at: str | None | Literal["any"] = "any") -> UndoSummary:
+               close_ran_at: str | None | Literal["any"] = "any", drivers: int | None = None) -> UndoSummary:
     """Undo the close of ``day`` for every driver it closed (see the module docstring);
     ``CloseRefused`` for a day that is not closed, when a close ran after it, or while a close or
-    another undo runs; with ``close_ran_at`` (``closed_at``), also when the close there now is not
-    that one (it was undone and the day closed again since it was asked)."""
+    another undo runs; with ``close_ran_at`` (``closed_at``) and ``drivers``, also when the close
+    there now is not that one (undone and run again, or finished for more drivers, since it was asked)."""
     if not operator.strip() or not reason.strip():
         raise CloseRefused("undoing a close names who decided it and why")
     try:
@@ -166,17 +166,21 @@ def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *
     except BadName as error:
         raise CloseRefused(str(error)) from error
     with one_close_at_a_time(sessions, wait=False):
-        return _undo_close(sessions, day, settings, operator=operator, reason=reason, close_ran_at=close_ran_at)
+        return _undo_close(sessions, day, settings, operator=operator, reason=reason, close_ran_at=close_ran_at,
+                           drivers=drivers)
 
 
 def _undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *, operator: str, reason: str,
-                close_ran_at: str | None | Literal["any"]) -> UndoSummary:
+                close_ran_at: str | None | Literal["any"], drivers: int | None) -> UndoSummary:
     summary = UndoSummary(day)
     with sessions() as session:
         closed = undoable(session, day)
         if close_ran_at != "any" and (now := closed_at(session, day)) != close_ran_at:
             raise CloseRefused(f"the close of {day} asked about (run at {close_ran_at}) is not the one there now "
                                f"(run at {now}): ask again")
+        if drivers is not None and len(closed) != drivers:
+            raise CloseRefused(f"the close of {day} was asked about for {drivers} drivers and now closes {len(closed)}: "
+                               "ask again")
     for driver_id in closed:
         with sessions.begin() as session:
             undo_driver_day(session, driver_id, day, settings, summary, operator=operator, reason=reason)

@@ -10,14 +10,17 @@ audit log says it ran without a second person. Every step is recorded in ``opera
 
 Two kinds run in transactions of their own rather than the approver's (``STAGED``): undoing a close
 (each driver's day under the close lock) and a reconciliation fix (each discrepancy on its own).
-Asking checks that they could run now; approving marks the request ``running`` and commits, then it
-runs, then its outcome is recorded (``submit`` and ``settle`` do all three). A request left
-``running`` by a crash stays so, in the list and in the audit log: ask again (both are safe to
-repeat: a close already undone is refused, a discrepancy already fixed is not fixed twice).
+Asking checks that they could run now and pins what the approver will see (the close: when it ran
+and for how many drivers; the discrepancies: which, and by how much); approving marks the request
+``running`` and commits, then it runs, only on what was pinned, then its outcome is recorded
+(``submit`` and ``settle`` do all three). A request a killed process left ``running`` stays so, in
+the list and the audit log, and blocks nothing: ask again (both are safe to repeat: a close
+already undone is refused, a discrepancy already fixed is not fixed twice).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -134,7 +137,9 @@ class Staged:
 
 def _approved(request: Decided) -> str:
     """The reason a staged movement records (on its postings, fixes and audit rows): the asker's,
-    with the request and the second person."""
+    with the request and the second person (or that there was none: four eyes off)."""
+    if request.decided_by is None or same_person(request.decided_by, request.requested_by):
+        return f"{request.reason} (request {request.id}, run without a second person: four eyes off)"
     return f"{request.reason} (request {request.id}, approved by {request.decided_by})"
 
 
@@ -146,7 +151,7 @@ def _check_undo(session: Session, params: dict[str, Any]) -> dict[str, Any]:
 
 def _undo(sessions: sessionmaker[Session], params: dict[str, Any], settings: Settings, request: Decided) -> dict[str, Any]:
     summary = undo_close(sessions, date.fromisoformat(params["date"]), settings, operator=request.requested_by,
-                         reason=_approved(request), close_ran_at=params["close_ran_at"])
+                         reason=_approved(request), close_ran_at=params["close_ran_at"], drivers=params["drivers"])
     # Counts, and the few names a person follows up (a fleet's every driver would bloat the page).
     return {"reopened": len(summary.reopened), "vehicles_returned": len(summary.vehicles_returned),
             "refunds_withdrawn": len(summary.refunds_withdrawn), "reinstated": summary.reinstated,
@@ -163,9 +168,13 @@ def _check_fix(session: Session, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fix(sessions: sessionmaker[Session], params: dict[str, Any], settings: Settings, request: Decided) -> dict[str, Any]:
+    approved = frozenset(params["discrepancies"])
     run_id, found, fixed = run_fix(sessions, settings, operator=request.requested_by, reason=_approved(request),
-                                   only=frozenset(params["discrepancies"]))
-    return {"run_id": run_id, "still_so": len(found), "fixed": fixed}
+                                   only=approved)
+    if gone := sorted(approved - {d.key for d in found}):
+        raise ValueError(f"{fixed} corrected (reconciliation run {run_id}); {len(gone)} no longer as approved, left "
+                         f"alone: {'; '.join(gone[:5])}: run a check and ask again")
+    return {"run_id": run_id, "fixed": fixed}
 
 
 def _fix_described(params: dict[str, Any]) -> str:
@@ -240,10 +249,16 @@ def _run_staged(sessions: sessionmaker[Session], request: Decided, settings: Set
         state, outcome = "done", STAGED[request.kind].run(sessions, request.params, settings, request)
     except ValueError as error:  # it could run when approved, not any more (a close ran meanwhile, …)
         state, outcome = "failed", {"error": str(error)}
-    except Exception as error:  # noqa: BLE001 — the database went away, …: part may be done; say so
+    except BaseException as error:  # the database went away, Ctrl-C, …: part may be done; say so
         log.exception("money_request_interrupted", request_id=request.id, kind=request.kind)
-        state, outcome = "failed", {"error": f"interrupted: {error.__class__.__name__}: {error}"[:500],
-                                    "partly_done": "maybe: both kinds are safe to ask for again"}
+        with contextlib.suppress(Exception):  # the database may be what went away: then it stays running
+            _finish(sessions, request, "failed", {"error": f"interrupted: {error.__class__.__name__}: {error}"[:500],
+                                                  "partly_done": "maybe: both kinds are safe to ask for again"})
+        raise
+    return _finish(sessions, request, state, outcome)
+
+
+def _finish(sessions: sessionmaker[Session], request: Decided, state: str, outcome: dict[str, Any]) -> Decided:
     with sessions.begin() as session:
         row = session.execute(select(MoneyRequest).where(MoneyRequest.id == request.id).with_for_update()).scalar_one()
         row.state, row.outcome = state, outcome
@@ -268,13 +283,15 @@ def ask(session: Session, kind: str, params: dict[str, Any], *, asker: Asker, re
     subject = SUBJECT_KEYS[kind]
     # Two people asking the same at once: one after the other, so the second sees the first.
     transaction_lock(session, f"money_request:{kind}:{params.get(subject) if subject else ''}")
-    same = select(MoneyRequest.id).where(MoneyRequest.state.in_(("pending", "running")), MoneyRequest.kind == kind)
+    # Only pending ones: a running undo or fix may be asked for again (each is pinned to what its
+    # approver saw, so a second one finds nothing left to do), and one a crash left running blocks nothing.
+    same = select(MoneyRequest.id).where(MoneyRequest.state == "pending", MoneyRequest.kind == kind)
     if subject is not None:
         same = same.where(MoneyRequest.params[subject].astext == str(params.get(subject)))
     if waiting := session.execute(same.limit(1)).scalar_one_or_none():
         about = "the same " + subject.replace("_", " ") if subject else "this"
-        raise RequestRefused(f"request {waiting} about {about} is already waiting for a second person (or running): "
-                             "let it end, or reject it, first")
+        raise RequestRefused(f"request {waiting} about {about} is already waiting for a second person: approve or "
+                             "reject it first")
     request = MoneyRequest(kind=kind, params=params, reason=reason.strip(), requested_by=operator_name(asker.username))
     session.add(request)
     session.flush()

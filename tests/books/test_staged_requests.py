@@ -111,3 +111,32 @@ def test_two_people_asking_the_same_undo_at_once_make_one_request(fresh_sessions
     assert sorted(outcomes)[0] == "pending" and "already waiting" in sorted(outcomes)[1]
     with fresh_sessions() as session:
         assert len(session.execute(select(MoneyRequest.id)).all()) == 1
+
+
+def test_a_fix_approved_still_corrects_a_balance_that_moved_since_and_says_what_it_left(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    from tests.books.test_daily_close import pay_fare
+
+    config = settings()
+    people(fresh_sessions)
+    add(fresh_sessions, "D510005", "515")
+    corrupt(fresh_sessions, "D510005", "deposit", 700)
+    corrupt(fresh_sessions, "D510005", "target", 900)
+    asked = submit(fresh_sessions, "reconcile_fix", {}, asker=ASKER, reason="manual SQL", settings=config, business_date=D1)
+    pay_fare(fresh_sessions, config, "515", "F1", 10_000, D1)  # the balances move; what is wrong does not
+    corrupt(fresh_sessions, "D510005", "target", 100)  # but this one is now wrong by another amount
+    decided = settle(fresh_sessions, asked.id, approver=APPROVER, approve_it=True, settings=config, business_date=D1)
+    assert decided.state == "failed" and decided.outcome["error"].startswith("1 corrected")
+    assert "target: +900 cents" in decided.outcome["error"]  # left alone, and said
+    assert found(fresh_sessions) == ["cached_balance driver:D510005:target: +1000 cents"]
+
+
+def test_with_four_eyes_off_the_records_say_nobody_checked(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    config = settings(four_eyes=False)
+    people(fresh_sessions)
+    add(fresh_sessions, "D510006", "516")
+    corrupt(fresh_sessions, "D510006", "target", 700)
+    done = submit(fresh_sessions, "reconcile_fix", {}, asker=ASKER, reason="manual SQL", settings=config, business_date=D1)
+    assert (done.state, done.outcome["fixed"]) == ("done", 1)
+    with fresh_sessions() as session:
+        reason = session.execute(text("SELECT reason FROM reconciliation_fixes")).scalar_one()
+    assert reason == f"manual SQL (request {done.id}, run without a second person: four eyes off)"
