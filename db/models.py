@@ -207,12 +207,15 @@ class Posting(Base):
     """A journal transaction: two or more entries summing to zero, unique by idempotency key."""
 
     __tablename__ = "postings"
+    # By business day, then when made: a day's postings (statements, the chart) and the last
+    # minutes' of today (the dashboard, ``db.statements._today``) from one index.
+    __table_args__ = (Index("ix_postings_business_date_created_at", "business_date", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
     kind: Mapped[str] = mapped_column(Text)
     body_sha256: Mapped[str] = mapped_column(Text)
-    business_date: Mapped[date] = mapped_column(Date, index=True)
+    business_date: Mapped[date] = mapped_column(Date)
     driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"), index=True)
     inbox_id: Mapped[int | None] = mapped_column(ForeignKey("inbox.id"))
     payout_id: Mapped[int | None] = mapped_column(ForeignKey("payouts.id"))
@@ -441,13 +444,18 @@ class MoneyRequest(Base):
 
 
 class BusinessDayTotals(Base):
-    """A past business day's takings and payouts, for the console's chart: computed once, when the
-    day is ``SETTLED_AFTER_DAYS`` old (``db.statements``), since summing a month of the ledger on
-    every page view cost seconds on a big fleet. Not money: a cache a person reads."""
+    """A business day's takings and payouts, for the console's chart and dashboard: a past day's
+    computed once, when the day is ``SETTLED_AFTER_DAYS`` old (``db.statements``), since summing a
+    month of the ledger on every page view cost seconds on a big fleet; today's added to as its
+    postings settle (``folded_before``: today's postings made before it are counted here, with
+    the drivers' shares and contributions). Not money: a cache a person reads."""
 
     __tablename__ = "business_day_totals"
 
     business_date: Mapped[date] = mapped_column(Date, primary_key=True)
     takings_cents: Mapped[int] = mapped_column(BigInteger)
     paid_out_cents: Mapped[int] = mapped_column(BigInteger)
+    shares_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    contributions_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    folded_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     computed_at: Mapped[datetime] = _now()

@@ -3,10 +3,10 @@ a running balance) and the fleet's numbers for the dashboard."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import Integer, cast, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -82,12 +82,14 @@ def _day_totals(session: Session, mpesa: int, since: date, until: date, *, skip:
 def _past_days(session: Session, mpesa: int, since: date, until: date) -> tuple[dict[date, int], dict[date, int]]:
     """The chart's past days, from ``business_day_totals``: a settled day is computed once; a day
     that may still take payments is computed again when its figures are older than
-    ``RECENT_REFRESH``. Stores what it computes."""
+    ``RECENT_REFRESH``; a day folded while it was today (``folded_before``) is computed whole.
+    Stores what it computes."""
     settled = until - timedelta(days=SETTLED_AFTER_DAYS - 1)
     stored = {row.business_date: row for row in session.execute(
         select(BusinessDayTotals).where(BusinessDayTotals.business_date.between(since, until))).scalars()}
     fresh_since = session.execute(select(func.now() - RECENT_REFRESH)).scalar_one()
-    keep = {day for day, row in stored.items() if day <= settled or row.computed_at > fresh_since}
+    keep = {day for day, row in stored.items()
+            if row.folded_before is None and (day <= settled or row.computed_at > fresh_since)}
     takings, paid = _day_totals(session, mpesa, since, until, skip=keep)
     computed = [since + timedelta(days=n) for n in range((until - since).days + 1) if since + timedelta(days=n) not in keep]
     if computed:
@@ -96,25 +98,86 @@ def _past_days(session: Session, mpesa: int, since: date, until: date) -> tuple[
         session.execute(insert.on_conflict_do_update(
             index_elements=[BusinessDayTotals.business_date],
             set_={"takings_cents": insert.excluded.takings_cents, "paid_out_cents": insert.excluded.paid_out_cents,
-                  "computed_at": func.now()}))
+                  "shares_cents": 0, "contributions_cents": 0, "folded_before": None, "computed_at": func.now()}))
     for day in keep:
         takings[day], paid[day] = stored[day].takings_cents, stored[day].paid_out_cents
     return takings, paid
 
 
-def _today(session: Session, mpesa: int, today: date) -> tuple[int, int, int]:
-    """Today's takings, payouts and drivers' shares, live, in one pass over today's entries."""
+# Today's postings are added to today's stored totals once no transaction that could still commit
+# one of them is open; the last minute, and anything an open transaction may yet commit, is read live.
+TODAY_SETTLE = timedelta(minutes=1)
+
+Figures = tuple[int, int, int, int]  # takings, paid out, drivers' shares, contributions to targets
+
+
+def _today_sums(session: Session, mpesa: int, today: date, since: datetime | None, before: datetime | None) -> Figures:
+    """The figures of ``today``'s postings made in [since, before). Contributions are summed as the
+    reconciliation proves each driver day's (``db.reconcile``): fares and driver payments into targets."""
     money_in = func.sum(Entry.amount_cents).filter(Entry.account_id == mpesa, Entry.amount_cents < 0,
                                                    Posting.kind.in_(("fare", "driver_payment")))
     money_out = func.sum(Entry.amount_cents).filter(Entry.account_id == mpesa, Entry.amount_cents > 0,
                                                     Posting.kind.in_(("payout_paid", "payout_paid_after_failure")))
     shares = func.sum(Entry.amount_cents).filter(Posting.kind == "fare", Account.kind == "payable")
-    row = session.execute(
-        select(func.coalesce(-money_in, 0), func.coalesce(money_out, 0), func.coalesce(shares, 0))
-        .select_from(Posting).join(Entry, Entry.posting_id == Posting.id).join(Account, Account.id == Entry.account_id)
-        .where(Posting.business_date == today)
-    ).one()
-    return int(row[0]), int(row[1]), int(row[2])
+    contributions = func.sum(Entry.amount_cents).filter(Posting.kind.in_(("fare", "driver_payment")), Account.kind == "target")
+    query = (select(func.coalesce(-money_in, 0), func.coalesce(money_out, 0), func.coalesce(shares, 0),
+                    func.coalesce(contributions, 0))
+             .select_from(Posting).join(Entry, Entry.posting_id == Posting.id).join(Account, Account.id == Entry.account_id)
+             .where(Posting.business_date == today))
+    if since is not None:
+        query = query.where(Posting.created_at >= since)
+    if before is not None:
+        query = query.where(Posting.created_at < before)
+    row = session.execute(query).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+# Before when every posting of today is there to stay: ``settle`` ago, or when the oldest transaction
+# still open in this database began. NULL (fold nothing) when that cannot be known: a session this
+# role may not see (another role's, without ``pg_read_all_stats``: its backend_type is hidden), one
+# not tracked (``track_activities`` off), or a prepared transaction.
+_CUTOFF = text("""
+    SELECT CASE WHEN bool_or(backend_type IS NULL OR state = 'disabled'
+                             OR (state IS NULL AND backend_type = 'client backend'))
+                  OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database())
+                THEN NULL
+                ELSE least(now() - :settle, min(xact_start)) END
+      FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid()
+""")
+
+
+def _today(session: Session, mpesa: int, today: date, settle: timedelta = TODAY_SETTLE) -> Figures:
+    """Today's figures, exact as of this read: the stored totals of the postings folded so far,
+    plus the rest read live.
+
+    A posting's ``created_at`` is its transaction's start. Every transaction that started before
+    the oldest one still open in this database has ended, so the postings made before that moment
+    (and before ``settle`` ago) are all there will ever be of them: they are added to the stored
+    totals once, under the row's lock, and ``folded_before`` moves on. Those made since are summed
+    live (``ix_postings_business_date_created_at`` finds them). A view that finds another folding
+    (the row locked) reads the stored totals as committed and the rest live: views never wait."""
+    today_row = select(BusinessDayTotals).where(BusinessDayTotals.business_date == today)
+    row = session.execute(today_row.with_for_update(skip_locked=True)).scalar_one_or_none()
+    if row is None and session.execute(today_row).scalar_one_or_none() is None:  # the day's first view
+        session.execute(pg_insert(BusinessDayTotals).values(business_date=today, takings_cents=0, paid_out_cents=0)
+                        .on_conflict_do_nothing())
+        row = session.execute(today_row.with_for_update(skip_locked=True)).scalar_one_or_none()
+    locked = row is not None
+    if row is None:  # another view is folding: its commit will carry it on
+        row = session.execute(today_row).scalar_one()
+    # Nothing of today folded yet (or, if the clock went back, a whole day stored): start from zero.
+    stored: Figures = ((0, 0, 0, 0) if row.folded_before is None else
+                       (row.takings_cents, row.paid_out_cents, row.shares_cents, row.contributions_cents))
+    cutoff = session.execute(_CUTOFF, {"settle": settle}).scalar_one() if locked else None
+    if cutoff is not None and (row.folded_before is None or cutoff > row.folded_before):
+        added = _today_sums(session, mpesa, today, row.folded_before, cutoff)
+        stored = (stored[0] + added[0], stored[1] + added[1], stored[2] + added[2], stored[3] + added[3])
+        row.takings_cents, row.paid_out_cents, row.shares_cents, row.contributions_cents = stored
+        row.folded_before, row.computed_at = cutoff, func.now()
+        session.flush()
+    live = _today_sums(session, mpesa, today, row.folded_before, None)
+    return stored[0] + live[0], stored[1] + live[1], stored[2] + live[2], stored[3] + live[3]
 
 
 def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any]:
@@ -124,10 +187,7 @@ def dashboard(session: Session, today: date, *, days: int = 30) -> dict[str, Any
     system = ledger.system_accounts(session)
     since = today - timedelta(days=days - 1)
     takings, paid = _past_days(session, system.mpesa, since, today - timedelta(days=1))
-    takings[today], paid[today], shares = _today(session, system.mpesa, today)
-    contributed = session.execute(
-        select(func.coalesce(func.sum(DriverDay.contributed_cents), 0)).where(DriverDay.business_date == today)
-    ).scalar_one()
+    takings[today], paid[today], shares, contributed = _today(session, system.mpesa, today)
     suspense = session.execute(
         select(func.coalesce(func.sum(Entry.amount_cents), 0)).where(Entry.account_id == system.suspense)
     ).scalar_one()
