@@ -4,6 +4,7 @@ locks them out for a while."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,7 +29,8 @@ def role_at_least(role: str, needed: str) -> bool:
 
 TOKEN_PREFIX = "fpt_"  # so a token pasted where it should not be is recognised (secret scanners)
 TOKEN_NAME_MAX_CHARS = 64
-TOKEN_MAX_CHARS = 100  # a bearer longer than any token we make is not looked up
+TOKEN_SHAPE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")  # what issue_token makes, exactly
+LAST_USED_EVERY = timedelta(minutes=5)  # a token's last use is noted at most this often (no write per call)
 
 
 class UserError(ValueError):
@@ -66,10 +68,14 @@ def set_password(session: Session, username: str, password: str) -> None:
     user = get_user(session, username)
     user.password_hash, user.failed_logins, user.locked_until = hash_password(password), 0, None
     user.session_version += 1  # sessions opened with the old password end
+    _revoke_all(session, user)  # and so do the tokens: a new password is for a suspected compromise too
 
 
 def set_disabled(session: Session, username: str, disabled: bool) -> None:
-    get_user(session, username).disabled = disabled
+    user = get_user(session, username)
+    user.disabled = disabled
+    if disabled:  # enabling the user again does not bring old tokens back
+        _revoke_all(session, user)
 
 
 def end_sessions(session: Session, username: str) -> None:
@@ -147,11 +153,18 @@ def revoke_token(session: Session, token_id: int) -> None:
 def user_for_token(session: Session, token: str) -> User | None:
     """The enabled user whose live token this is (and its last use noted), or None. Looked up by
     its SHA-256: what the database compares is a hash, never the token."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > TOKEN_MAX_CHARS:
+    if not TOKEN_SHAPE.fullmatch(token):  # nothing else is looked up
         return None
     row = session.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
         ApiToken.token_sha256 == _sha256(token), ApiToken.revoked_at.is_(None), User.disabled.is_(False))).first()
     if row is None:
         return None
-    row.ApiToken.last_used_at = func.now()
+    used = row.ApiToken.last_used_at
+    if used is None or used < datetime.now(timezone.utc) - LAST_USED_EVERY:
+        row.ApiToken.last_used_at = func.now()
     return row.User
+
+
+def _revoke_all(session: Session, user: User) -> None:
+    session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=func.now()))

@@ -4,8 +4,8 @@ the money requests (``ingest.admin_requests``); its OpenAPI document (``ingest.a
 Every route but the document needs ``Authorization: Bearer <token>`` and answers JSON. The token is
 a user's (``fleetpay users token USERNAME``): the call acts as that user, with their role (viewer
 reads, admin requeues and purges; money requests as in the console). ``FLEETPAY_ADMIN_TOKEN``, one
-token for a whole team, still works for the dead-letter routes, as an admin, but moves no money:
-what it does is nobody's. The dead-letter documents are those of ``fleetpay dlq … --json``.
+token for a whole team, still works as an admin (dead letters, reading requests), but moves no
+money: what it does is nobody's. The dead-letter documents are those of ``fleetpay dlq … --json``.
 
 | route | body | answer |
 |---|---|---|
@@ -42,6 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from db.audit import record_action
 from db.users import role_at_least, user_for_token
 from fleetpay.settings import Settings
 from ingest.bodies import BodyTooLarge, read_limited
@@ -213,7 +214,7 @@ class AdminApi:
 
         def work() -> Response:
             letters = select()
-            return self.moved(self.dead_letters.requeue(letters), "requeued")
+            return self.moved(self.recorded(request, "dead_letter_requeued", self.dead_letters.requeue(letters)), "requeued")
 
         return await self.act(work)
 
@@ -223,9 +224,17 @@ class AdminApi:
 
         def work() -> Response:
             letters = select()
-            return self.moved(self.dead_letters.purge(letters), "purged")
+            return self.moved(self.recorded(request, "dead_letter_purged", self.dead_letters.purge(letters)), "purged")
 
         return await self.act(work)
+
+    def recorded(self, request: Request, action: str, moved: Moved) -> Moved:
+        """``moved``, once recorded in ``operator_actions`` under the caller's name, as the console does."""
+        with self.sessions.begin() as session:
+            record_action(session, action=action, subject=",".join(moved.done)[:500] or "-",
+                          operator=request.state.caller.username, reason="admin api",
+                          detail={"done": moved.done, "gone": moved.gone})
+        return moved
 
     def selection(self, body: dict[str, Any], *, everything_field: str) -> Callable[[], list[DeadLetter]]:
         """Which dead letters a requeue or purge body names: ``ids``, or ``all`` /

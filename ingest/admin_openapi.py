@@ -26,11 +26,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _op(summary: str, role: str, ok: dict[str, Any], *codes: int, body: dict[str, Any] | None = None,
-        parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        parameters: list[dict[str, Any]] | None = None, body_required: bool = True) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "description": f"Role: {role} or above.",
                                  "responses": {**ok, **_errors(401, 403, *codes)}}
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        operation["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
     if parameters:
         operation["parameters"] = parameters
     return operation
@@ -49,8 +49,8 @@ DOCUMENT: dict[str, Any] = {
                             "carries (`fleetpay users token USERNAME`), with that user's role."},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                       "description": "A user's token (fpt_…); FLEETPAY_ADMIN_TOKEN is accepted, as an "
-                                                      "admin, on the dead-letter routes only."}},
+                                       "description": "A user's token (fpt_…); FLEETPAY_ADMIN_TOKEN is accepted as an "
+                                                      "admin everywhere but the routes that move money."}},
         "schemas": {
             "Error": {"type": "object", "required": ["error", "detail"],
                       "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
@@ -98,11 +98,12 @@ DOCUMENT: dict[str, Any] = {
         },
         "/admin/requests/{request_id}/approve": {"post": _op(
             "Approve someone else's request: it runs now", "approver", {"200": _json(REQUEST, "done or failed, with outcome")},
-            400, 409, 503, parameters=[_path_id("request_id")])},
+            400, 409, 503, parameters=[_path_id("request_id")], body_required=False,
+            body={"type": "object", "additionalProperties": False, "properties": {}})},
         "/admin/requests/{request_id}/reject": {"post": _op(
             "Reject someone else's request: nothing runs", "approver", {"200": _json(REQUEST, "rejected")}, 400, 409, 503,
             body={"type": "object", "properties": {"note": {"type": "string", "maxLength": 500}}},
-            parameters=[_path_id("request_id")])},
+            parameters=[_path_id("request_id")], body_required=False)},
     },
 }
 

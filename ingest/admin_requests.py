@@ -10,7 +10,8 @@
 The caller is the user whose token it is: an operator asks, an approver (not the one who asked)
 decides, exactly as in the console, through the same ``money.requests`` functions. A request that
 cannot be made or decided is 409 ``refused`` with the reason; a body we do not accept is 400
-``bad_request``. The shared ``FLEETPAY_ADMIN_TOKEN`` is refused here (403): money moved by hand is
+``bad_request``. The payouts of a request that ran go out with the next payout sweep
+(``FLEETPAY_SCHEDULE_SWEEP_S``). The shared ``FLEETPAY_ADMIN_TOKEN`` is refused here (403): money moved by hand is
 someone's.
 """
 
@@ -57,10 +58,8 @@ def request_routes(api: AdminApi) -> list[Route]:
             return problem(409, "refused", str(refused))
         except SQLAlchemyError as error:
             return problem(503, "database_unavailable", f"PostgreSQL is not answering ({error.__class__.__name__})")
-        if done.state == "done" and done.outcome and done.outcome.get("payout_ids"):
-            from workers.send_payout import send_payouts
-
-            send_payouts(list(done.outcome["payout_ids"]))  # committed; if Redis is down the payout sweep sends them
+        # The payouts of a request that ran are committed: the payout sweep sends them (the ingest
+        # enqueues nothing but callbacks).
         return JSONResponse(document(done), status_code)
 
     async def listed(request: Request) -> Response:
@@ -68,7 +67,10 @@ def request_routes(api: AdminApi) -> list[Route]:
             with api.sessions() as session:
                 return JSONResponse({"requests": [document(money_requests.Decided.of(r)) for r in money_requests.pending(session)]})
 
-        return await anyio.to_thread.run_sync(work)
+        try:
+            return await anyio.to_thread.run_sync(work)
+        except SQLAlchemyError as error:
+            return problem(503, "database_unavailable", f"PostgreSQL is not answering ({error.__class__.__name__})")
 
     async def ask(request: Request) -> Response:
         try:
@@ -83,7 +85,7 @@ def request_routes(api: AdminApi) -> list[Route]:
             raw = request.path_params["request_id"]
             if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
                 raise BadRequest("a request id is a whole number")
-            body = await api.body(request, frozenset({"note"}), empty_ok=True)
+            body = await api.body(request, frozenset() if approve_it else frozenset({"note"}), empty_ok=True)
             note = body.get("note", "")
             if not isinstance(note, str) or len(note) > REJECT_NOTE_MAX_CHARS:
                 raise BadRequest(f"note is a string of at most {REJECT_NOTE_MAX_CHARS} characters")

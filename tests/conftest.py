@@ -103,6 +103,7 @@ class Servers:
 
 
 REDIS_CLAIM_KEY = "fleetpay:test-run"
+REDIS_CLAIM_TTL_S = 6 * 3600  # a whole run takes minutes
 
 
 def claim_empty_redis_db(url: str, *, owner: str) -> str:
@@ -112,7 +113,8 @@ def claim_empty_redis_db(url: str, *, owner: str) -> str:
     for number in range(15, 0, -1):
         candidate = urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
         client = redis.Redis.from_url(candidate)
-        if client.set(REDIS_CLAIM_KEY, owner, nx=True):
+        # The claim expires: a run killed outright (no teardown) does not hold the db for ever.
+        if client.set(REDIS_CLAIM_KEY, owner, nx=True, ex=REDIS_CLAIM_TTL_S):
             if client.dbsize() == 1:
                 return candidate
             client.delete(REDIS_CLAIM_KEY)  # someone else's data

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from starlette.routing import Route
 
 from db.models import Inbox, OperatorAction
-from db.users import add_user, issue_token, revoke_token, set_disabled
+from db.users import add_user, issue_token, revoke_token, set_disabled, set_password
 from tests.support import (
     ADMIN_TOKEN,
     add_driver_with_vehicle,
@@ -58,9 +58,19 @@ def test_the_caller_is_a_user_with_their_role(ingest_url, sessions) -> None:  # 
     with sessions.begin() as session:
         revoke_token(session, token_id[0])
     assert api(ingest_url, token_id[1]).get("/requests").status_code == 401
+    assert api(ingest_url, "fpt_" + "A" * 43).get("/requests").status_code == 401  # the shape, but nobody's
     with sessions.begin() as session:
         set_disabled(session, viewer, True)
     assert api(ingest_url, viewer_token).get("/requests").status_code == 401
+    with sessions.begin() as session:  # enabled again: the old tokens stay revoked
+        set_disabled(session, viewer, False)
+    assert api(ingest_url, viewer_token).get("/requests").status_code == 401
+    with sessions.begin() as session:
+        fresh = issue_token(session, viewer, "after")[1]
+    assert api(ingest_url, fresh).get("/requests").status_code == 200
+    with sessions.begin() as session:  # a new password ends the tokens too
+        set_password(session, viewer, "another long password")
+    assert api(ingest_url, fresh).get("/requests").status_code == 401
 
 
 def test_four_eyes_over_the_api_assign_a_payment_in_suspense(ingest_url, http, worker, sessions) -> None:  # type: ignore[no-untyped-def]
