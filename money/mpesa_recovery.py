@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Inbox
 from db.reconcile import Discrepancy, record_run
 from fleetpay.settings import Settings
-from schemas.callbacks import body_digest, parse_c2b
+from schemas.callbacks import InvalidCallback, body_digest, parse_c2b
 from schemas.json_body import decode_json
 
 log = structlog.get_logger("fleetpay.reconcile")
@@ -119,7 +119,10 @@ def recover_from_pull(
         for trans_id, body in ours:
             if trans_id in listed:
                 continue
-            payment = parse_c2b(decode_json(body.encode()))
+            try:
+                payment = parse_c2b(decode_json(body.encode()))
+            except InvalidCallback:  # bad input kept for inspection: never a payment we booked
+                continue
             if start <= payment.trans_time <= end - SETTLING:
                 report.missing_at_mpesa.append(
                     Discrepancy("mpesa_missing", trans_id, None, 0, payment.amount_cents)
