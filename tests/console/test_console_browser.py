@@ -47,12 +47,24 @@ def browser() -> Iterator[object]:
 def click(browser, element) -> None:  # type: ignore[no-untyped-def]
     """Click, and wait for the next page to replace this one (every action here is a form post
     or a link)."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.find_element("tag name", "html")
     element.click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+
+    def replaced(_) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:  # ChromeDriver's word for it mid-navigation, at times
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+        return False
+
+    WebDriverWait(browser, 10).until(replaced)
 
 
 def log_in(browser, console: ConsoleWorld, username: str, password: str = PASSWORD) -> None:  # type: ignore[no-untyped-def]
