@@ -151,6 +151,9 @@ class AdminApi:
         except redis.RedisError as error:
             log.error("admin_redis_unavailable", error=str(error))
             return problem(503, "redis_unavailable", "Redis is not answering")
+        except SQLAlchemyError as error:  # recording a requeue or purge in operator_actions
+            log.error("admin_database_unavailable", error=str(error))
+            return problem(503, "database_unavailable", "PostgreSQL is not answering")
 
     def endpoint(self, handler: Callable[[Request], Awaitable[Response]], *, role: str = "viewer",
                  shared: bool = True) -> Callable[[Request], Awaitable[Response]]:
