@@ -102,7 +102,7 @@ def _timed(client: httpx.Client, path: str, repeats: int) -> dict[str, Any]:
 
 def _reads(url: str, driver: str, repeats: int) -> dict[str, Any]:
     """The heaviest pages' database reads alone, in this process: the floor under the page."""
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     from db import fleet
     from db.engine import make_engine, make_sessionmaker

@@ -11,9 +11,9 @@ from cli import context
 from cli.output import JsonFlag, emit_json, emit_table, fail, kes
 from cli.requests import UserAsks, ask_from_shell
 from db import fleet
-from db.payouts import list_payouts, payout_state
+from db.payouts import list_payouts, payout_detail
 from fleetpay.payout_states import STATE_ORDER
-from money.payouts import RESOLVABLE_STATES, reserve_accrued
+from money.payouts import reserve_accrued
 
 payouts = typer.Typer(help="B2C payouts to drivers: each share paid exactly once.")
 
@@ -42,21 +42,47 @@ def payouts_list(
         typer.echo(f"more: run again with --after {next_after}")
 
 
-@payouts.command("resolve")
-def payouts_resolve(payout_id: Annotated[int, typer.Argument()]) -> None:
-    """Ask Daraja's Transaction Status about a payout now; the answer settles it
-    (paid wins; proven never received → sent again with the same OriginatorConversationID)."""
-    from workers import runtime
-    from workers.check_payout_status import ask_payout_status
+def _shown(value: object) -> str:
+    return "" if value is None else str(value)
 
+
+@payouts.command("show")
+def payouts_show(payout_id: Annotated[int, typer.Argument()], as_json: JsonFlag = False) -> None:
+    """One payout with its evidence: the status queries we sent and every result naming it, as its
+    body reads (code, receipt, amount, payee) and as fleetpay took it."""
     with context.transaction() as session:
-        state = payout_state(session, payout_id)
-    if state is None:
+        detail = payout_detail(session, payout_id)
+    if detail is None:
         raise fail(f"no payout {payout_id}")
-    if state not in RESOLVABLE_STATES:
-        raise fail(f"payout {payout_id} is {state}: only {', '.join(RESOLVABLE_STATES)} payouts need resolving")
-    ask_payout_status(context.sessions(), runtime.daraja(), payout_id)
-    typer.echo(f"payout {payout_id}: status asked; the answer arrives at status/result (see `fleetpay payouts list`)")
+    if as_json:
+        emit_json(detail)
+        return
+    fields = ("id", "driver", "msisdn", "state", "review_reason", "receipt", "result_code", "result_desc",
+              "status_result_code", "originator_conversation_id", "conversation_id", "attempts", "status_queries",
+              "status_check_wanted", "requested_by", "approved_by", "created_at", "completed_at")
+    emit_table(f"payout {payout_id}: KES {kes(int(detail['amount_cents']))}",
+               [{"field": name, "value": _shown(detail[name])} for name in fields], ["field", "value"])
+    emit_table("evidence: results naming it or our status queries",
+               [{**{key: _shown(value) for key, value in row.items()}, "settled_it": "yes" if row["settled_it"] else "",
+                 "amount": kes(int(row["amount_cents"])) if row["amount_cents"] is not None else ""}
+                for row in detail["evidence"]],
+               ["inbox_id", "received_at", "kind", "result_code", "result_desc", "transaction_status", "receipt", "amount",
+                "payee", "taken_as", "settled_it", "unreadable"])
+
+
+@payouts.command("resolve")
+def payouts_resolve(
+    payout_id: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why M-Pesa is asked (recorded).")],
+    user: UserAsks,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ask to put a payout in doubt (in review above all) to Daraja's Transaction Status: once
+    another user approves (four eyes) the query goes out, and the answer settles it (paid wins;
+    proven never received → sent again with the same OriginatorConversationID)."""
+    ask_from_shell(user, "payout_resolve", {"payout_id": payout_id}, reason, as_json=as_json,
+                   done=lambda done: f"payout {payout_id}: status asked; the answer arrives at status/result "
+                                     "(see `fleetpay payouts show`)")
 
 
 @payouts.command("retry")

@@ -44,10 +44,10 @@ def _asker(user: str) -> money_requests.Asker:
 
 
 def _sent(made: money_requests.Decided) -> None:
-    from workers.send_payout import send_payouts
+    from workers.follow_up import follow_up
 
-    if made.state == "done" and made.outcome and made.outcome.get("payout_ids"):
-        send_payouts(list(made.outcome["payout_ids"]))  # committed; if Redis is down the payout sweep sends them
+    if made.state == "done":
+        follow_up(made.outcome)  # committed; if Redis is down the payout sweep does it
 
 
 def submit_as(user: str, kind: str, params: dict[str, Any], reason: str) -> money_requests.Decided:

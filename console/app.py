@@ -48,12 +48,12 @@ from db import fleet
 from db.audit import recent_actions, record_action
 from db.balances import driver_balance
 from db.engine import make_engine, make_sessionmaker
-from db.payouts import list_payouts
+from db.payouts import list_payouts, payout_detail
 from db.statements import dashboard as dashboard_numbers
 from db.reconcile import run_check
 from db.statements import closes, reconciliations, statement
 from db.users import UserError, authenticate, end_sessions, get_user
-from fleetpay.payout_states import OPEN, STATE_ORDER
+from fleetpay.payout_states import OPEN, RESOLVABLE_STATES, STATE_ORDER
 from fleetpay.settings import Settings
 from money import requests as money_requests
 from money.unmatched import list_unmatched, why_unmatched
@@ -77,15 +77,18 @@ SECURITY_HEADERS = {
 
 # What may be asked about a payout from the payouts page, and the button's words.
 PAYOUT_ACTIONS = (("payout_approve", "Ask to release"), ("payout_withdraw", "Ask to withdraw"),
-                  ("payout_retry", "Ask to pay again"))
+                  ("payout_retry", "Ask to pay again"), ("payout_resolve", "Ask M-Pesa what became of it"))
 
 
 def payout_actions(payout: dict[str, Any]) -> list[tuple[str, str]]:
     """The requests that make sense for a payout as listed (the library refuses the rest anyway)."""
+    actions = dict(PAYOUT_ACTIONS)
     if payout["state"] == "pending" and payout["requires_approval"]:
-        return [action for action in PAYOUT_ACTIONS if action[0] != "payout_retry"]
+        return [(kind, actions[kind]) for kind in ("payout_approve", "payout_withdraw")]
     if payout["state"] == "failed" and payout["result_code"] != "withdrawn":
-        return [action for action in PAYOUT_ACTIONS if action[0] == "payout_retry"]
+        return [("payout_retry", actions["payout_retry"])]
+    if payout["state"] in RESOLVABLE_STATES:
+        return [("payout_resolve", actions["payout_resolve"])]
     return []
 
 
@@ -159,10 +162,11 @@ class SecurityHeaders:
 
 
 class Console:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], send_payouts: Callable[[list[int]], bool]) -> None:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session],
+                 follow_up: Callable[[dict[str, Any] | None], bool]) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.send_payouts = send_payouts
+        self.follow_up = follow_up
         self.throttle = LoginThrottle(settings.console_login_failures_max, settings.console_lockout_s)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.filters["kes"] = kes
@@ -361,8 +365,7 @@ class Console:
         return RedirectResponse(back, status_code=303)
 
     def _sent(self, outcome: dict[str, Any] | None) -> None:
-        if outcome and outcome.get("payout_ids"):
-            self.send_payouts(list(outcome["payout_ids"]))  # committed; if Redis is down the payout sweep sends them
+        self.follow_up(outcome)  # committed; if Redis is down the payout sweep does it
 
     async def ask_assign(self, request: Request, viewer: Viewer, form: Any) -> Response:
         params = {"trans_id": request.path_params["trans_id"], "driver": str(form.get("driver", "")).strip().upper()}
@@ -414,12 +417,21 @@ class Console:
         return self.render(request, "payouts.html", "Payouts", viewer, rows=rows, states=STATE_ORDER, state=state,
                            driver=driver, next_after=next_after, actions=payout_actions)
 
+    async def payout(self, request: Request, viewer: Viewer) -> Response:
+        payout_id = number(str(request.path_params["payout_id"]), "a payout number")
+        with self.sessions() as session:
+            found = payout_detail(session, payout_id)
+        if found is None:
+            return self.render(request, "error.html", "No such payout", viewer, status=404, message=f"no payout {payout_id}")
+        return self.render(request, "payout.html", f"Payout {payout_id}", viewer, p=found, actions=payout_actions(found))
+
     async def ask_payout(self, request: Request, viewer: Viewer, form: Any) -> Response:
         kind = str(form.get("kind", ""))
         if kind not in dict(PAYOUT_ACTIONS):
             raise NotAllowed(f"no such payout action: {kind!r}")
-        return await self.ask(request, viewer, kind, {"payout_id": number(str(request.path_params["payout_id"]), "a payout number")},
-                              str(form.get("reason", "")), path_of(request, "payouts"))
+        payout_id = number(str(request.path_params["payout_id"]), "a payout number")
+        back = path_of(request, "payout", payout_id=payout_id) if form.get("back") == "payout" else path_of(request, "payouts")
+        return await self.ask(request, viewer, kind, {"payout_id": payout_id}, str(form.get("reason", "")), back)
 
     async def vehicles(self, request: Request, viewer: Viewer) -> Response:
         after = request.query_params.get("after") or None
@@ -499,16 +511,16 @@ class Console:
 
 
 def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = None,
-              send_payouts: Callable[[list[int]], bool] | None = None) -> Starlette:
+              follow_up: Callable[[dict[str, Any] | None], bool] | None = None) -> Starlette:
     """The console for ``settings``; refuses a placeholder or short cookie secret outside dev."""
     settings.require_console_secret()
     if sessions is None:
         sessions = make_sessionmaker(make_engine(settings.require_database_url(), pool_size=4))
-    if send_payouts is None:
-        from workers.send_payout import send_payouts as enqueue
+    if follow_up is None:
+        from workers.follow_up import follow_up as enqueue
 
-        send_payouts = enqueue
-    console = Console(settings, sessions, send_payouts)
+        follow_up = enqueue
+    console = Console(settings, sessions, follow_up)
     page = console.page
     routes = [
         Route("/login", console.login, methods=["GET", "POST"], name="login"),
@@ -523,6 +535,7 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/requests", page()(console.requests_page), name="requests_page"),
         Route("/requests/{request_id:int}", page("approver", post=True)(console.decide_request), methods=["POST"], name="decide_request"),
         Route("/payouts", page()(console.payouts), name="payouts"),
+        Route("/payouts/{payout_id:int}", page()(console.payout), name="payout"),
         Route("/payouts/{payout_id:int}/ask", page("operator", post=True)(console.ask_payout), methods=["POST"], name="ask_payout"),
         Route("/audit", page()(console.audit), name="audit"),
         Route("/dlq", page()(console.dlq), name="dlq"),

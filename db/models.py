@@ -43,6 +43,8 @@ NAMING = {
 INBOX_STATES = ("received", "processed", "rejected", "unmatched", "conflict")
 PAYOUT_STATES = STATE_ORDER
 DRIVER_ACCOUNT_KINDS = ("payable", "deposit", "target")
+# Callbacks about our payouts (their results and timeouts, and the answers to our status queries).
+PAYOUT_RESULT_KINDS = ("b2c_result", "b2c_timeout", "status_result", "status_timeout")
 SYSTEM_ACCOUNT_KINDS = ("mpesa", "revenue", "suspense", "payouts_in_flight")
 
 
@@ -90,7 +92,7 @@ class Vehicle(Base):
     code: Mapped[str] = mapped_column(Text, unique=True)
     # A driver is the regular driver of at most one vehicle.
     regular_driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"), unique=True)
-    substitute_driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"))
+    substitute_driver_id: Mapped[int | None] = mapped_column(ForeignKey("drivers.id"), index=True)
     created_at: Mapped[datetime] = _now()
 
 
@@ -128,6 +130,9 @@ class Inbox(Base):
         CheckConstraint(_in("status", INBOX_STATES), name="status_known"),
         # The sweeper's scan: rows still waiting for a worker, oldest first.
         Index("ix_inbox_received_at_pending", "received_at", postgresql_where=text("status = 'received'")),
+        # A payout's evidence: the results naming it or its status queries (keys ``<id>#<digest>``).
+        Index("ix_inbox_result_natural_id", text("split_part(external_id, '#', 1)"),
+              postgresql_where=text(f"kind IN ({', '.join(repr(kind) for kind in PAYOUT_RESULT_KINDS)})")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -190,6 +195,9 @@ class Payout(Base):
     # Transaction Status queries sent about it: each waits twice as long as the one before, and
     # past ``payout_status_queries_max`` the payout goes to review.
     status_queries: Mapped[int] = mapped_column(Integer, server_default="0")
+    # A person asked for a status query (an approved ``payout_resolve``) that Daraja has not taken
+    # yet: the sweep asks, whatever the state's usual rule, until it does (or refuses it for good).
+    status_check_wanted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PayoutStatusQuery(Base):

@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Driver, Inbox, Payout, Posting
-from fleetpay.payout_states import ASKED_ABOUT
+from db.models import PAYOUT_RESULT_KINDS, Driver, Inbox, Payout, PayoutStatusQuery, Posting
+from fleetpay.payout_states import ASKED_ABOUT, RESOLVABLE_STATES
+from schemas.result_evidence import read_result
 
+EVIDENCE_ROWS_MAX = 200  # a payout named by more results than this is under attack; the first ones tell
 BACKOFF_DOUBLINGS_MAX = 20  # 2²⁰ × the interval is past any sensible maximum; more would overflow
 
 
@@ -28,8 +30,40 @@ def reserved_on(session: Session, payout_id: int) -> date:
     ).scalar_one()
 
 
-def payout_state(session: Session, payout_id: int) -> str | None:
-    return session.execute(select(Payout.state).where(Payout.id == payout_id)).scalar_one_or_none()
+def payout_detail(session: Session, payout_id: int) -> dict[str, Any] | None:
+    """One payout as a person judges it (the console's payout page, ``fleetpay payouts show``):
+    its row, the status queries we sent about it, and every result that names it or one of those
+    queries (the evidence), oldest first, each as its body reads and as fleetpay took it."""
+    found = session.execute(select(Payout, Driver.code).join(Driver, Driver.id == Payout.driver_id)
+                            .where(Payout.id == payout_id)).one_or_none()
+    if found is None:
+        return None
+    payout, code = found
+    queries = session.execute(select(PayoutStatusQuery.originator_conversation_id, PayoutStatusQuery.created_at)
+                              .where(PayoutStatusQuery.payout_id == payout_id)
+                              .order_by(PayoutStatusQuery.created_at)).all()
+    named = [payout.originator_conversation_id, *(query_id for query_id, _ in queries)]
+    results = session.execute(
+        select(Inbox).where(Inbox.kind.in_(PAYOUT_RESULT_KINDS),
+                            func.split_part(Inbox.external_id, "#", 1).in_([*named, *(f"timeout:{n}" for n in named)]))
+        .order_by(Inbox.received_at, Inbox.id).limit(EVIDENCE_ROWS_MAX)
+    ).scalars().all()
+    return {
+        **_listed(payout, code),
+        "msisdn": payout.msisdn,
+        "conversation_id": payout.conversation_id,
+        "requested_by": payout.requested_by,
+        "approved_by": payout.approved_by,
+        "completed_at": payout.completed_at.isoformat() if payout.completed_at else None,
+        "status_checked_at": payout.status_checked_at.isoformat() if payout.status_checked_at else None,
+        "status_queries": payout.status_queries,
+        "status_check_wanted": payout.status_check_wanted_at is not None,
+        "queries": [{"query_id": query_id, "sent_at": sent_at.isoformat()} for query_id, sent_at in queries],
+        "evidence": [{"inbox_id": row.id, "kind": row.kind, "received_at": row.received_at.isoformat(),
+                      "source_ip": row.source_ip, "status": row.status, "taken_as": row.reason,
+                      "settled_it": row.id == payout.settled_by_inbox_id, **read_result(row.kind, row.body)}
+                     for row in results],
+    }
 
 
 def list_payouts(
@@ -45,27 +79,28 @@ def list_payouts(
         query = query.where(Payout.state == state)
     if driver_code:
         query = query.where(Driver.code == driver_code)
-    return [
-        {
-            "id": payout.id,
-            "driver": code,
-            "amount_cents": payout.amount_cents,
-            "state": payout.state,
-            "originator_conversation_id": payout.originator_conversation_id,
-            "receipt": payout.receipt,
-            "result_code": payout.result_code,
-            "result_desc": payout.result_desc,
-            "status_result_code": payout.status_result_code,
-            "settled_by_inbox_id": payout.settled_by_inbox_id,
-            "review_reason": payout.review_reason,
-            "attempts": payout.attempts,
-            "requires_approval": payout.requires_approval,
-            "cause": payout.cause_key,
-            "created_at": payout.created_at.isoformat(),
-            "updated_at": payout.updated_at.isoformat(),
-        }
-        for payout, code in session.execute(query).all()
-    ]
+    return [_listed(payout, code) for payout, code in session.execute(query).all()]
+
+
+def _listed(payout: Payout, code: str) -> dict[str, Any]:
+    return {
+        "id": payout.id,
+        "driver": code,
+        "amount_cents": payout.amount_cents,
+        "state": payout.state,
+        "originator_conversation_id": payout.originator_conversation_id,
+        "receipt": payout.receipt,
+        "result_code": payout.result_code,
+        "result_desc": payout.result_desc,
+        "status_result_code": payout.status_result_code,
+        "settled_by_inbox_id": payout.settled_by_inbox_id,
+        "review_reason": payout.review_reason,
+        "attempts": payout.attempts,
+        "requires_approval": payout.requires_approval,
+        "cause": payout.cause_key,
+        "created_at": payout.created_at.isoformat(),
+        "updated_at": payout.updated_at.isoformat(),
+    }
 
 
 def _older_than(seconds: int):  # type: ignore[no-untyped-def]
@@ -106,18 +141,25 @@ def take_status_checks_due(
     ``failure_reported`` (a failure result waits for our confirmation), or ``submitted`` with no
     result for ``submitted_older_than_s``. The right to ask is taken here (stamped), so a slow queue
     never holds two checks of a payout. The wait after the n-th query is ``interval_s × 2ⁿ⁻¹``, at
-    most ``backoff_max_s``; a payout asked ``queries_max`` times is left to ``status_exhausted``."""
+    most ``backoff_max_s``; a payout asked ``queries_max`` times is left to ``status_exhausted``. A
+    query a person asked for is due whatever the state's rule (``review`` too) and the count."""
     doublings = func.least(func.greatest(Payout.status_queries - 1, 0), BACKOFF_DOUBLINGS_MAX)
     wait = func.least(timedelta(seconds=interval_s) * func.power(2, doublings), timedelta(seconds=backoff_max_s))
+    as_usual = and_(
+        or_(Payout.state.in_(ASKED_ABOUT), and_(Payout.state == "submitted", _older_than(submitted_older_than_s))),
+        Payout.status_queries < queries_max,
+        or_(Payout.status_checked_at.is_(None), Payout.status_checked_at < func.now() - wait),
+    )
+    # A person asked (``money.payouts.want_status_check``): every ``interval_s`` until Daraja takes one.
+    wanted = and_(
+        Payout.status_check_wanted_at.is_not(None),
+        Payout.state.in_(RESOLVABLE_STATES),
+        or_(Payout.status_checked_at.is_(None), Payout.status_checked_at < func.now() - timedelta(seconds=interval_s)),
+    )
     due = (
         select(Payout.id)
         .where(
-            or_(
-                Payout.state.in_(ASKED_ABOUT),
-                and_(Payout.state == "submitted", _older_than(submitted_older_than_s)),
-            ),
-            Payout.status_queries < queries_max,
-            or_(Payout.status_checked_at.is_(None), Payout.status_checked_at < func.now() - wait),
+            or_(as_usual, wanted),
             # Its result has arrived and waits for a worker: asking again would only add work.
             # (Result rows are keyed ``<OriginatorConversationID>#<body digest>``.)
             ~select(Inbox.id)

@@ -88,6 +88,8 @@ PROOF_OF_PAYMENT: frozenset[PayoutEvent] = frozenset({"result_success", "status_
 ASKED_ABOUT: tuple[PayoutState, ...] = ("unknown", "failure_reported", "reopened")
 # May be asked about at all: the status actor refuses the rest.
 QUERYABLE: tuple[PayoutState, ...] = ("submitted", "unknown", "failure_reported", "review", "reopened", "failed")
+# What a person may ask about (``payout_resolve``): a failed payout is settled.
+RESOLVABLE_STATES: tuple[PayoutState, ...] = tuple(state for state in QUERYABLE if state != "failed")
 _HTTP_OUTCOMES: frozenset[PayoutEvent] = frozenset({"not_sent", "accepted", "rejected", "ambiguous"})
 
 _MOVES: Mapping[tuple[PayoutState, PayoutEvent], PayoutState] = {

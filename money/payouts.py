@@ -22,7 +22,7 @@ from db.fleet import lock_driver
 from db.models import Driver, Payout, PayoutStatusQuery, Posting
 from db.payouts import reserved_on
 from fleetpay import rules
-from fleetpay.payout_states import QUERYABLE, TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
+from fleetpay.payout_states import QUERYABLE, RESOLVABLE_STATES, TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
 from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
 
@@ -346,8 +346,20 @@ def reserve_accrued(session: Session, driver_code: str, settings: Settings, *, b
     )
 
 
-# What an operator may ask about (``fleetpay payouts resolve``): a failed payout is settled.
-RESOLVABLE_STATES = tuple(state for state in QUERYABLE if state != "failed")
+
+
+def want_status_check(session: Session, payout_id: int) -> None:
+    """A person asks what became of a payout in doubt (``review`` above all, which is never asked
+    about by itself): it is remembered on the payout, so the sweep asks until Daraja takes one
+    query, even past ``payout_status_queries_max`` and whatever became of the message that asks
+    at once. ``ValueError`` for a payout that is not in doubt. The answer settles it as any
+    status answer does: a person decides nothing about the money here."""
+    state = session.execute(select(Payout.state).where(Payout.id == payout_id).with_for_update()).scalar_one_or_none()
+    if state is None:
+        raise ValueError(f"no payout {payout_id}")
+    if state not in RESOLVABLE_STATES:
+        raise ValueError(f"payout {payout_id} is {state}: only {', '.join(RESOLVABLE_STATES)} payouts need resolving")
+    session.execute(update(Payout).where(Payout.id == payout_id).values(status_check_wanted_at=func.now()))
 
 
 def take_status_check(session: Session, payout_id: int) -> str | None:
@@ -368,6 +380,13 @@ def escalate(session: Session, payout_id: int, reason: str) -> Transition:
     return apply_event(session, payout_id, "escalate", review_reason=reason)
 
 
+def status_query_refused(session: Session, payout_id: int, code: str) -> Transition:
+    """Daraja refused our status query itself (a definite refusal: a bad credential, initiator or
+    product): asking again cannot help, whoever wanted it, so a person looks."""
+    session.execute(update(Payout).where(Payout.id == payout_id).values(status_check_wanted_at=None))
+    return escalate(session, payout_id, f"status_query_refused:{code}")
+
+
 def record_status_query(session: Session, payout_id: int, query_id: str) -> None:
     """Remember a Transaction Status query we sent (by the id Daraja gave it): only a result for
     a query we sent may speak about a payout."""
@@ -376,8 +395,9 @@ def record_status_query(session: Session, payout_id: int, query_id: str) -> None
         .on_conflict_do_nothing()
         .returning(PayoutStatusQuery.originator_conversation_id)
     ).scalar_one_or_none()
-    if recorded is not None:  # only queries Daraja took count towards the limit
-        session.execute(update(Payout).where(Payout.id == payout_id).values(status_queries=Payout.status_queries + 1))
+    if recorded is not None:  # only queries Daraja took count towards the limit; a person's wish is met
+        session.execute(update(Payout).where(Payout.id == payout_id)
+                        .values(status_queries=Payout.status_queries + 1, status_check_wanted_at=None))
 
 
 def give_up_stale_claim(session: Session, payout_id: int) -> None:

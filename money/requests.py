@@ -38,7 +38,7 @@ from fleetpay.people import operator_name, same_person
 from fleetpay.settings import Settings
 from money.close_undo import closed_at, undo_close, undoable
 from money.deposits import refund, withdraw_payout
-from money.payouts import approve, retry_failed
+from money.payouts import approve, retry_failed, want_status_check
 from money.reconcile_fix import run_fix
 from money.unmatched import assign_unmatched
 
@@ -110,6 +110,13 @@ def _withdraw_payout(session: Session, params: dict[str, Any], settings: Setting
     return {"withdrawn": withdrawn.id, "pin": _payout_shown(session, withdrawn.id)}
 
 
+def _resolve_payout(session: Session, params: dict[str, Any], settings: Settings, request: MoneyRequest, approver: str,
+                    day: date) -> dict[str, Any]:
+    payout_id = int(params["payout_id"])
+    want_status_check(session, payout_id)
+    return {"status_checks": [payout_id], "pin": _payout_shown(session, payout_id)}
+
+
 def _kes(params: dict[str, Any]) -> str:
     return f"KES {params['amount_cents'] // 100:,}" if params.get("amount_cents") is not None else "KES ?"
 
@@ -122,6 +129,8 @@ KINDS: dict[str, tuple[Run, Callable[[dict[str, Any]], str]]] = {
     "payout_retry": (_retry, lambda p: f"pay {_kes(p)} to {p.get('driver')} again (failed payout {p['payout_id']})"),
     "payout_approve": (_approve_payout, lambda p: f"release payout {p['payout_id']}: {_kes(p)} to {p.get('driver')}"),
     "payout_withdraw": (_withdraw_payout, lambda p: f"withdraw payout {p['payout_id']}: {_kes(p)} to {p.get('driver')}"),
+    "payout_resolve": (_resolve_payout, lambda p: f"ask M-Pesa what became of payout {p['payout_id']}: {_kes(p)} to "
+                                                  f"{p.get('driver')} (its answer settles it)"),
 }
 
 
@@ -195,7 +204,8 @@ def _a(role: str) -> str:
 # What a request is about: a second one about the same thing while the first waits is refused
 # (a form sent twice would otherwise move the money twice once both are approved).
 SUBJECT_KEYS: dict[str, str | None] = {"unmatched_assign": "trans_id", "deposit_refund": "driver", "payout_retry": "payout_id",
-                "payout_approve": "payout_id", "payout_withdraw": "payout_id", "close_undo": "date", "reconcile_fix": None}
+                "payout_approve": "payout_id", "payout_withdraw": "payout_id", "payout_resolve": "payout_id",
+                "close_undo": "date", "reconcile_fix": None}
 
 
 def describe(request: MoneyRequest | Decided) -> str:

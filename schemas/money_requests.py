@@ -72,6 +72,7 @@ FIELDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "payout_retry": ({"payout_id": _id}, {}),
     "payout_approve": ({"payout_id": _id}, {}),
     "payout_withdraw": ({"payout_id": _id}, {}),
+    "payout_resolve": ({"payout_id": _id}, {}),
     "close_undo": ({"date": _day}, {}),
     "reconcile_fix": ({}, {}),
 }

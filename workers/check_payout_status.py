@@ -12,7 +12,7 @@ import dramatiq
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from money.payouts import escalate, record_status_query, take_status_check
+from money.payouts import record_status_query, status_query_refused, take_status_check
 from workers import runtime
 from workers.daraja.client import DarajaClient, DarajaError
 from workers.daraja.outcomes import Outcome
@@ -37,7 +37,7 @@ def ask_payout_status(sessions: sessionmaker[Session], daraja: DarajaClient, pay
         if answer.outcome is Outcome.REJECTED:  # a definite refusal: asking again cannot help
             log.error("payout_status_query_refused", code=answer.code, description=answer.description)
             with sessions.begin() as session:
-                escalate(session, payout_id, f"status_query_refused:{answer.code}")
+                status_query_refused(session, payout_id, str(answer.code))
             return None
         if answer.outcome is not Outcome.ACCEPTED or not answer.originator_conversation_id:
             log.warning("payout_status_not_taken", outcome=answer.outcome, code=answer.code)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -29,7 +30,8 @@ class ConsoleWorld:
     settings: Settings
     receipt: str  # a payment in suspense: the account typed was a vehicle with no driver
     driver: str  # a driver with a vehicle, to assign it to
-    sent: list[int]
+    sent: list[int]  # payouts handed to the queue
+    asked: list[int]  # payouts whose status query was handed to the queue
 
 
 def console_settings(**changes: object) -> Settings:
@@ -51,9 +53,16 @@ def world(sessions: sessionmaker[Session], settings: Settings) -> Iterator[Conso
         inbox_id = row.id
     assert apply_callback(sessions, inbox_id, settings).status == "unmatched"
     sent: list[int] = []
-    app = build_app(settings, sessions=sessions, send_payouts=lambda ids: sent.extend(ids) or True)
+    asked: list[int] = []
+
+    def follow_up(outcome: dict[str, Any] | None) -> bool:
+        sent.extend((outcome or {}).get("payout_ids") or ())
+        asked.extend((outcome or {}).get("status_checks") or ())
+        return True
+
+    app = build_app(settings, sessions=sessions, follow_up=follow_up)
     with serve(app) as url:
-        yield ConsoleWorld(url, sessions, settings, receipt, "D700001", sent)
+        yield ConsoleWorld(url, sessions, settings, receipt, "D700001", sent, asked)
 
 
 @pytest.fixture

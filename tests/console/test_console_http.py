@@ -346,3 +346,52 @@ def test_undoing_a_close_and_fixing_the_books_each_wait_for_a_second_person(cons
         assert check(session.connection()) == []
     audit = approver.get("/audit").text
     assert "close_undone" in audit and "money_request_finished" in audit
+
+
+def test_a_payout_in_review_shows_its_evidence_and_is_resolved_by_a_status_query_a_second_person_approves(console: ConsoleWorld) -> None:
+    import json
+
+    from db.models import Inbox, Payout
+    from money.callbacks import apply_callback
+    from schemas.callbacks import body_digest, inbox_key
+    from tests.books.test_payout_races import funded_payout
+    from tests.flow.test_payout_results import b2c_body
+
+    payout = funded_payout(console.sessions)  # sent to 254722000901; a "success" naming another receiver arrives
+    body = b2c_body(payout, receiver="254700999999 - SOMEONE ELSE")
+    with console.sessions.begin() as session:
+        row = Inbox(kind="b2c_result", external_id=inbox_key("b2c_result", body, body_digest(body)), body=json.dumps(body))
+        session.add(row)
+        session.flush()
+        inbox_id = row.id
+    apply_callback(console.sessions, inbox_id, console.settings)
+    operator = logged_in(console, "omar")
+    assert "See the evidence to resolve it" in operator.get("/payouts", params={"state": "review"}).text
+    page = operator.get(f"/payouts/{payout.id}").text
+    assert "Needs a person because: receiver_differs" in page
+    assert "254700999999 - SOMEONE ELSE" in page and "review:receiver_differs" in page  # what it said, how it was taken
+    assert "Ask M-Pesa what became of it" in page
+
+    asked = post(operator, f"/payouts/{payout.id}/ask", {"kind": "payout_resolve", "reason": "the driver says no money came",
+                                                          "back": "payout"}, f"/payouts/{payout.id}")
+    assert asked.status_code == 303 and asked.headers["location"] == f"/payouts/{payout.id}"
+    with console.sessions() as session:
+        request = session.execute(select(MoneyRequest)).scalar_one()
+        assert (request.kind, request.state, request.params["amount_cents"]) == ("payout_resolve", "pending", 5_000)
+        assert session.get(Payout, payout.id).status_check_wanted_at is None  # nothing asked before a second person
+    assert console.asked == []
+    assert post(operator, f"/requests/{request.id}", {"decision": "approve"}, "/requests").status_code == 403  # not an approver
+
+    post(logged_in(console, "abby"), f"/requests/{request.id}", {"decision": "approve"}, "/requests")
+    with console.sessions() as session:
+        assert session.get(MoneyRequest, request.id).state == "done"
+        resolved = session.get(Payout, payout.id)
+        assert (resolved.state, resolved.status_check_wanted_at is not None) == ("review", True)  # M-Pesa's answer decides
+    assert console.asked == [payout.id]
+    assert "one asked for, not yet taken" in operator.get(f"/payouts/{payout.id}").text
+
+    viewer = logged_in(console, "vera")
+    seen = viewer.get(f"/payouts/{payout.id}").text
+    assert "receiver_differs" in seen and "Ask M-Pesa" not in seen
+    assert viewer.get("/payouts/999999999").status_code == 404
+    assert viewer.get("/payouts/1234567890123").status_code == 400

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from db.models import Driver, FloatObservation, Payout
 from tests.flow.test_payouts import pay_fares, queue_faults, settle, sim_payments
-from tests.support import fleetpay, serve, wait_until
+from tests.support import approve_request, fleetpay, serve, two_people, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -71,10 +71,17 @@ def test_status_queries_back_off_and_end_in_review(ingest_url, simulator, worker
 
 
 def resolve_as_an_operator(simulator: str, sessions, payout_id: int, database_url: str) -> None:  # type: ignore[no-untyped-def]
-    """The operator asks M-Pesa once more (its answers come through now): it was paid."""
+    """An operator asks to ask M-Pesa once more (its answers come through now), another person
+    approves: it was paid."""
     httpx.delete(f"{simulator}/sim/faults", timeout=10)
-    fleetpay("payouts", "resolve", str(payout_id), database_url=database_url)
+    asker, approver = two_people(sessions)
+    asked = fleetpay("payouts", "resolve", str(payout_id), "--reason", "the driver says it arrived", "--user", asker,
+                     database_url=database_url)
+    assert f"ask M-Pesa what became of payout {payout_id}" in asked.stdout
+    assert payout_of(sessions, payout_id).status_check_wanted_at is None  # nothing asked before the approval
+    approve_request(asked, approver, database_url)
     wait_until(lambda: payout_of(sessions, payout_id).state == "paid", what="the resolved payout to be paid")
+    assert payout_of(sessions, payout_id).status_check_wanted_at is None  # the query was taken
     assert sim_payments(simulator)[payout_of(sessions, payout_id).originator_conversation_id] == 1
 
 

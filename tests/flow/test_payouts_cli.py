@@ -23,11 +23,21 @@ def test_failed_payout_is_listed_retried_once_and_paid(database_url, ingest_url,
 
     listed = json.loads(fleetpay("payouts", "list", "--state", "failed", "--driver", code, "--json", database_url=database_url).stdout)
     assert [(p["id"], p["result_code"]) for p in listed["payouts"]] == [(failed_id, "2001")]
-
-    refused = fleetpay("payouts", "resolve", str(failed_id), database_url=database_url, check=False)
-    assert refused.returncode == 1 and "failed" in refused.stderr
+    # The evidence: M-Pesa's failure result, then the answer to our own status query, which settled it.
+    shown = json.loads(fleetpay("payouts", "show", str(failed_id), "--json", database_url=database_url).stdout)
+    assert shown["state"] == "failed" and len(shown["queries"]) >= 1
+    kinds = [(e["kind"], e["result_code"]) for e in shown["evidence"]]
+    assert kinds[0] == ("b2c_result", "2001") and "status_result" in [kind for kind, _ in kinds]
+    assert [e["kind"] for e in shown["evidence"] if e["settled_it"]] == ["status_result"]
+    table = fleetpay("payouts", "show", str(failed_id), database_url=database_url).stdout
+    assert "evidence" in table and "2001" in table
+    assert fleetpay("payouts", "show", "999999999", database_url=database_url, check=False).returncode == 1
 
     asker, approver = two_people(sessions)
+    refused = fleetpay("payouts", "resolve", str(failed_id), "--reason", "r", "--user", asker, database_url=database_url,
+                       check=False)
+    assert refused.returncode == 1 and "failed" in refused.stderr
+
     asked = fleetpay("payouts", "retry", str(failed_id), "--reason", "proven unpaid", "--user", asker, database_url=database_url)
     assert f"pay KES 150 to {code} again (failed payout {failed_id})" in asked.stdout
     approve_request(asked, approver, database_url)
