@@ -1,7 +1,8 @@
-"""Users of the console: add, list, disable, enable, change a password."""
+"""Users of the console: add, list, disable, enable, change a role or a password; each change is in the audit log."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -34,6 +35,13 @@ def _run(change, done: str) -> None:  # type: ignore[no-untyped-def]
         typer.echo(done)
 
 
+def _administer(change: str, username: str, done: str, **values: str) -> None:
+    """A change to a user, recorded in the audit log as ``FLEETPAY_USER``'s (else ``shell``): the
+    shell is where the first admin is made and where a locked-out fleet recovers."""
+    by = os.environ.get("FLEETPAY_USER") or "shell"
+    _run(lambda session: store.administer(session, change, username, by=by, **values), done)
+
+
 @users.command("add")
 def users_add(
     username: Annotated[str, typer.Argument()],
@@ -45,7 +53,7 @@ def users_add(
     if role not in store.USER_ROLES:
         raise fail(f"--role is one of {', '.join(store.USER_ROLES)}", 2)
     password = _password(password_stdin)
-    _run(lambda session: store.add_user(session, username, role, password), f"user {username} added as {role}")
+    _administer("add", username, f"user {username} added as {role}", role=role, password=password)
 
 
 @users.command("list")
@@ -62,20 +70,31 @@ def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 @users.command("disable")
 def users_disable(username: Annotated[str, typer.Argument()]) -> None:
     """Disable a user: they cannot log in, and a session they hold ends at their next click."""
-    _run(lambda session: store.set_disabled(session, username, True), f"user {username} disabled")
+    _administer("disable", username, f"user {username} disabled")
 
 
 @users.command("enable")
 def users_enable(username: Annotated[str, typer.Argument()]) -> None:
     """Enable a disabled user again."""
-    _run(lambda session: store.set_disabled(session, username, False), f"user {username} enabled")
+    _administer("enable", username, f"user {username} enabled")
+
+
+@users.command("role")
+def users_role(
+    username: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Option(help="viewer, operator, approver or admin")],
+) -> None:
+    """Change a user's role (at their next click)."""
+    if role not in store.USER_ROLES:
+        raise fail(f"--role is one of {', '.join(store.USER_ROLES)}", 2)
+    _administer("role", username, f"user {username} is now {role}", role=role)
 
 
 @users.command("password")
 def users_password(username: Annotated[str, typer.Argument()], password_stdin: StdinFlag = False) -> None:
     """Set a user's password (and lift a lockout)."""
     password = _password(password_stdin)
-    _run(lambda session: store.set_password(session, username, password), f"password of {username} set")
+    _administer("password", username, f"password of {username} set", password=password)
 
 
 @users.command("token")

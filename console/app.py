@@ -52,7 +52,9 @@ from db.payouts import list_payouts, payout_detail
 from db.statements import dashboard as dashboard_numbers
 from db.reconcile import run_check
 from db.statements import closes, reconciliations, statement
-from db.users import UserError, authenticate, end_sessions, get_user
+from db.users import USER_ROLES, UserError, administer, authenticate, end_sessions, get_user, list_users
+from fleetpay.passwords import WeakPassword
+from fleetpay.people import BadName
 from fleetpay.payout_states import OPEN, RESOLVABLE_STATES, STATE_ORDER
 from fleetpay.settings import Settings
 from money import requests as money_requests
@@ -92,6 +94,8 @@ def payout_actions(payout: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
+USER_CHANGE_DONE = {"add": "added", "role": "role changed", "disable": "disabled (their sessions and API tokens end)",
+                    "enable": "enabled", "password": "password set (their sessions and API tokens end)"}
 BODY_MAX_BYTES = 64 * 1024  # the console's forms are small; a bigger body is refused before it is read
 USER_LOCKOUT_FACTOR = 4
 NUMBER = re.compile(r"[0-9]{1,12}")
@@ -504,6 +508,27 @@ class Console:
         self.flash(request, f"{done}: {len(moved.done)}" + (f"; taken by someone else first: {len(moved.gone)}" if moved.gone else ""))
         return RedirectResponse(path_of(request, "dlq"), status_code=303)
 
+    async def users_page(self, request: Request, viewer: Viewer) -> Response:
+        with self.sessions() as session:
+            rows = list_users(session)
+        return self.render(request, "users.html", "Users", viewer, rows=rows, roles=USER_ROLES)
+
+    async def change_user(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        """Add a user (``change=add`` and ``username`` in the form) or change one named in the path."""
+        change = str(form.get("change", ""))
+        username = str(form.get("username", "")) if change == "add" else str(request.path_params.get("username", ""))
+        wanted = {"add": ("role", "password"), "role": ("role",), "password": ("password",)}.get(change, ())
+        values = {key: str(form.get(key, "")) for key in wanted}
+        try:
+            with self.sessions.begin() as session:
+                administer(session, change, username, by=viewer.username, **values)
+        except (UserError, WeakPassword, BadName) as refused:
+            self.flash(request, f"Not done: {refused}", "error")
+        else:
+            log.warning("console_user_changed", change=change, username=username, by=viewer.username)
+            self.flash(request, f"{username}: {USER_CHANGE_DONE[change]}.")
+        return RedirectResponse(path_of(request, "users_page"), status_code=303)
+
     async def audit(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
             rows = recent_actions(session, limit=200)
@@ -538,6 +563,9 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/payouts/{payout_id:int}", page()(console.payout), name="payout"),
         Route("/payouts/{payout_id:int}/ask", page("operator", post=True)(console.ask_payout), methods=["POST"], name="ask_payout"),
         Route("/audit", page()(console.audit), name="audit"),
+        Route("/users", page("admin")(console.users_page), name="users_page"),
+        Route("/users", page("admin", post=True)(console.change_user), methods=["POST"], name="add_user"),
+        Route("/users/{username}", page("admin", post=True)(console.change_user), methods=["POST"], name="change_user"),
         Route("/dlq", page()(console.dlq), name="dlq"),
         Route("/dlq/{message_id}", page("admin", post=True)(console.dlq_act), methods=["POST"], name="dlq_act"),
         Route("/vehicles", page()(console.vehicles), name="vehicles"),

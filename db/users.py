@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from db.models import USER_ROLES, ApiToken, User
 from fleetpay.passwords import hash_password, verify_password
-from fleetpay.people import operator_name
+from db.audit import record_action
+from fleetpay.people import operator_name, same_person
 
-__all__ = ["USER_ROLES", "UserError", "add_user", "authenticate", "end_sessions", "get_user", "issue_token", "list_tokens",
-           "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password", "user_for_token"]
+__all__ = ["CHANGES", "USER_ROLES", "UserError", "add_user", "administer", "authenticate", "end_sessions", "get_user",
+           "issue_token", "list_tokens", "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password", "set_role", "user_for_token"]
 
 # viewer < operator < approver < admin: each may do what the ones before it may.
 ROLE_RANK = {role: rank for rank, role in enumerate(USER_ROLES)}
@@ -76,6 +77,39 @@ def set_disabled(session: Session, username: str, disabled: bool) -> None:
     user.disabled = disabled
     if disabled:  # enabling the user again does not bring old tokens back
         _revoke_all(session, user)
+
+
+def set_role(session: Session, username: str, role: str) -> None:
+    if role not in USER_ROLES:
+        raise UserError(f"the role is one of {', '.join(USER_ROLES)}")
+    get_user(session, username).role = role  # read at every request: it takes effect at the next click
+
+
+# What an administrator may change about a user, and how the audit log names it.
+CHANGES = {"add": "user_added", "role": "user_role_changed", "disable": "user_disabled", "enable": "user_enabled",
+           "password": "user_password_set"}
+
+
+def administer(session: Session, change: str, username: str, *, by: str, role: str | None = None,
+               password: str | None = None) -> None:
+    """One change to a user (``CHANGES``), recorded in the audit log as ``by``'s, in the caller's
+    transaction. Nobody disables themselves or changes their own role: the console's only admin
+    would lock everyone out (another admin, or the shell, does it). ``UserError``, ``WeakPassword``
+    and ``BadName`` say why a change is refused."""
+    if change not in CHANGES:
+        raise UserError(f"the change is one of {', '.join(CHANGES)}")
+    if change in ("role", "disable") and same_person(by, username):
+        raise UserError("nobody disables themselves or changes their own role: another admin does it")
+    if change == "add":
+        add_user(session, username, role or "", password or "")
+    elif change == "role":
+        set_role(session, username, role or "")
+    elif change == "password":
+        set_password(session, username, password or "")
+    else:
+        set_disabled(session, username, change == "disable")
+    record_action(session, action=CHANGES[change], subject=f"user:{operator_name(username)}", operator=by,
+                  reason="user administration", detail={"role": role} if role else None)
 
 
 def end_sessions(session: Session, username: str) -> None:

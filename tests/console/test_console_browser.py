@@ -131,13 +131,17 @@ def test_four_eyes_in_the_browser_from_asking_to_the_audit_log(console: ConsoleW
 def test_every_page_is_usable_on_a_phone(console: ConsoleWorld, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
+    from tests.books.test_payout_races import funded_payout
+
+    payout = funded_payout(console.sessions)
     browser.get(f"{console.url}/login")
     shot(browser, "login")
     assert fits_the_phone(browser)
     log_in(browser, console, "adam")
     for name, path in (("dashboard", "/"), ("drivers", "/drivers"), ("driver", f"/drivers/{console.driver}"),
                        ("vehicles", "/vehicles"), ("unmatched", "/unmatched"), ("requests", "/requests"),
-                       ("payouts", "/payouts"), ("books", "/books"), ("dlq", "/dlq"), ("audit", "/audit")):
+                       ("payouts", "/payouts"), ("payout", f"/payouts/{payout.id}"), ("books", "/books"),
+                       ("dlq", "/dlq"), ("audit", "/audit"), ("users", "/users")):
         browser.get(f"{console.url}{path}")
         shot(browser, f"phone-{name}")
         assert browser.find_element(By.TAG_NAME, "h1").is_displayed(), path

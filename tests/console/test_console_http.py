@@ -395,3 +395,37 @@ def test_a_payout_in_review_shows_its_evidence_and_is_resolved_by_a_status_query
     assert "receiver_differs" in seen and "Ask M-Pesa" not in seen
     assert viewer.get("/payouts/999999999").status_code == 404
     assert viewer.get("/payouts/1234567890123").status_code == 400
+
+
+def test_an_admin_manages_users_in_the_console_and_nobody_else_sees_the_page(console: ConsoleWorld) -> None:
+    from db.models import OperatorAction
+
+    for name in ("vera", "omar", "abby"):
+        client = logged_in(console, name)
+        assert "/users" not in client.get("/").text and client.get("/users").status_code == 403
+    assert post(logged_in(console, "abby"), "/users", {"change": "add", "username": "zed", "role": "admin",
+                                                       "password": "a long secret phrase"}).status_code == 403
+    admin = logged_in(console, "adam")
+    page = admin.get("/users").text
+    assert '/users">Users<' in admin.get("/").text and "omar" in page and "Add the user" in page
+    post(admin, "/users", {"change": "add", "username": "nuru", "role": "operator", "password": PASSWORD}, "/users")
+    assert "nuru: added" in admin.get("/users").text
+    post(admin, "/users", {"change": "add", "username": "short", "role": "viewer", "password": "short"}, "/users")
+    assert "at least 10 characters" in admin.get("/users").text
+    post(admin, "/users/nuru", {"change": "role", "role": "approver"}, "/users")
+    logged_in(console, "nuru")  # the password the admin set works
+    post(admin, "/users/omar", {"change": "disable", "role": "operator"}, "/users")
+    post(admin, "/users/adam", {"change": "disable"}, "/users")  # not oneself
+    assert "another admin does it" in admin.get("/users").text
+    with console.sessions() as session:
+        roles = dict(session.execute(select(User.username, User.role)).all())
+        disabled = dict(session.execute(select(User.username, User.disabled)).all())
+        record = [(a.action, a.subject, a.operator) for a in session.execute(
+            select(OperatorAction).where(OperatorAction.subject.startswith("user:")).order_by(OperatorAction.id)).scalars()]
+    assert (roles["nuru"], disabled["omar"], disabled["adam"]) == ("approver", True, False)
+    assert record == [("user_added", "user:nuru", "adam"), ("user_role_changed", "user:nuru", "adam"),
+                      ("user_disabled", "user:omar", "adam")]
+    answer = httpx.Client(base_url=console.url, timeout=10)
+    token = csrf_of(answer.get("/login").text)
+    refused = answer.post("/login", data={"username": "omar", "password": PASSWORD, "csrf": token})
+    assert refused.status_code == 401 and "disabled" in refused.text

@@ -35,6 +35,31 @@ def test_users_are_added_listed_and_disabled(fresh_sessions) -> None:  # type: i
     assert stored.startswith("$argon2id$") and "a long secret phrase" not in stored
 
 
+def test_a_role_is_changed_from_the_shell_and_every_change_is_in_the_audit_log(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from db.models import OperatorAction
+
+    url = fresh_sessions.kw["bind"].url.render_as_string(hide_password=False)
+    assert users(url, "add", "amina", "--role", "operator", "--password-stdin", stdin="a long secret phrase\n").returncode == 0
+    changed = users(url, "role", "amina", "--role", "approver")
+    assert changed.returncode == 0 and "user amina is now approver" in changed.stdout, changed.stderr
+    assert users(url, "role", "amina", "--role", "boss").returncode == 2
+    assert users(url, "role", "nobody", "--role", "viewer").returncode == 1
+    os.environ["FLEETPAY_USER"] = "amina"  # named: the record says who; nobody demotes or disables themselves
+    try:
+        own = users(url, "disable", "amina")
+        assert own.returncode == 1 and "another admin" in own.stderr
+    finally:
+        del os.environ["FLEETPAY_USER"]
+    assert json.loads(users(url, "list", "--json").stdout)["users"][0]["role"] == "approver"
+    with fresh_sessions() as session:
+        record = [(a.action, a.subject, a.operator, a.detail) for a in session.execute(
+            select(OperatorAction).where(OperatorAction.subject == "user:amina").order_by(OperatorAction.id)).scalars()]
+    assert record == [("user_added", "user:amina", "shell", {"role": "operator"}),
+                      ("user_role_changed", "user:amina", "shell", {"role": "approver"})]
+
+
 def test_a_request_is_decided_from_the_shell_by_another_user(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
     import os
 
