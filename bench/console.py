@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
 from bench.common import Resources, database_url, fleetpay_env, free_port, percentile, say, wait_http
@@ -38,7 +38,8 @@ def _seed(url: str) -> dict[str, Any]:
 
     from db import users
     from db.engine import make_engine, make_sessionmaker
-    from db.models import Inbox
+    from db.models import Driver, Inbox, Payout
+    from schemas.callbacks import body_digest, inbox_key
     from fleetpay.settings import Settings
     from money.callbacks import apply_callback
     from money.requests import Asker, ask
@@ -48,6 +49,7 @@ def _seed(url: str) -> dict[str, Any]:
     with sessions.begin() as session:
         users.add_user(session, "omar", "operator", PASSWORD)
         users.add_user(session, "abby", "approver", PASSWORD)
+        users.add_user(session, "adam", "admin", PASSWORD)  # sees every page, the users page too
     template = {"TransactionType": "Pay Bill", "TransTime": "20261024101500", "BusinessShortCode": "600000",
                 "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "", "MSISDN": "254708374149",
                 "FirstName": "John"}
@@ -65,8 +67,18 @@ def _seed(url: str) -> dict[str, Any]:
         for n in range(50):
             ask(session, "unmatched_assign", {"trans_id": f"BENCH{n:05d}", "driver": "D000001", "as": "company"},
                 asker=Asker("omar", "operator"), reason=f"bench {n}", settings=settings, business_date=date(2026, 10, 30))
+    with sessions.begin() as session:  # a payout of D000001 with two results in the inbox: its evidence
+        payout = session.execute(select(Payout).join(Driver, Driver.id == Payout.driver_id)
+                                 .where(Driver.code == "D000001").order_by(Payout.id.desc()).limit(1)).scalar_one()
+        for code in (0, 2001):
+            body = {"Result": {"ResultType": 0, "ResultCode": code, "ResultDesc": "bench",
+                               "OriginatorConversationID": payout.originator_conversation_id,
+                               "ConversationID": "AG_bench", "TransactionID": "BENCH00001"}}
+            session.add(Inbox(kind="b2c_result", external_id=inbox_key("b2c_result", body, body_digest(body)),
+                              body=json.dumps(body), status="processed", reason="bench"))
+        payout_id = payout.id
     sessions.kw["bind"].dispose()
-    return {"users": 2, "unmatched": 200, "requests": 50}
+    return {"users": 3, "unmatched": 200, "requests": 50, "payout": payout_id}
 
 
 def _today():  # type: ignore[no-untyped-def]
@@ -164,7 +176,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     wait_http(f"{base}/healthz", child)
     client = httpx.Client(base_url=base, timeout=30)
     token = _csrf(client.get("/login").text)
-    assert client.post("/login", data={"username": "abby", "password": PASSWORD, "csrf": token}).status_code == 303
+    assert client.post("/login", data={"username": "adam", "password": PASSWORD, "csrf": token}).status_code == 303
     driver = "D000001"
     repeats = 10 if quick else REPEATS
     pages = {
@@ -178,7 +190,9 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
         "payouts": "/payouts",
         "payouts of one driver": f"/payouts?driver={driver}",
         "payouts paid": "/payouts?state=paid",
+        "a payout's page (its evidence)": f"/payouts/{seeded['payout']}",
         "audit log": "/audit",
+        "users (admin)": "/users",
     }
     say("timing pages")
     first_view = _timed(client, "/", 1)  # computes and stores the settled days' totals, once

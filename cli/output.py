@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 console = Console()
 errors = Console(stderr=True)
+# Terminal control characters (ESC, BEL, C1 …): a stored body is the sender's text, never the terminal's orders.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def cell(value: Any) -> Text:
+    """A value as a table shows it: literal text (a ``[/]`` in a callback body is not markup), its
+    control characters shown as ``?``."""
+    return Text(CONTROL.sub("?", str(value)))
 
 
 def emit_json(document: Any) -> None:
@@ -25,7 +35,7 @@ def emit_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row.get(column, "")) for column in columns))
+        table.add_row(*(cell(row.get(column, "")) for column in columns))
     console.print(table)
 
 

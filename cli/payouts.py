@@ -62,7 +62,7 @@ def payouts_show(payout_id: Annotated[int, typer.Argument()], as_json: JsonFlag 
               "status_check_wanted", "requested_by", "approved_by", "created_at", "completed_at")
     emit_table(f"payout {payout_id}: KES {kes(int(detail['amount_cents']))}",
                [{"field": name, "value": _shown(detail[name])} for name in fields], ["field", "value"])
-    emit_table("evidence: results naming it or our status queries",
+    emit_table(f"evidence: results naming it or our status queries ({len(detail['evidence'])} of {detail['evidence_total']})",
                [{**{key: _shown(value) for key, value in row.items()}, "settled_it": "yes" if row["settled_it"] else "",
                  "amount": kes(int(row["amount_cents"])) if row["amount_cents"] is not None else ""}
                 for row in detail["evidence"]],

@@ -28,6 +28,7 @@ _FINISH = (
     .values(
         status=bindparam("new_status"),
         reason=bindparam("new_reason"),
+        payout_id=bindparam("payout_id"),
         processed_at=func.now(),
         attempts=_inbox.attempts + 1,
     )
@@ -42,9 +43,10 @@ def lock_row(session: Session, inbox_id: int) -> Inbox | None:
     return session.execute(_LOCK_ROW, {"inbox_id": inbox_id}).scalar_one_or_none()
 
 
-def finish(session: Session, inbox_id: int, status: str, reason: str | None) -> None:
-    """Core UPDATE: nothing reads the row's ORM copy after this."""
-    session.execute(_FINISH, {"inbox_id": inbox_id, "new_status": status, "new_reason": reason})
+def finish(session: Session, inbox_id: int, status: str, reason: str | None, payout_id: int | None = None) -> None:
+    """Core UPDATE: nothing reads the row's ORM copy after this. ``payout_id``: the payout a
+    result was taken to be about."""
+    session.execute(_FINISH, {"inbox_id": inbox_id, "new_status": status, "new_reason": reason, "payout_id": payout_id})
 
 
 def take_stale_ids(session: Session, *, older_than_s: int, limit: int) -> list[int]:

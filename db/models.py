@@ -133,6 +133,7 @@ class Inbox(Base):
         # A payout's evidence: the results naming it or its status queries (keys ``<id>#<digest>``).
         Index("ix_inbox_result_natural_id", text("split_part(external_id, '#', 1)"),
               postgresql_where=text(f"kind IN ({', '.join(repr(kind) for kind in PAYOUT_RESULT_KINDS)})")),
+        Index("ix_inbox_payout_id", "payout_id", postgresql_where=text("payout_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -145,6 +146,9 @@ class Inbox(Base):
     received_at: Mapped[datetime] = _now()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The payout a result was taken to be about once applied (by our ids, or by the payout it names
+    # for a query we never sent): its evidence. Not a foreign key: a hint, never a reason to lock.
+    payout_id: Mapped[int | None] = mapped_column(BigInteger)
     # The sweeper's last re-enqueue and how many it made: it backs off, so a backlog in the
     # queue is not multiplied by duplicate messages.
     swept_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

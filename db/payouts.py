@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import PAYOUT_RESULT_KINDS, Driver, Inbox, Payout, PayoutStatusQuery, Posting
@@ -33,7 +33,9 @@ def reserved_on(session: Session, payout_id: int) -> date:
 def payout_detail(session: Session, payout_id: int) -> dict[str, Any] | None:
     """One payout as a person judges it (the console's payout page, ``fleetpay payouts show``):
     its row, the status queries we sent about it, and every result that names it or one of those
-    queries (the evidence), oldest first, each as its body reads and as fleetpay took it."""
+    queries, or was taken to be about it (the evidence), oldest first, each as its body reads and
+    as fleetpay took it; at most ``EVIDENCE_ROWS_MAX`` (``evidence_total`` counts them all), the
+    settling one and the answers to our own queries always among them."""
     found = session.execute(select(Payout, Driver.code).join(Driver, Driver.id == Payout.driver_id)
                             .where(Payout.id == payout_id)).one_or_none()
     if found is None:
@@ -42,12 +44,19 @@ def payout_detail(session: Session, payout_id: int) -> dict[str, Any] | None:
     queries = session.execute(select(PayoutStatusQuery.originator_conversation_id, PayoutStatusQuery.created_at)
                               .where(PayoutStatusQuery.payout_id == payout_id)
                               .order_by(PayoutStatusQuery.created_at)).all()
-    named = [payout.originator_conversation_id, *(query_id for query_id, _ in queries)]
-    results = session.execute(
-        select(Inbox).where(Inbox.kind.in_(PAYOUT_RESULT_KINDS),
-                            func.split_part(Inbox.external_id, "#", 1).in_([*named, *(f"timeout:{n}" for n in named)]))
-        .order_by(Inbox.received_at, Inbox.id).limit(EVIDENCE_ROWS_MAX)
-    ).scalars().all()
+    ours = [query_id for query_id, _ in queries]
+    named = [payout.originator_conversation_id, *ours]
+    # Those naming it or our queries by id (applied or not yet), and those taken to be about it
+    # (a status answer to a query we never sent names it only inside).
+    about = or_(and_(Inbox.kind.in_(PAYOUT_RESULT_KINDS),
+                     func.split_part(Inbox.external_id, "#", 1).in_([*named, *(f"timeout:{n}" for n in named)])),
+                Inbox.payout_id == payout_id)
+    total = session.execute(select(func.count()).select_from(Inbox).where(about)).scalar_one()
+    # A flood of forged bodies never hides what settled it or the answers to our own queries.
+    first = case((Inbox.id == payout.settled_by_inbox_id, 0),
+                 (func.split_part(Inbox.external_id, "#", 1).in_(ours), 1), else_=2)
+    results = sorted(session.execute(select(Inbox).where(about).order_by(first, Inbox.received_at, Inbox.id)
+                                     .limit(EVIDENCE_ROWS_MAX)).scalars().all(), key=lambda row: (row.received_at, row.id))
     return {
         **_listed(payout, code),
         "msisdn": payout.msisdn,
@@ -59,6 +68,7 @@ def payout_detail(session: Session, payout_id: int) -> dict[str, Any] | None:
         "status_queries": payout.status_queries,
         "status_check_wanted": payout.status_check_wanted_at is not None,
         "queries": [{"query_id": query_id, "sent_at": sent_at.isoformat()} for query_id, sent_at in queries],
+        "evidence_total": total,  # more than listed: the latest others were left out
         "evidence": [{"inbox_id": row.id, "kind": row.kind, "received_at": row.received_at.isoformat(),
                       "source_ip": row.source_ip, "status": row.status, "taken_as": row.reason,
                       "settled_it": row.id == payout.settled_by_inbox_id, **read_result(row.kind, row.body)}
@@ -150,11 +160,20 @@ def take_status_checks_due(
         Payout.status_queries < queries_max,
         or_(Payout.status_checked_at.is_(None), Payout.status_checked_at < func.now() - wait),
     )
-    # A person asked (``money.payouts.want_status_check``): every ``interval_s`` until Daraja takes one.
+    # A person asked (``money.payouts.want_status_check``): until Daraja takes a query, each try
+    # waiting half the time since the wish (at least ``interval_s``, at most ``backoff_max_s``), so
+    # the waits double while Daraja does not take it.
+    since_checked = func.now() - Payout.status_checked_at
     wanted = and_(
         Payout.status_check_wanted_at.is_not(None),
         Payout.state.in_(RESOLVABLE_STATES),
-        or_(Payout.status_checked_at.is_(None), Payout.status_checked_at < func.now() - timedelta(seconds=interval_s)),
+        or_(
+            Payout.status_checked_at.is_(None),
+            and_(since_checked > timedelta(seconds=interval_s),
+                 or_(func.extract("epoch", since_checked) * 2
+                     > func.extract("epoch", func.now() - Payout.status_check_wanted_at),
+                     since_checked > timedelta(seconds=backoff_max_s))),
+        ),
     )
     due = (
         select(Payout.id)

@@ -18,7 +18,8 @@ from db.audit import record_action
 from fleetpay.people import operator_name, same_person
 
 __all__ = ["CHANGES", "USER_ROLES", "UserError", "add_user", "administer", "authenticate", "end_sessions", "get_user",
-           "issue_token", "list_tokens", "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password", "set_role", "user_for_token"]
+           "issue_token", "list_tokens", "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password",
+           "set_role", "user_for_token"]
 
 # viewer < operator < approver < admin: each may do what the ones before it may.
 ROLE_RANK = {role: rank for rank, role in enumerate(USER_ROLES)}

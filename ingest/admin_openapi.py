@@ -63,7 +63,7 @@ DOCUMENT: dict[str, Any] = {
                 "kind": {"type": "string", "enum": list(FIELDS)},
                 "params": {"type": "object", "description": "unmatched_assign: trans_id, driver, as? (fare|company); "
                            "deposit_refund: driver, amount_cents? (null: all); payout_retry / payout_approve / "
-                           "payout_withdraw: payout_id; close_undo: date (YYYY-MM-DD); reconcile_fix: none"},
+                           "payout_withdraw / payout_resolve: payout_id; close_undo: date (YYYY-MM-DD); reconcile_fix: none"},
                 "reason": {"type": "string", "maxLength": REASON_MAX_CHARS}}},
             "Selection": {"type": "object", "additionalProperties": False, "properties": {
                 "ids": {"type": "array", "items": {"type": "string"}}, "all": {"type": "boolean"},

@@ -87,7 +87,7 @@ def apply_inbox_row(session: Session, inbox_id: int, settings: Settings) -> Appl
         applied = Applied("rejected", f"no_handler:{row.kind}")
     else:
         applied = handler(session, row, decode_json(row.body.encode()), settings)
-    inbox.finish(session, inbox_id, applied.status, applied.reason)
+    inbox.finish(session, inbox_id, applied.status, applied.reason, applied.about_payout)
     return applied
 
 

@@ -37,6 +37,7 @@ class Applied:
     reason: str | None = None
     payout_ids: tuple[int, ...] = ()
     status_checks: tuple[int, ...] = ()
+    about_payout: int | None = None  # a result: the payout it was taken to be about (its evidence)
 
 
 def payment_key(receipt: str) -> str:

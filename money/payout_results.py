@@ -11,6 +11,7 @@ on it as the evidence (``settled_by_inbox_id``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -50,26 +51,32 @@ def asked(payout: Payout, settings: Settings) -> Asked:
 def _apply(session: Session, row: Inbox, payout: Payout, verdict: Verdict, **evidence: Any) -> Applied:
     """Move ``payout`` as ``verdict`` says; the row's status says what happened, for the record."""
     with structlog.contextvars.bound_contextvars(payout_id=payout.id):
-        review_reason = verdict.reason if verdict.review else None
-        if verdict.event is None:
-            if review_reason:
-                flag(session, payout.id, review_reason)
-                return Applied("processed", f"review:{review_reason}")
-            log.warning("payout_result_undecided", reason=verdict.reason)
-            return Applied("processed", verdict.reason)
-        moved = apply_event(session, payout.id, verdict.event, evidence_inbox_id=row.id,
-                            review_reason=review_reason, **evidence)
-        log.info("payout_result", kind=row.kind, payout_event=verdict.event, reason=verdict.reason,
-                 state=moved.new_state, changed=moved.changed)
-        if moved.new_state == "reopened" and moved.changed:
-            # A success callback about a payout our own status query had found failed: its money is
-            # back in flight, and only our own query may book it. Ask.
-            return Applied("processed", "success_after_failure:status_asked", status_checks=(payout.id,))
-        if moved.new_state == "pending" and moved.changed:  # proven unsent: send again, same OriginatorConversationID
-            return Applied("processed", "resend", payout_ids=(payout.id,))
+        # The row is the payout's evidence, whatever it names (``db.payouts.payout_detail``).
+        return replace(_move(session, row, payout, verdict, **evidence), about_payout=payout.id)
+
+
+def _move(session: Session, row: Inbox, payout: Payout, verdict: Verdict, **evidence: Any) -> Applied:
+    """What ``_apply`` does to the payout."""
+    review_reason = verdict.reason if verdict.review else None
+    if verdict.event is None:
         if review_reason:
+            flag(session, payout.id, review_reason)
             return Applied("processed", f"review:{review_reason}")
-        return Applied("processed", None if moved.changed else f"no_change:{moved.new_state}")
+        log.warning("payout_result_undecided", reason=verdict.reason)
+        return Applied("processed", verdict.reason)
+    moved = apply_event(session, payout.id, verdict.event, evidence_inbox_id=row.id,
+                        review_reason=review_reason, **evidence)
+    log.info("payout_result", kind=row.kind, payout_event=verdict.event, reason=verdict.reason,
+             state=moved.new_state, changed=moved.changed)
+    if moved.new_state == "reopened" and moved.changed:
+        # A success callback about a payout our own status query had found failed: its money is
+        # back in flight, and only our own query may book it. Ask.
+        return Applied("processed", "success_after_failure:status_asked", status_checks=(payout.id,))
+    if moved.new_state == "pending" and moved.changed:  # proven unsent: send again, same OriginatorConversationID
+        return Applied("processed", "resend", payout_ids=(payout.id,))
+    if review_reason:
+        return Applied("processed", f"review:{review_reason}")
+    return Applied("processed", None if moved.changed else f"no_change:{moved.new_state}")
 
 
 def b2c_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
@@ -95,7 +102,7 @@ def b2c_timeout(session: Session, row: Inbox, body: Any, settings: Settings) -> 
     payout = payout_by_originator_id(session, result.originator_conversation_id)
     if payout is None:
         return Applied("rejected", "unknown_payout")
-    return Applied("processed", f"queue_timeout:{payout.state}")
+    return Applied("processed", f"queue_timeout:{payout.state}", about_payout=payout.id)
 
 
 def status_result(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:

@@ -187,6 +187,8 @@ def apply_event(
         payout.status_queries = 0
     if moved.new_state in TERMINAL:
         payout.completed_at = func.now()  # type: ignore[assignment]
+    if moved.new_state not in RESOLVABLE_STATES:  # settled, or sent again: nothing left to ask
+        payout.status_check_wanted_at = None
     _post_move(session, payout, previous)
     return moved
 
@@ -359,7 +361,9 @@ def want_status_check(session: Session, payout_id: int) -> None:
         raise ValueError(f"no payout {payout_id}")
     if state not in RESOLVABLE_STATES:
         raise ValueError(f"payout {payout_id} is {state}: only {', '.join(RESOLVABLE_STATES)} payouts need resolving")
-    session.execute(update(Payout).where(Payout.id == payout_id).values(status_check_wanted_at=func.now()))
+    # Stamped as asked: the message sent with the approval asks at once; the sweep only backs it up.
+    session.execute(update(Payout).where(Payout.id == payout_id)
+                    .values(status_check_wanted_at=func.now(), status_checked_at=func.now()))
 
 
 def take_status_check(session: Session, payout_id: int) -> str | None:
@@ -383,8 +387,9 @@ def escalate(session: Session, payout_id: int, reason: str) -> Transition:
 def status_query_refused(session: Session, payout_id: int, code: str) -> Transition:
     """Daraja refused our status query itself (a definite refusal: a bad credential, initiator or
     product): asking again cannot help, whoever wanted it, so a person looks."""
+    moved = escalate(session, payout_id, f"status_query_refused:{code}")  # the driver's lock, then the payout's
     session.execute(update(Payout).where(Payout.id == payout_id).values(status_check_wanted_at=None))
-    return escalate(session, payout_id, f"status_query_refused:{code}")
+    return moved
 
 
 def record_status_query(session: Session, payout_id: int, query_id: str) -> None:

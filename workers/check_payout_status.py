@@ -3,7 +3,8 @@
 Idempotency: asking is harmless; the answer arrives at ``status/result`` and moves the payout
 only by ``fleetpay.payout_states`` (paid wins; "not found" sends an ``unknown`` payout again with
 the same OriginatorConversationID). ``sweep_payouts`` spaces the queries by
-``payout_status_interval_s``; an operator's ``fleetpay payouts resolve`` asks at once.
+``payout_status_interval_s``; a person's approved ``payout_resolve`` request (``fleetpay payouts
+resolve``, the console's payout page) asks at once, the sweep backing it up.
 """
 
 from __future__ import annotations

@@ -10,7 +10,11 @@
   (``check_payout_status``), each wait twice the one before (up to
   ``payout_status_backoff_max_s``); after ``payout_status_queries_max`` queries the payout goes to
   ``review`` (an operator looks; the alert is in docs/operations.md). ``review`` is never asked
-  about automatically.
+  about automatically;
+- one a person asked about (an approved ``payout_resolve``: ``status_check_wanted_at``), in any
+  state still in doubt, ``review`` and past the query limit included: asked until Daraja takes a
+  query, each wait half the time since the wish (at least ``payout_status_interval_s``, at most
+  ``payout_status_backoff_max_s``). The message sent with the approval asks first; this is the backstop.
 
 Idempotency: every step is itself idempotent (claim, state machine, harmless queries), so two
 sweeps at once, or a sweep during normal work, change nothing twice.

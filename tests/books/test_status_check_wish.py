@@ -4,8 +4,10 @@ whatever became of the message that asks at once; a definite refusal ends the wi
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from db.models import Payout
 from db.payouts import payout_detail, take_status_checks_due
@@ -40,10 +42,17 @@ def test_a_payout_in_review_is_asked_about_only_once_a_person_wants_it_and_until
     assert due(fresh_sessions) == []
     with fresh_sessions.begin() as session:
         want_status_check(session, payout_id)
+    assert due(fresh_sessions) == []  # the message sent with the approval asks; the sweep only backs it up
+    with fresh_sessions.begin() as session:  # that message was lost: a minute later the sweep asks
+        session.execute(update(Payout).where(Payout.id == payout_id).values(status_checked_at=func.now() - timedelta(seconds=61)))
     assert due(fresh_sessions) == [payout_id]
     assert due(fresh_sessions) == []  # taken: not again within the interval
-    with fresh_sessions.begin() as session:  # the query went unanswered by Daraja (timeout): due again later
-        session.execute(update(Payout).where(Payout.id == payout_id).values(status_checked_at=None))
+    with fresh_sessions.begin() as session:  # Daraja did not take it, for an hour: the next try waits half an hour
+        session.execute(update(Payout).where(Payout.id == payout_id).values(
+            status_check_wanted_at=func.now() - timedelta(hours=1), status_checked_at=func.now() - timedelta(minutes=20)))
+    assert due(fresh_sessions) == []
+    with fresh_sessions.begin() as session:
+        session.execute(update(Payout).where(Payout.id == payout_id).values(status_checked_at=func.now() - timedelta(minutes=31)))
     assert due(fresh_sessions) == [payout_id]
     with fresh_sessions.begin() as session:
         assert take_status_check(session, payout_id)  # the message that asks at once
@@ -71,16 +80,22 @@ def test_a_query_daraja_refuses_for_good_ends_the_wish(fresh_sessions) -> None: 
         assert "status_query_refused:2001" in (payout.review_reason or "")
 
 
-@pytest.mark.parametrize("event", ["result_success", "status_failed"])
-def test_nobody_asks_about_a_settled_payout_nor_about_one_settled_after_it_was_wanted(fresh_sessions, event) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("event", ["result_success", "status_failed", "status_not_found"])
+def test_a_wish_ends_when_the_payout_leaves_doubt_and_does_not_come_back_with_a_reopening(fresh_sessions, event) -> None:  # type: ignore[no-untyped-def]
     payout = funded_payout(fresh_sessions)
     with fresh_sessions.begin() as session:
         apply_event(session, payout.id, "result_failure")  # failure_reported: in doubt
         want_status_check(session, payout.id)
         apply_event(session, payout.id, event, receipt="SKR1234567" if event == "result_success" else None)
+        assert session.get(Payout, payout.id).status_check_wanted_at is None  # paid, failed, or pending (sent again)
     assert due(fresh_sessions) == []
-    with fresh_sessions.begin() as session, pytest.raises(ValueError, match="need resolving"):
-        want_status_check(session, payout.id)
+    if event == "status_failed":
+        with fresh_sessions.begin() as session:  # a success callback reopens it: asked about as usual, not as wished
+            assert apply_event(session, payout.id, "result_success").new_state == "reopened"
+            assert session.get(Payout, payout.id).status_check_wanted_at is None
+    if event == "result_success":
+        with fresh_sessions.begin() as session, pytest.raises(ValueError, match="need resolving"):
+            want_status_check(session, payout.id)
 
 
 def test_an_unknown_payout_cannot_be_wanted(fresh_sessions) -> None:  # type: ignore[no-untyped-def]

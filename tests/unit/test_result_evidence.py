@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.result_evidence import read_result
@@ -59,3 +59,33 @@ def test_any_result_shape_reads_without_raising(code: object, amount: object) ->
                                       {"Key": "TransactionAmount", "Value": amount}, {"Key": "Amount", "Value": amount}]}}})
     for kind in ("b2c_result", "status_result"):
         assert set(read_result(kind, body)) == KEYS
+
+
+@settings(deadline=None)  # the first call imports rich's table machinery
+@given(text=st.text(max_size=80))
+def test_a_table_cell_prints_any_text_literally_and_without_control_characters(text: str) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cli.output import cell
+
+    shown = cell(text)
+    assert not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in shown.plain)
+    table = Table()
+    table.add_column("x")
+    table.add_row(shown)
+    Console(file=io.StringIO(), force_terminal=True, width=200).print(table)  # "[/]" and the like never raise
+
+
+def test_markup_in_a_result_is_printed_as_written() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cli.output import cell
+
+    out = io.StringIO()
+    Console(file=out, width=200).print(cell("Request failed [code 2001] [/]\x1b[2J"))
+    assert out.getvalue().strip() == "Request failed [code 2001] [/]?[2J"
