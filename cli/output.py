@@ -16,13 +16,14 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document 
 
 console = Console()
 errors = Console(stderr=True)
-# Terminal control characters (ESC, BEL, C1 …): a stored body is the sender's text, never the terminal's orders.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Terminal control characters (ESC, BEL, C1 …) and bidirectional overrides: a stored body is the
+# sender's text, never the terminal's orders nor a reordering of what an operator reads.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def cell(value: Any) -> Text:
     """A value as a table shows it: literal text (a ``[/]`` in a callback body is not markup), its
-    control characters shown as ``?``."""
+    control characters shown as ``?`` (line breaks and tabs as they are)."""
     return Text(CONTROL.sub("?", str(value)))
 
 

@@ -52,7 +52,16 @@ from db.payouts import list_payouts, payout_detail
 from db.statements import dashboard as dashboard_numbers
 from db.reconcile import run_check
 from db.statements import closes, reconciliations, statement
-from db.users import USER_ROLES, UserError, administer, authenticate, end_sessions, get_user, list_users
+from db.users import (
+    USER_ROLES,
+    UserError,
+    administer,
+    authenticate,
+    change_own_password,
+    end_sessions,
+    get_user,
+    list_users,
+)
 from fleetpay.passwords import WeakPassword
 from fleetpay.people import BadName
 from fleetpay.payout_states import OPEN, RESOLVABLE_STATES, STATE_ORDER
@@ -529,6 +538,19 @@ class Console:
             self.flash(request, f"{username}: {USER_CHANGE_DONE[change]}.")
         return RedirectResponse(path_of(request, "users_page"), status_code=303)
 
+    async def account(self, request: Request, viewer: Viewer) -> Response:
+        return self.render(request, "account.html", "My password", viewer)
+
+    async def change_password(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        try:
+            with self.sessions.begin() as session:
+                change_own_password(session, viewer.username, str(form.get("current", "")), str(form.get("password", "")))
+        except (UserError, WeakPassword) as refused:
+            self.flash(request, f"Not changed: {refused}", "error")
+            return RedirectResponse(path_of(request, "account"), status_code=303)
+        log.warning("console_own_password_set", username=viewer.username)
+        return RedirectResponse(path_of(request, "login"), status_code=303)  # every session ended: log in again
+
     async def audit(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
             rows = recent_actions(session, limit=200)
@@ -563,6 +585,8 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/payouts/{payout_id:int}", page()(console.payout), name="payout"),
         Route("/payouts/{payout_id:int}/ask", page("operator", post=True)(console.ask_payout), methods=["POST"], name="ask_payout"),
         Route("/audit", page()(console.audit), name="audit"),
+        Route("/account", page()(console.account), name="account"),
+        Route("/account", page(post=True)(console.change_password), methods=["POST"], name="change_password"),
         Route("/users", page("admin")(console.users_page), name="users_page"),
         Route("/users", page("admin", post=True)(console.change_user), methods=["POST"], name="add_user"),
         Route("/users/{username}", page("admin", post=True)(console.change_user), methods=["POST"], name="change_user"),

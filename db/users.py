@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import USER_ROLES, ApiToken, User
@@ -17,7 +18,8 @@ from fleetpay.passwords import hash_password, verify_password
 from db.audit import record_action
 from fleetpay.people import operator_name, same_person
 
-__all__ = ["CHANGES", "USER_ROLES", "UserError", "add_user", "administer", "authenticate", "end_sessions", "get_user",
+__all__ = ["CHANGES", "USER_ROLES", "UserError", "add_user", "administer", "authenticate", "change_own_password",
+           "end_sessions", "get_user",
            "issue_token", "list_tokens", "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password",
            "set_role", "user_for_token"]
 
@@ -39,16 +41,26 @@ class UserError(ValueError):
     """An operation on users that cannot be done; the message says why."""
 
 
-def add_user(session: Session, username: str, role: str, password: str) -> User:
+def add_user(session: Session, username: str, role: str, password: str, *, by: str | None = None) -> User:
+    """A new user; ``by``: who chose the password, when it is someone else (``password_set_by``)."""
     name = operator_name(username)
     if role not in USER_ROLES:
         raise UserError(f"the role is one of {', '.join(USER_ROLES)}")
-    if session.execute(select(User.id).where(User.username == name)).first():
-        raise UserError(f"user {name} exists")
-    user = User(username=name, role=role, password_hash=hash_password(password))
-    session.add(user)
-    session.flush()
+    taken = select(User.username).where(func.lower(User.username) == name.lower())  # amina and Amina are one person
+    if existing := session.execute(taken).scalar_one_or_none():
+        raise UserError(f"user {existing} exists")
+    user = User(username=name, role=role, password_hash=hash_password(password), password_set_by=_chooser(by, name))
+    try:
+        with session.begin_nested():
+            session.add(user)
+            session.flush()
+    except IntegrityError as error:  # added by someone else at the same moment
+        raise UserError(f"user {name} exists") from error
     return user
+
+
+def _chooser(by: str | None, username: str) -> str | None:
+    return operator_name(by) if by and not same_person(by, username) else None
 
 
 def get_user(session: Session, username: str) -> User:
@@ -61,14 +73,16 @@ def get_user(session: Session, username: str) -> User:
 def list_users(session: Session) -> list[dict[str, Any]]:
     return [
         {"username": u.username, "role": u.role, "disabled": u.disabled, "locked_until": u.locked_until,
-         "created_at": u.created_at}
+         "password_set_by": u.password_set_by, "created_at": u.created_at}
         for u in session.execute(select(User).order_by(User.username)).scalars()
     ]
 
 
-def set_password(session: Session, username: str, password: str) -> None:
+def set_password(session: Session, username: str, password: str, *, by: str | None = None) -> None:
+    """``by``: who chose it, when it is not the user (``password_set_by``)."""
     user = get_user(session, username)
     user.password_hash, user.failed_logins, user.locked_until = hash_password(password), 0, None
+    user.password_set_by = _chooser(by, user.username)
     user.session_version += 1  # sessions opened with the old password end
     _revoke_all(session, user)  # and so do the tokens: a new password is for a suspected compromise too
 
@@ -76,7 +90,8 @@ def set_password(session: Session, username: str, password: str) -> None:
 def set_disabled(session: Session, username: str, disabled: bool) -> None:
     user = get_user(session, username)
     user.disabled = disabled
-    if disabled:  # enabling the user again does not bring old tokens back
+    if disabled:  # enabling the user again brings back neither old sessions nor old tokens
+        user.session_version += 1
         _revoke_all(session, user)
 
 
@@ -101,16 +116,42 @@ def administer(session: Session, change: str, username: str, *, by: str, role: s
         raise UserError(f"the change is one of {', '.join(CHANGES)}")
     if change in ("role", "disable") and same_person(by, username):
         raise UserError("nobody disables themselves or changes their own role: another admin does it")
+    if change in ("role", "disable"):
+        _keep_an_admin(session, username, role)
     if change == "add":
-        add_user(session, username, role or "", password or "")
+        add_user(session, username, role or "", password or "", by=by)
     elif change == "role":
         set_role(session, username, role or "")
     elif change == "password":
-        set_password(session, username, password or "")
+        set_password(session, username, password or "", by=by)
     else:
         set_disabled(session, username, change == "disable")
     record_action(session, action=CHANGES[change], subject=f"user:{operator_name(username)}", operator=by,
                   reason="user administration", detail={"role": role} if role else None)
+
+
+def change_own_password(session: Session, username: str, current: str, new: str) -> None:
+    """A user sets their own password (the one an admin chose no longer speaks for them), given
+    the current one; recorded in the audit log."""
+    user = session.execute(select(User).where(User.username == operator_name(username)).with_for_update()).scalar_one()
+    if not verify_password(user.password_hash, current):
+        raise UserError("the current password is wrong")
+    set_password(session, user.username, new)
+    record_action(session, action="user_password_set", subject=f"user:{user.username}", operator=user.username,
+                  reason="their own password")
+
+
+def _keep_an_admin(session: Session, username: str, role: str | None) -> None:
+    """Refuse to demote or disable the last enabled admin, under the admins' row locks (two admins
+    demoting each other at once: one of them is refused)."""
+    admins = session.execute(select(User.username).where(User.role == "admin", User.disabled.is_(False))
+                             .order_by(User.id).with_for_update()).scalars().all()
+    target = get_user(session, username)
+    if role is not None and role == target.role:
+        raise UserError(f"{target.username} is {role} already")
+    leaving = target.username in admins and (role is None or role != "admin")
+    if leaving and len(admins) == 1:
+        raise UserError(f"{target.username} is the last admin: make another admin first")
 
 
 def end_sessions(session: Session, username: str) -> None:

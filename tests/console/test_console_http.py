@@ -413,7 +413,28 @@ def test_an_admin_manages_users_in_the_console_and_nobody_else_sees_the_page(con
     post(admin, "/users", {"change": "add", "username": "short", "role": "viewer", "password": "short"}, "/users")
     assert "at least 10 characters" in admin.get("/users").text
     post(admin, "/users/nuru", {"change": "role", "role": "approver"}, "/users")
-    logged_in(console, "nuru")  # the password the admin set works
+    post(admin, "/users", {"change": "add", "username": "NURU", "role": "admin", "password": PASSWORD}, "/users")
+    assert "user nuru exists" in admin.get("/users").text  # one person, one name, whatever the case
+    post(admin, "/users/nuru", {"change": "role", "role": "approver"}, "/users")
+    assert "nuru is approver already" in admin.get("/users").text
+    post(admin, "/users/nuru", {"change": "password", "password": PASSWORD}, "/users")
+
+    # Four eyes cannot be passed with an account whose password the asker chose.
+    post(admin, f"/unmatched/{console.receipt}/assign", {"driver": console.driver, "reason": "typed 999"}, "/unmatched")
+    with console.sessions() as session:
+        request_id = session.execute(select(MoneyRequest.id).where(MoneyRequest.requested_by == "adam")).scalar_one()
+    nuru = logged_in(console, "nuru")  # the password the admin set works
+    post(nuru, f"/requests/{request_id}", {"decision": "approve"}, "/requests")
+    assert "password was chosen by adam, who asked" in nuru.get("/requests").text
+    post(nuru, "/account", {"current": "not it", "password": "nuru's very own phrase"}, "/account")
+    assert "the current password is wrong" in nuru.get("/account").text
+    changed = post(nuru, "/account", {"current": PASSWORD, "password": "nuru's very own phrase"}, "/account")
+    assert changed.headers["location"] == "/login" and nuru.get("/").status_code == 303  # every session ended
+    nuru = httpx.Client(base_url=console.url, timeout=10)
+    nuru.post("/login", data={"username": "nuru", "password": "nuru's very own phrase", "csrf": csrf_of(nuru.get("/login").text)})
+    post(nuru, f"/requests/{request_id}", {"decision": "approve"}, "/requests")
+    with console.sessions() as session:
+        assert session.get(MoneyRequest, request_id).state == "done"
     post(admin, "/users/omar", {"change": "disable", "role": "operator"}, "/users")
     post(admin, "/users/adam", {"change": "disable"}, "/users")  # not oneself
     assert "another admin does it" in admin.get("/users").text
@@ -424,6 +445,7 @@ def test_an_admin_manages_users_in_the_console_and_nobody_else_sees_the_page(con
             select(OperatorAction).where(OperatorAction.subject.startswith("user:")).order_by(OperatorAction.id)).scalars()]
     assert (roles["nuru"], disabled["omar"], disabled["adam"]) == ("approver", True, False)
     assert record == [("user_added", "user:nuru", "adam"), ("user_role_changed", "user:nuru", "adam"),
+                      ("user_password_set", "user:nuru", "adam"), ("user_password_set", "user:nuru", "nuru"),
                       ("user_disabled", "user:omar", "adam")]
     answer = httpx.Client(base_url=console.url, timeout=10)
     token = csrf_of(answer.get("/login").text)

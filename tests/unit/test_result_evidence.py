@@ -72,7 +72,7 @@ def test_a_table_cell_prints_any_text_literally_and_without_control_characters(t
     from cli.output import cell
 
     shown = cell(text)
-    assert not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in shown.plain)
+    assert not any((ord(c) < 0x20 and c not in "\n\t") or 0x7f <= ord(c) <= 0x9f or c in "\u202e\u2066" for c in shown.plain)
     table = Table()
     table.add_column("x")
     table.add_row(shown)
