@@ -520,7 +520,7 @@ class Console:
     async def users_page(self, request: Request, viewer: Viewer) -> Response:
         with self.sessions() as session:
             rows = list_users(session)
-        return self.render(request, "users.html", "Users", viewer, rows=rows, roles=USER_ROLES)
+        return self.render(request, "users.html", "Users", viewer, rows=rows, roles=USER_ROLES, four_eyes=self.settings.four_eyes)
 
     async def change_user(self, request: Request, viewer: Viewer, form: Any) -> Response:
         """Add a user (``change=add`` and ``username`` in the form) or change one named in the path."""
@@ -528,9 +528,12 @@ class Console:
         username = str(form.get("username", "")) if change == "add" else str(request.path_params.get("username", ""))
         wanted = {"add": ("role", "password"), "role": ("role",), "password": ("password",)}.get(change, ())
         values = {key: str(form.get(key, "")) for key in wanted}
-        try:
+        def work() -> None:
             with self.sessions.begin() as session:
-                administer(session, change, username, by=viewer.username, **values)
+                administer(session, change, username, by=viewer.username, may_grant=not self.settings.four_eyes, **values)
+
+        try:
+            await anyio.to_thread.run_sync(work)  # argon2 takes a while: never on the event loop
         except (UserError, WeakPassword, BadName) as refused:
             self.flash(request, f"Not done: {refused}", "error")
         else:
@@ -542,10 +545,22 @@ class Console:
         return self.render(request, "account.html", "My password", viewer)
 
     async def change_password(self, request: Request, viewer: Viewer, form: Any) -> Response:
-        try:
+        """The current password is asked, so a session left open is not a new password; wrong
+        guesses count as wrong logins from that address (``LoginThrottle``)."""
+        address = request.client.host if request.client else "?"
+        if self.throttle.blocked(address):
+            self.flash(request, "Not changed: too many wrong passwords from here: wait a few minutes", "error")
+            return RedirectResponse(path_of(request, "account"), status_code=303)
+
+        def work() -> None:
             with self.sessions.begin() as session:
                 change_own_password(session, viewer.username, str(form.get("current", "")), str(form.get("password", "")))
+
+        try:
+            await anyio.to_thread.run_sync(work)
         except (UserError, WeakPassword) as refused:
+            if "current password" in str(refused):
+                self.throttle.failed(address)
             self.flash(request, f"Not changed: {refused}", "error")
             return RedirectResponse(path_of(request, "account"), status_code=303)
         log.warning("console_own_password_set", username=viewer.username)

@@ -415,9 +415,6 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Bumped by a logout and a password change: every session cookie issued before is void.
     session_version: Mapped[int] = mapped_column(Integer, server_default="0")
-    # Who chose the current password when it was not the user: until the user sets their own, that
-    # person could log in as them, so this user never approves that person's requests (four eyes).
-    password_set_by: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
 
 

@@ -18,7 +18,7 @@ from fleetpay.passwords import hash_password, verify_password
 from db.audit import record_action
 from fleetpay.people import operator_name, same_person
 
-__all__ = ["CHANGES", "USER_ROLES", "UserError", "add_user", "administer", "authenticate", "change_own_password",
+__all__ = ["CHANGES", "USER_ROLES", "grants_power", "UserError", "add_user", "administer", "authenticate", "change_own_password",
            "end_sessions", "get_user",
            "issue_token", "list_tokens", "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password",
            "set_role", "user_for_token"]
@@ -41,15 +41,14 @@ class UserError(ValueError):
     """An operation on users that cannot be done; the message says why."""
 
 
-def add_user(session: Session, username: str, role: str, password: str, *, by: str | None = None) -> User:
-    """A new user; ``by``: who chose the password, when it is someone else (``password_set_by``)."""
+def add_user(session: Session, username: str, role: str, password: str) -> User:
     name = operator_name(username)
     if role not in USER_ROLES:
         raise UserError(f"the role is one of {', '.join(USER_ROLES)}")
     taken = select(User.username).where(func.lower(User.username) == name.lower())  # amina and Amina are one person
-    if existing := session.execute(taken).scalar_one_or_none():
+    if existing := session.execute(taken.limit(1)).scalar():
         raise UserError(f"user {existing} exists")
-    user = User(username=name, role=role, password_hash=hash_password(password), password_set_by=_chooser(by, name))
+    user = User(username=name, role=role, password_hash=hash_password(password))
     try:
         with session.begin_nested():
             session.add(user)
@@ -57,10 +56,6 @@ def add_user(session: Session, username: str, role: str, password: str, *, by: s
     except IntegrityError as error:  # added by someone else at the same moment
         raise UserError(f"user {name} exists") from error
     return user
-
-
-def _chooser(by: str | None, username: str) -> str | None:
-    return operator_name(by) if by and not same_person(by, username) else None
 
 
 def get_user(session: Session, username: str) -> User:
@@ -73,16 +68,14 @@ def get_user(session: Session, username: str) -> User:
 def list_users(session: Session) -> list[dict[str, Any]]:
     return [
         {"username": u.username, "role": u.role, "disabled": u.disabled, "locked_until": u.locked_until,
-         "password_set_by": u.password_set_by, "created_at": u.created_at}
+         "created_at": u.created_at}
         for u in session.execute(select(User).order_by(User.username)).scalars()
     ]
 
 
-def set_password(session: Session, username: str, password: str, *, by: str | None = None) -> None:
-    """``by``: who chose it, when it is not the user (``password_set_by``)."""
+def set_password(session: Session, username: str, password: str) -> None:
     user = get_user(session, username)
     user.password_hash, user.failed_logins, user.locked_until = hash_password(password), 0, None
-    user.password_set_by = _chooser(by, user.username)
     user.session_version += 1  # sessions opened with the old password end
     _revoke_all(session, user)  # and so do the tokens: a new password is for a suspected compromise too
 
@@ -106,24 +99,37 @@ CHANGES = {"add": "user_added", "role": "user_role_changed", "disable": "user_di
            "password": "user_password_set"}
 
 
+def grants_power(session: Session, change: str, username: str, role: str | None) -> bool:
+    """Whether a change could give its maker a second identity: adding a user or setting another's
+    password (the maker knows it, so may log in as them), or raising a role. With four eyes on,
+    only the shell does these (``administer(..., may_grant=False)`` refuses them)."""
+    if change in ("add", "password"):
+        return True
+    return change == "role" and role in ROLE_RANK and ROLE_RANK[role] > ROLE_RANK[get_user(session, username).role]
+
+
 def administer(session: Session, change: str, username: str, *, by: str, role: str | None = None,
-               password: str | None = None) -> None:
+               password: str | None = None, may_grant: bool = True) -> None:
     """One change to a user (``CHANGES``), recorded in the audit log as ``by``'s, in the caller's
-    transaction. Nobody disables themselves or changes their own role: the console's only admin
-    would lock everyone out (another admin, or the shell, does it). ``UserError``, ``WeakPassword``
-    and ``BadName`` say why a change is refused."""
+    transaction. Nobody disables themselves or changes their own role, and the last enabled admin
+    stays one; ``may_grant=False`` (the console, four eyes on) refuses what ``grants_power``.
+    ``UserError``, ``WeakPassword`` and ``BadName`` say why a change is refused."""
     if change not in CHANGES:
         raise UserError(f"the change is one of {', '.join(CHANGES)}")
     if change in ("role", "disable") and same_person(by, username):
         raise UserError("nobody disables themselves or changes their own role: another admin does it")
+    if not may_grant and grants_power(session, change, username, role):
+        raise UserError("with four eyes on, adding a user, setting someone else's password and raising a role are done "
+                        "from the shell (fleetpay users ...): whoever chooses a password could log in as that user "
+                        "and approve their own requests")
     if change in ("role", "disable"):
         _keep_an_admin(session, username, role)
     if change == "add":
-        add_user(session, username, role or "", password or "", by=by)
+        add_user(session, username, role or "", password or "")
     elif change == "role":
         set_role(session, username, role or "")
     elif change == "password":
-        set_password(session, username, password or "", by=by)
+        set_password(session, username, password or "")
     else:
         set_disabled(session, username, change == "disable")
     record_action(session, action=CHANGES[change], subject=f"user:{operator_name(username)}", operator=by,
@@ -131,8 +137,7 @@ def administer(session: Session, change: str, username: str, *, by: str, role: s
 
 
 def change_own_password(session: Session, username: str, current: str, new: str) -> None:
-    """A user sets their own password (the one an admin chose no longer speaks for them), given
-    the current one; recorded in the audit log."""
+    """A user sets their own password, given the current one; recorded in the audit log."""
     user = session.execute(select(User).where(User.username == operator_name(username)).with_for_update()).scalar_one()
     if not verify_password(user.password_hash, current):
         raise UserError("the current password is wrong")

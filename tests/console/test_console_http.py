@@ -403,39 +403,22 @@ def test_an_admin_manages_users_in_the_console_and_nobody_else_sees_the_page(con
     for name in ("vera", "omar", "abby"):
         client = logged_in(console, name)
         assert "/users" not in client.get("/").text and client.get("/users").status_code == 403
-    assert post(logged_in(console, "abby"), "/users", {"change": "add", "username": "zed", "role": "admin",
-                                                       "password": "a long secret phrase"}).status_code == 403
+    assert post(logged_in(console, "abby"), "/users/omar", {"change": "disable"}).status_code == 403
     admin = logged_in(console, "adam")
     page = admin.get("/users").text
-    assert '/users">Users<' in admin.get("/").text and "omar" in page and "Add the user" in page
-    post(admin, "/users", {"change": "add", "username": "nuru", "role": "operator", "password": PASSWORD}, "/users")
-    assert "nuru: added" in admin.get("/users").text
-    post(admin, "/users", {"change": "add", "username": "short", "role": "viewer", "password": "short"}, "/users")
-    assert "at least 10 characters" in admin.get("/users").text
-    post(admin, "/users/nuru", {"change": "role", "role": "approver"}, "/users")
-    post(admin, "/users", {"change": "add", "username": "NURU", "role": "admin", "password": PASSWORD}, "/users")
-    assert "user nuru exists" in admin.get("/users").text  # one person, one name, whatever the case
-    post(admin, "/users/nuru", {"change": "role", "role": "approver"}, "/users")
-    assert "nuru is approver already" in admin.get("/users").text
-    post(admin, "/users/nuru", {"change": "password", "password": PASSWORD}, "/users")
+    assert '/users">Users<' in admin.get("/").text and "omar" in page and "fleetpay users add NAME" in page
+    assert "Add the user" not in page and "Set password" not in page  # four eyes on: done from the shell
 
-    # Four eyes cannot be passed with an account whose password the asker chose.
-    post(admin, f"/unmatched/{console.receipt}/assign", {"driver": console.driver, "reason": "typed 999"}, "/unmatched")
-    with console.sessions() as session:
-        request_id = session.execute(select(MoneyRequest.id).where(MoneyRequest.requested_by == "adam")).scalar_one()
-    nuru = logged_in(console, "nuru")  # the password the admin set works
-    post(nuru, f"/requests/{request_id}", {"decision": "approve"}, "/requests")
-    assert "password was chosen by adam, who asked" in nuru.get("/requests").text
-    post(nuru, "/account", {"current": "not it", "password": "nuru's very own phrase"}, "/account")
-    assert "the current password is wrong" in nuru.get("/account").text
-    changed = post(nuru, "/account", {"current": PASSWORD, "password": "nuru's very own phrase"}, "/account")
-    assert changed.headers["location"] == "/login" and nuru.get("/").status_code == 303  # every session ended
-    nuru = httpx.Client(base_url=console.url, timeout=10)
-    nuru.post("/login", data={"username": "nuru", "password": "nuru's very own phrase", "csrf": csrf_of(nuru.get("/login").text)})
-    post(nuru, f"/requests/{request_id}", {"decision": "approve"}, "/requests")
-    with console.sessions() as session:
-        assert session.get(MoneyRequest, request_id).state == "done"
-    post(admin, "/users/omar", {"change": "disable", "role": "operator"}, "/users")
+    # With four eyes on, nothing here gives its maker a second identity: whoever chooses a password
+    # could log in as that user and approve their own requests.
+    post(admin, "/users", {"change": "add", "username": "nuru", "role": "approver", "password": PASSWORD}, "/users")
+    assert "done from the shell" in admin.get("/users").text
+    post(admin, "/users/abby", {"change": "password", "password": "a password adam knows"}, "/users")
+    post(admin, "/users/omar", {"change": "role", "role": "approver"}, "/users")
+    post(admin, "/users/abby", {"change": "role", "role": "operator"}, "/users")  # lowering a role is fine
+    post(admin, "/users/abby", {"change": "role", "role": "operator"}, "/users")
+    assert "abby is operator already" in admin.get("/users").text
+    post(admin, "/users/omar", {"change": "disable"}, "/users")
     post(admin, "/users/adam", {"change": "disable"}, "/users")  # not oneself
     assert "another admin does it" in admin.get("/users").text
     with console.sessions() as session:
@@ -443,11 +426,45 @@ def test_an_admin_manages_users_in_the_console_and_nobody_else_sees_the_page(con
         disabled = dict(session.execute(select(User.username, User.disabled)).all())
         record = [(a.action, a.subject, a.operator) for a in session.execute(
             select(OperatorAction).where(OperatorAction.subject.startswith("user:")).order_by(OperatorAction.id)).scalars()]
-    assert (roles["nuru"], disabled["omar"], disabled["adam"]) == ("approver", True, False)
-    assert record == [("user_added", "user:nuru", "adam"), ("user_role_changed", "user:nuru", "adam"),
-                      ("user_password_set", "user:nuru", "adam"), ("user_password_set", "user:nuru", "nuru"),
-                      ("user_disabled", "user:omar", "adam")]
+    assert "nuru" not in roles and (roles["abby"], roles["omar"], disabled["omar"], disabled["adam"]) == (
+        "operator", "operator", True, False)
+    assert record == [("user_role_changed", "user:abby", "adam"), ("user_disabled", "user:omar", "adam")]
+    logged_in(console, "abby")  # her password is still her own
     answer = httpx.Client(base_url=console.url, timeout=10)
-    token = csrf_of(answer.get("/login").text)
-    refused = answer.post("/login", data={"username": "omar", "password": PASSWORD, "csrf": token})
+    refused = answer.post("/login", data={"username": "omar", "password": PASSWORD, "csrf": csrf_of(answer.get("/login").text)})
     assert refused.status_code == 401 and "disabled" in refused.text
+
+
+def test_a_user_sets_their_own_password_and_wrong_guesses_are_throttled(console: ConsoleWorld) -> None:
+    vera = logged_in(console, "vera")
+    post(vera, "/account", {"current": "not it", "password": "vera's very own phrase"}, "/account")
+    assert "the current password is wrong" in vera.get("/account").text
+    changed = post(vera, "/account", {"current": PASSWORD, "password": "vera's very own phrase"}, "/account")
+    assert changed.headers["location"] == "/login" and vera.get("/").status_code == 303  # every session ended
+    again = httpx.Client(base_url=console.url, timeout=10)
+    assert again.post("/login", data={"username": "vera", "password": "vera's very own phrase",
+                                      "csrf": csrf_of(again.get("/login").text)}).status_code == 303
+    for _ in range(3):  # console_login_failures_max = 3 in these tests
+        post(again, "/account", {"current": "a guess", "password": "whatever it is"}, "/account")
+    post(again, "/account", {"current": "vera's very own phrase", "password": "another long phrase"}, "/account")
+    assert "too many wrong passwords from here" in again.get("/account").text
+
+
+def test_a_one_person_fleet_adds_users_and_sets_passwords_in_the_console(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    from tests.console.conftest import console_settings, world
+
+    alone = world(fresh_sessions, console_settings(four_eyes=False))
+    console = next(alone)
+    try:
+        admin = logged_in(console, "adam")
+        assert "Add the user" in admin.get("/users").text
+        post(admin, "/users", {"change": "add", "username": "nuru", "role": "approver", "password": PASSWORD}, "/users")
+        post(admin, "/users", {"change": "add", "username": "NURU", "role": "admin", "password": PASSWORD}, "/users")
+        assert "user nuru exists" in admin.get("/users").text  # one person, one name, whatever the case
+        post(admin, "/users/nuru", {"change": "password", "password": "a new long phrase"}, "/users")
+        assert "nuru: password set" in admin.get("/users").text
+        nuru = httpx.Client(base_url=console.url, timeout=10)
+        assert nuru.post("/login", data={"username": "nuru", "password": "a new long phrase",
+                                         "csrf": csrf_of(nuru.get("/login").text)}).status_code == 303
+    finally:
+        alone.close()

@@ -66,13 +66,20 @@ def test_disabling_ends_every_session_even_once_enabled_again(fresh_sessions) ->
         assert users.get_user(session, "cyd").session_version > version  # a cookie from before is void
 
 
-def test_a_password_someone_else_chose_is_remembered_until_the_user_sets_their_own(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("change", "values", "grants"), [
+    ("add", {"role": "viewer", "password": PASSWORD}, True),
+    ("password", {"password": "another long phrase"}, True),
+    ("role", {"role": "admin"}, True),
+    ("role", {"role": "viewer"}, False),
+    ("disable", {}, False),
+    ("enable", {}, False),
+])
+def test_with_four_eyes_on_only_the_shell_gives_anyone_a_second_identity(fresh_sessions, change, values, grants) -> None:  # type: ignore[no-untyped-def]
     with fresh_sessions.begin() as session:
-        users.administer(session, "add", "dee", by="ada", role="approver", password=PASSWORD)
-        assert users.get_user(session, "dee").password_set_by == "ada"
-    with fresh_sessions.begin() as session, pytest.raises(users.UserError, match="current password is wrong"):
-        users.change_own_password(session, "dee", "not it", "dee's own phrase")
-    with fresh_sessions.begin() as session:
-        users.change_own_password(session, "dee", PASSWORD, "dee's own phrase")
-    with fresh_sessions() as session:
-        assert users.get_user(session, "dee").password_set_by is None
+        users.add_user(session, "eve", "operator", PASSWORD)
+    whom = "fay" if change == "add" else "eve"
+    if grants:
+        with fresh_sessions.begin() as session, pytest.raises(users.UserError, match="done from the shell"):
+            users.administer(session, change, whom, by="ada", may_grant=False, **values)
+    with fresh_sessions.begin() as session:  # from the shell (or with four eyes off) it is done
+        users.administer(session, change, whom, by="shell", may_grant=grants, **values)

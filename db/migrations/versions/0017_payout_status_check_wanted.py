@@ -2,8 +2,7 @@
 ``payout_resolve`` request) and Daraja has not taken yet; the payout sweep asks until it does.
 vehicles.substitute_driver_id is indexed (the drivers page joins each driver's vehicles by it);
 results about payouts are indexed by the id they name, and remember the payout they were taken to be
-about (inbox.payout_id): a payout's page lists its evidence; users.password_set_by: who chose a
-user's password when it was not the user (they never approve that person's requests)
+about (inbox.payout_id): a payout's page lists its evidence
 
 Revision ID: 0017
 Revises: 0016
@@ -24,7 +23,6 @@ RESULTS = "kind IN ('b2c_result', 'b2c_timeout', 'status_result', 'status_timeou
 def upgrade() -> None:
     op.add_column("payouts", sa.Column("status_check_wanted_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("inbox", sa.Column("payout_id", sa.BigInteger(), nullable=True))  # no default: no rewrite
-    op.add_column("users", sa.Column("password_set_by", sa.Text(), nullable=True))
     with op.get_context().autocommit_block():
         op.create_index("ix_vehicles_substitute_driver_id", "vehicles", ["substitute_driver_id"],
                         postgresql_concurrently=True, if_not_exists=True)
@@ -39,6 +37,5 @@ def downgrade() -> None:
         op.drop_index("ix_inbox_payout_id", table_name="inbox", postgresql_concurrently=True, if_exists=True)
         op.drop_index("ix_inbox_result_natural_id", table_name="inbox", postgresql_concurrently=True, if_exists=True)
         op.drop_index("ix_vehicles_substitute_driver_id", table_name="vehicles", postgresql_concurrently=True, if_exists=True)
-    op.drop_column("users", "password_set_by")
     op.drop_column("inbox", "payout_id")
     op.drop_column("payouts", "status_check_wanted_at")
