@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from cli import context
 from cli.output import JsonFlag, emit, emit_json, emit_table, fail, kes
-from cli.requests import UserAsks, ask_from_shell
+from cli.requests import UserActs, UserAsks, acting_user, ask_from_shell
 from db import fleet
 from db.balances import driver_balance
 from db.fleet import FleetError
@@ -161,14 +161,14 @@ def drivers_end_shift(vehicle: Annotated[str, typer.Option(help="The vehicle who
 def drivers_reinstate(
     driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
     reason: Annotated[str, typer.Option(help="Why the driver stays (recorded).")],
-    operator: Annotated[str, typer.Option(help="Who decided (recorded).")],
+    user: UserActs,
     as_json: JsonFlag = False,
 ) -> None:
     """Clear a termination flag: the driver is active with no misses counted, and their unsent
     deposit refund goes back into the deposit. Give them a vehicle with `drivers assign`."""
     from money.standing import reinstate
 
-    code = context.driver_code(driver)
+    code, operator = context.driver_code(driver), acting_user(user)
     try:
         with context.transaction() as session:
             document = reinstate(session, code, operator=operator, reason=reason,
@@ -189,20 +189,21 @@ def drivers_reinstate(
 def drivers_day_off(
     driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
     on: Annotated[str, typer.Option("--date", help="Business date YYYY-MM-DD.")],
-    operator: Annotated[str, typer.Option(help="Who rostered it (recorded).")],
+    user: UserActs,
     reason: Annotated[Optional[str], typer.Option(help="e.g. rostered rest day, vehicle in service.")] = None,
     cancel: Annotated[bool, typer.Option("--cancel", help="Cancel a day off rostered before.")] = False,
 ) -> None:
     """Roster a day off: that day's close counts no miss and no shortfall for the driver (their
     fares still count). A day already closed is refused."""
-    code = context.driver_code(driver)
+    code, operator = context.driver_code(driver), acting_user(user)
     try:
         day = date.fromisoformat(on)
     except ValueError as error:
         raise fail(f"--date must be YYYY-MM-DD, not {on!r}", 2) from error
     try:
         with context.transaction() as session:
-            changed = fleet.set_day_off(session, driver_code=code, day=day, off=not cancel, operator=operator, reason=reason)
+            changed = fleet.set_day_off(session, driver_code=code, day=day, off=not cancel, operator=operator,
+                                        reason=reason)
     except ValueError as error:  # an unknown driver, a closed day, a name no one can act under
         raise fail(str(error)) from error
     what = "day off cancelled" if cancel else "day off rostered"
@@ -214,12 +215,13 @@ def deposits_topup(
     driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
     amount_kes: Annotated[int, typer.Option(min=1, help="Whole shillings, kept back from what the driver is owed.")],
     reason: Annotated[str, typer.Option(help="Why, e.g. the driver's consent (recorded).")],
-    operator: Annotated[str, typer.Option(help="Who (recorded).")],
+    user: UserActs,
     as_json: JsonFlag = False,
 ) -> None:
     """Top up a deposit from what the driver is owed (payable → deposit), with their consent."""
     from money.deposits import top_up
 
+    operator = acting_user(user)
     _move_deposit(
         lambda session, today: top_up(session, context.driver_code(driver), amount_kes * 100, operator=operator,
                                       reason=reason, business_date=today),

@@ -11,7 +11,7 @@ import typer
 
 from cli import context
 from cli.output import emit_json, emit_table, fail
-from db.users import UserError, get_user
+from db.users import UserError, get_user, role_at_least
 from money import requests as money_requests
 
 requests_app = typer.Typer(help="Money movements asked for in the console, waiting for a second person to approve them.")
@@ -41,6 +41,19 @@ def _asker(user: str) -> money_requests.Asker:
             return money_requests.Asker(who.username, who.role)
     except UserError as error:
         raise fail(str(error)) from error
+
+
+UserActs = Annotated[str, typer.Option("--user", "--operator", envvar="FLEETPAY_USER",
+                                       help="Your console username (an operator or above): who did it (recorded).")]
+
+
+def acting_user(user: str) -> str:
+    """The console user who does something by hand from the shell (reinstate, a day off, a top-up):
+    an enabled operator or above, by the name the record will show."""
+    asker = _asker(user)
+    if not role_at_least(asker.role, "operator"):
+        raise fail(f"user {asker.username} is a {asker.role}: it takes an operator or above")
+    return asker.username
 
 
 def _sent(made: money_requests.Decided) -> None:

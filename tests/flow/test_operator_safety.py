@@ -113,7 +113,13 @@ def test_a_mistaken_close_is_undone_once_a_second_person_approves(fresh_sessions
 def test_a_flagged_driver_is_reinstated_and_days_off_are_rostered(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
     with fresh_sessions.begin() as session:
         add_driver_with_vehicle(session, driver_code="D120006", vehicle_code="126")
+        add_user(session, "amina", "operator", "a long enough password")
+        add_user(session, "vera", "viewer", "a long enough password")
     url = url_of(fresh_sessions)
+    viewer = fleetpay("drivers", "reinstate", "D120006", "--reason", "x", "--user", "vera", database_url=url, check=False)
+    assert viewer.returncode == 1 and "it takes an operator or above" in viewer.stderr
+    stranger = fleetpay("drivers", "reinstate", "D120006", "--reason", "x", "--user", "nobody", database_url=url, check=False)
+    assert stranger.returncode == 1 and "no user nobody" in stranger.stderr
     active = fleetpay("drivers", "reinstate", "d120006", "--reason", "x", "--operator", "amina", database_url=url, check=False)
     assert active.returncode == 1 and "only a flagged driver" in active.stderr
     unknown = fleetpay("drivers", "reinstate", "D999999", "--reason", "x", "--operator", "amina", database_url=url, check=False)
@@ -170,7 +176,7 @@ def test_assigning_money_tells_the_truth(http, worker, sessions, database_url) -
     unknown = fleetpay("unmatched", "assign", receipt, "--driver", "D999999", "--user", asker, "--reason", "typo", database_url=database_url, check=False)
     assert unknown.returncode == 1 and "no driver D999999" in unknown.stderr  # refused when asked: nothing to approve
     asked = fleetpay("unmatched", "assign", receipt, "--driver", codes[0].lower(), "--user", asker, "--reason", "typed the plate", database_url=database_url)
-    assert approve_request(asked, approver, database_url).stdout.startswith(f"request")
+    assert approve_request(asked, approver, database_url).stdout.startswith("request")
     again = fleetpay("unmatched", "assign", receipt, "--driver", codes[0], "--user", asker, "--reason", "twice", database_url=database_url, check=False)
     assert again.returncode == 1 and f"assigned to {codes[0]} already: nothing to do" in again.stderr
     other = fleetpay("unmatched", "assign", receipt, "--driver", codes[1], "--user", asker, "--reason", "wrong", database_url=database_url, check=False)
@@ -274,6 +280,8 @@ def test_a_deposit_is_topped_up_and_refunded_by_two_people(fresh_sessions) -> No
         ledger.post(session, key="seed:D120007", kind="fare", business_date=date(2026, 11, 30), driver_id=driver_id,
                     legs=[(ledger.system_accounts(session).mpesa, -80_000),
                           (ledger.driver_accounts(session, driver_id).payable, 80_000)])
+        add_user(session, "amina", "approver", "a long enough password")
+        add_user(session, "bob", "approver", "another long password")
     url = url_of(fresh_sessions)
     too_much = fleetpay("deposits", "topup", "d120007", "--amount-kes", "900", "--reason", "consent", "--operator", "amina",
                         database_url=url, check=False)
@@ -282,9 +290,6 @@ def test_a_deposit_is_topped_up_and_refunded_by_two_people(fresh_sessions) -> No
                       "--json", database_url=url, check=False)
     assert topped.returncode == 0, topped.stderr
     assert json.loads(topped.stdout)["deposit_cents"] == 50_000
-    with fresh_sessions.begin() as session:
-        add_user(session, "amina", "approver", "a long enough password")
-        add_user(session, "bob", "approver", "another long password")
     asked = fleetpay("deposits", "refund", "D120007", "--reason", "leaving", "--user", "amina", "--json",
                      database_url=url, check=False)
     assert asked.returncode == 0, asked.stderr
