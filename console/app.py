@@ -55,6 +55,7 @@ from db.statements import closes, reconciliations, statement
 from db.users import (
     USER_ROLES,
     UserError,
+    WrongCurrentPassword,
     administer,
     authenticate,
     change_own_password,
@@ -559,7 +560,7 @@ class Console:
         try:
             await anyio.to_thread.run_sync(work)
         except (UserError, WeakPassword) as refused:
-            if "current password" in str(refused):
+            if isinstance(refused, WrongCurrentPassword):
                 self.throttle.failed(address)
             self.flash(request, f"Not changed: {refused}", "error")
             return RedirectResponse(path_of(request, "account"), status_code=303)

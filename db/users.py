@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,10 +18,9 @@ from fleetpay.passwords import hash_password, verify_password
 from db.audit import record_action
 from fleetpay.people import operator_name, same_person
 
-__all__ = ["CHANGES", "USER_ROLES", "grants_power", "UserError", "add_user", "administer", "authenticate", "change_own_password",
-           "end_sessions", "get_user",
-           "issue_token", "list_tokens", "list_users", "revoke_token", "role_at_least", "set_disabled", "set_password",
-           "set_role", "user_for_token"]
+__all__ = ["CHANGES", "USER_ROLES", "UserError", "WrongCurrentPassword", "add_user", "administer", "authenticate",
+           "change_own_password", "end_sessions", "get_user", "grants_power", "issue_token", "list_tokens", "list_users",
+           "revoke_token", "role_at_least", "set_disabled", "set_password", "set_role", "user_for_token"]
 
 # viewer < operator < approver < admin: each may do what the ones before it may.
 ROLE_RANK = {role: rank for rank, role in enumerate(USER_ROLES)}
@@ -39,6 +38,10 @@ LAST_USED_EVERY = timedelta(minutes=5)  # a token's last use is noted at most th
 
 class UserError(ValueError):
     """An operation on users that cannot be done; the message says why."""
+
+
+class WrongCurrentPassword(UserError):
+    """A user changing their own password gave a wrong current one (counted like a wrong login)."""
 
 
 def add_user(session: Session, username: str, role: str, password: str) -> User:
@@ -118,6 +121,11 @@ def administer(session: Session, change: str, username: str, *, by: str, role: s
         raise UserError(f"the change is one of {', '.join(CHANGES)}")
     if change in ("role", "disable") and same_person(by, username):
         raise UserError("nobody disables themselves or changes their own role: another admin does it")
+    # The user changed and the enabled admins, locked in one statement in id order (no deadlock
+    # with another change): what is checked below is what is changed.
+    session.execute(select(User).where(or_(func.lower(User.username) == operator_name(username).lower(),
+                                              and_(User.role == "admin", User.disabled.is_(False))))
+                    .order_by(User.id).with_for_update().execution_options(populate_existing=True)).scalars().all()
     if not may_grant and grants_power(session, change, username, role):
         raise UserError("with four eyes on, adding a user, setting someone else's password and raising a role are done "
                         "from the shell (fleetpay users ...): whoever chooses a password could log in as that user "
@@ -140,7 +148,7 @@ def change_own_password(session: Session, username: str, current: str, new: str)
     """A user sets their own password, given the current one; recorded in the audit log."""
     user = session.execute(select(User).where(User.username == operator_name(username)).with_for_update()).scalar_one()
     if not verify_password(user.password_hash, current):
-        raise UserError("the current password is wrong")
+        raise WrongCurrentPassword("the current password is wrong")
     set_password(session, user.username, new)
     record_action(session, action="user_password_set", subject=f"user:{user.username}", operator=user.username,
                   reason="their own password")
