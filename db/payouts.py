@@ -54,7 +54,7 @@ def payout_detail(session: Session, payout_id: int) -> dict[str, Any] | None:
     total = session.execute(select(func.count()).select_from(Inbox).where(about)).scalar_one()
     # A flood of forged bodies never hides what settled it or the answers to our own queries.
     first = case((Inbox.id == payout.settled_by_inbox_id, 0),
-                 (func.split_part(Inbox.external_id, "#", 1).in_(ours), 1), else_=2)
+                 (func.split_part(Inbox.external_id, "#", 1).in_([*ours, *(f"timeout:{q}" for q in ours)]), 1), else_=2)
     results = sorted(session.execute(select(Inbox).where(about).order_by(first, Inbox.received_at, Inbox.id)
                                      .limit(EVIDENCE_ROWS_MAX)).scalars().all(), key=lambda row: (row.received_at, row.id))
     return {
