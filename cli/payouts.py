@@ -42,8 +42,10 @@ def payouts_list(
         typer.echo(f"more: run again with --after {next_after}")
 
 
-def _shown(value: object) -> str:
-    return "" if value is None else str(value)
+def _facts(title: str, row: dict[str, object], names: tuple[str, ...]) -> None:
+    """One field per line, the empty ones left out: readable in an 80-column terminal."""
+    emit_table(title, [{"field": name, "value": row[name]} for name in names if row[name] not in (None, "")],
+               ["field", "value"])
 
 
 @payouts.command("show")
@@ -60,14 +62,13 @@ def payouts_show(payout_id: Annotated[int, typer.Argument()], as_json: JsonFlag 
     fields = ("id", "driver", "msisdn", "state", "review_reason", "receipt", "result_code", "result_desc",
               "status_result_code", "originator_conversation_id", "conversation_id", "attempts", "status_queries",
               "status_check_wanted", "requested_by", "approved_by", "created_at", "completed_at")
-    emit_table(f"payout {payout_id}: KES {kes(int(detail['amount_cents']))}",
-               [{"field": name, "value": _shown(detail[name])} for name in fields], ["field", "value"])
-    emit_table(f"evidence: results naming it or our status queries ({len(detail['evidence'])} of {detail['evidence_total']})",
-               [{**{key: _shown(value) for key, value in row.items()}, "settled_it": "yes" if row["settled_it"] else "",
-                 "amount": kes(int(row["amount_cents"])) if row["amount_cents"] is not None else ""}
-                for row in detail["evidence"]],
-               ["inbox_id", "received_at", "kind", "result_code", "result_desc", "transaction_status", "receipt", "amount",
-                "payee", "taken_as", "settled_it", "unreadable"])
+    _facts(f"payout {payout_id}: KES {kes(int(detail['amount_cents']))}", detail, fields)
+    typer.echo(f"evidence: {len(detail['evidence'])} of {detail['evidence_total']} results naming it or our status queries")
+    for row in detail["evidence"]:
+        shown = {**row, "amount": kes(int(row["amount_cents"])) if row["amount_cents"] is not None else None}
+        _facts(f"inbox {row['inbox_id']}: {row['kind']}" + (" (settled it)" if row["settled_it"] else ""), shown,
+              ("received_at", "result_code", "result_desc", "transaction_status", "receipt", "amount", "payee", "payer",
+               "status", "taken_as", "unreadable"))
 
 
 @payouts.command("resolve")
