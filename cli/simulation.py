@@ -60,6 +60,8 @@ def simulator(
         fault_seed=fault_seed,
         hang_s=hang_s,
         utility_opening_balance=Decimal(utility_balance),
+        sms_username=current.sms_username,
+        sms_api_key=current.sms_api_key.get_secret_value(),
     )
     uvicorn.run(build_app(config), host=host, port=port, log_level="warning")
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from fleetpay.notice_texts import LANGUAGES, NOTICE_KINDS
 from fleetpay.payout_states import STATE_ORDER
 
 NAMING = {
@@ -68,6 +69,8 @@ class Driver(Base):
         CheckConstraint("consecutive_misses >= 0", name="misses_not_negative"),
         CheckConstraint("rollover_cents >= 0", name="rollover_not_negative"),
         CheckConstraint(_in("status", ("active", "flagged", "exited")), name="status_known"),
+        CheckConstraint(_in("language", LANGUAGES), name="language_known"),
+        Index("ix_drivers_msisdn", "msisdn"),  # USSD: who is calling
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -83,6 +86,10 @@ class Driver(Base):
     # Outstanding shortfall carried into the next business day's target (docs/rules.md, daily close).
     rollover_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[datetime] = _now()
+    # The language of their SMS and USSD screens (None: the fleet's default), and whether they opted
+    # out of the optional notices (fleetpay.notice_texts.OPTIONAL_KINDS).
+    language: Mapped[str | None] = mapped_column(Text)
+    sms_opt_out: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class Vehicle(Base):
@@ -471,3 +478,47 @@ class BusinessDayTotals(Base):
     contributions_cents: Mapped[int] = mapped_column(BigInteger, server_default="0")
     folded_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     computed_at: Mapped[datetime] = _now()
+
+
+# pending → sending (claimed, one attempt) → sent | pending (not sent: tried again) | failed (the
+# provider refused this number for good) | unknown (its answer was lost twice: not sent again);
+# skipped: turned off, opted out, or no usable number (never sent).
+NOTIFICATION_STATES = ("pending", "sending", "sent", "failed", "unknown", "skipped")
+
+
+class Notification(Base):
+    """One SMS a driver is owed, written in the same transaction as the money it describes and
+    keyed by that event (``kind``, ``subject``: a redelivered message never writes a second one).
+    ``facts`` are what the text says; ``message`` is the text, made once at the first attempt."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("kind", "subject"),
+        CheckConstraint(_in("state", NOTIFICATION_STATES), name="state_known"),
+        CheckConstraint(_in("kind", NOTICE_KINDS), name="kind_known"),
+        Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("state IN ('pending', 'sending')")),
+        Index("ix_notifications_sent_at", "sent_at", postgresql_where=text("state = 'sent'")),
+        Index("ix_notifications_provider_message_id", "provider_message_id",
+              postgresql_where=text("provider_message_id IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    driver_id: Mapped[int] = mapped_column(ForeignKey("drivers.id"), index=True)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(Text, server_default="pending")
+    msisdn: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(Text)
+    message: Mapped[str | None] = mapped_column(Text)
+    segments: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    answers_lost: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    provider_status: Mapped[str | None] = mapped_column(Text)
+    delivery_status: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()

@@ -48,6 +48,7 @@ DEV_ENV_FILE = ".fleetpay/dev.env"
 PLACEHOLDER_CALLBACK_TOKEN = "change-me-callback-token"
 PLACEHOLDER_ADMIN_TOKEN = "change-me-admin-token"
 PLACEHOLDER_CONSOLE_SECRET = "change-me-console-secret"
+PLACEHOLDER_SMS_API_KEY = "sim-at-api-key"
 SECRET_MIN_CHARS = 32
 SECRET_HINT = (
     f"a random secret of at least {SECRET_MIN_CHARS} characters, e.g. "
@@ -145,6 +146,7 @@ class Settings(BaseSettings):
     # --- the queue -------------------------------------------------------------------------
     queue_name: str = "fleetpay"
     payout_queue_name: str = "fleetpay_payouts"
+    notice_queue_name: str = Field(default="fleetpay_notices", description="Drivers' SMS: never in the way of money.")
     message_retries_max: int = Field(default=8, ge=0, le=100)
     message_min_backoff_ms: int = Field(default=500, ge=10)
     message_max_backoff_ms: int = Field(default=60_000, ge=100)
@@ -240,6 +242,39 @@ class Settings(BaseSettings):
     float_low_cents: int = Field(
         default=1_000_000, ge=0, description="Below this the B2C utility account is reported low (KES 10,000)."
     )
+
+    # --- drivers' SMS and USSD (Africa's Talking; docs/notifications.md) -------------------
+    sms_enabled: bool = Field(
+        default=True, description="Send drivers their notices by SMS. Off: each is kept and marked skipped."
+    )
+    sms_base_url: str = Field(
+        default="http://127.0.0.1:8010",
+        description="Africa's Talking API: https://api.africastalking.com (live), https://api.sandbox.africastalking.com "
+        "(sandbox); unset under `fleetpay dev`: the simulator.",
+    )
+    sms_username: str = Field(default="sandbox", description="The Africa's Talking app's username.")
+    sms_api_key: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER_SMS_API_KEY),
+        description="The app's API key; the placeholder sends nothing outside `fleetpay dev` (notices are skipped).",
+    )
+    sms_sender_id: str | None = Field(default=None, description="Alphanumeric sender ID or short code (`from`); unset: AT's default.")
+    sms_default_language: Literal["en", "sw"] = Field(default="en", description="A driver's language unless set for them.")
+    sms_timeout_s: float = Field(default=10.0, gt=0, description="Read timeout of a send.")
+    sms_connect_timeout_s: float = Field(default=3.0, gt=0)
+    sms_sending_stale_s: int = Field(
+        default=120, ge=1, description="A send claimed this long ago lost its worker: its answer counts as lost."
+    )
+    notify_payment: bool = Field(default=True, description="SMS: a payment applied to the driver (optional kind).")
+    notify_payout_paid: bool = Field(default=True, description="SMS: a payout paid, with its M-Pesa receipt.")
+    notify_payout_delayed: bool = Field(default=True, description="SMS: a payout delayed (in doubt) or in review.")
+    notify_daily_summary: bool = Field(default=True, description="SMS: the day's summary at the close (optional kind).")
+    notify_termination_warning: bool = Field(default=True, description="SMS: one miss before termination.")
+    notify_deposit_refund: bool = Field(default=True, description="SMS: a deposit refund on its way.")
+    africas_talking_ips: tuple[str, ...] = Field(
+        default=(), description="With the allowlist on, the addresses Africa's Talking calls the USSD and delivery-report "
+        "URLs from (ask them); empty: those URLs refuse every caller while the allowlist is on.",
+    )
+    ussd_statement_days: int = Field(default=7, ge=1, le=31, description="Days in a statement asked for by USSD.")
 
     worker_metrics_enabled: bool = Field(
         default=False, description="Workers export dramatiq's Prometheus metrics on port 9191."
@@ -337,6 +372,16 @@ class Settings(BaseSettings):
             consumer_secret=(secret or self.daraja_consumer_secret).get_secret_value(),
             short_code=short_code or self.daraja_short_code,
         )
+
+    def notice_on(self, kind: str) -> bool:
+        """Is this kind of driver notice sent (``notify_<kind>``; a statement is asked for, so always)?"""
+        return self.sms_enabled and bool(getattr(self, f"notify_{kind}", True))
+
+    def sms_refusal(self) -> str | None:
+        """Why no SMS may be sent with these settings (the placeholder key outside `fleetpay dev`), or None."""
+        if not self.dev_mode and self.sms_api_key.get_secret_value() == PLACEHOLDER_SMS_API_KEY:
+            return f"FLEETPAY_SMS_API_KEY is the placeholder {PLACEHOLDER_SMS_API_KEY!r}"
+        return None
 
     def callback_url(self, route: str) -> str:
         """The URL Safaricom is given for one callback route, e.g. ``c2b/confirm``."""

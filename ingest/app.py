@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,6 +53,7 @@ from db import fleet
 from db.engine import make_engine, make_sessionmaker
 from fleetpay.settings import Settings
 from ingest import metrics
+from ingest.africas_talking import AfricasTalking
 from ingest.admin import admin_routes, dlq_metrics
 from ingest.books_metrics import books_metrics
 from ingest.bodies import BodyTooLarge, body_text, is_json_content_type, read_limited
@@ -154,15 +155,16 @@ class Ingest:
 
     # --- the four steps, shared by every callback route ---------------------------------
 
-    def authenticate(self, request: Request) -> Response | None:
+    def authenticate(self, request: Request, *, allowlist: Sequence[str] | None = None) -> Response | None:
         """Who may call, then how: a wrong token gets the 404 of any unknown URL whatever the method,
-        a source outside the allowlist 403, and only then a method other than POST 405."""
+        a source outside the allowlist (Safaricom's unless ``allowlist``) 403, and only then a method
+        other than POST 405."""
         if not token_accepted(request.path_params["token"], self.settings.accepted_callback_tokens()):
             log.warning("callback_refused_token", source_ip=request.client and request.client.host)
             return not_found()
         if self.settings.ip_allowlist_enabled:
             address = client_ip(request, self.settings.trusted_proxies)
-            if not ip_allowed(address, self.settings.ip_allowlist):
+            if not ip_allowed(address, self.settings.ip_allowlist if allowlist is None else allowlist):
                 log.warning("callback_refused_ip", source_ip=address)
                 return PlainTextResponse("Forbidden", 403)
         if request.method != CALLBACK_METHOD:
@@ -343,6 +345,10 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Redis
     routes = [
         CallbackPath(f"/cb/{{token}}/{r.path}", measured(r.path, ingest.callback_endpoint(r)))
         for r in CALLBACK_ROUTES
+    ]
+    routes += [
+        CallbackPath(f"/cb/{{token}}/{path}", measured(path, endpoint))
+        for path, endpoint in AfricasTalking(ingest).endpoints().items()
     ]
     routes += [
         CallbackPath("/cb/{token}/c2b/validate", measured("c2b/validate", ingest.validate)),

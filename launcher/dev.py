@@ -83,6 +83,11 @@ def uses_simulator(settings: Settings) -> bool:
     return "daraja_base_url" not in settings.model_fields_set
 
 
+def uses_sms_simulator(settings: Settings) -> bool:
+    """No Africa's Talking URL configured: the simulator plays its SMS API too."""
+    return "sms_base_url" not in settings.model_fields_set
+
+
 class DevConfigError(RuntimeError):
     """``fleetpay dev`` cannot start as configured; the message says what to set."""
 
@@ -98,6 +103,8 @@ def child_env(settings: Settings, database_url: str, redis_url: str, ports: DevP
         else f"http://127.0.0.1:{ports.ingest}",
         **dev_tokens(settings),
     }
+    if uses_sms_simulator(settings):
+        env["FLEETPAY_SMS_BASE_URL"] = f"http://127.0.0.1:{ports.simulator}"
     if uses_simulator(settings):
         env["FLEETPAY_DARAJA_BASE_URL"] = f"http://127.0.0.1:{ports.simulator}"
         env["FLEETPAY_DARAJA_CERTIFICATE_PATH"] = str(data / "simulator-cert.pem")
@@ -267,9 +274,10 @@ def run(settings: Settings, *, demo: bool, ports: DevPorts, say=print) -> int:  
         children = Children({**env, "FLEETPAY_DEV_MODE": "true"}, data_dir)  # the dev mode: for the children only
         stack.callback(children.stop)
 
-        if uses_simulator(settings):
+        if uses_simulator(settings) or uses_sms_simulator(settings):
             children.start("simulator", "simulator", "--port", str(ports.simulator))
-            wait_http(f"{env['FLEETPAY_DARAJA_BASE_URL']}/healthz")
+            wait_http(f"http://127.0.0.1:{ports.simulator}/healthz")
+        if uses_simulator(settings):
             cert = httpx.get(f"{env['FLEETPAY_DARAJA_BASE_URL']}/sim/cert.pem", timeout=5).content
             Path(env["FLEETPAY_DARAJA_CERTIFICATE_PATH"]).write_bytes(cert)
         children.start("ingest", "ingest", "--host", "127.0.0.1", "--port", str(ports.ingest))
@@ -326,7 +334,8 @@ def register_demo_fleet(database_url: str) -> None:
 def banner(env: dict[str, str], demo: bool, *, simulator: bool = True, console_port: int = 8020) -> str:
     ingest = env["FLEETPAY_PUBLIC_BASE_URL"]
     daraja = (
-        f"  simulator  {env['FLEETPAY_DARAJA_BASE_URL']}   (Daraja lookalike; faults at /sim/faults)"
+        f"  simulator  {env['FLEETPAY_DARAJA_BASE_URL']}   (Daraja and Africa's Talking lookalike; faults at "
+        "/sim/faults, SMS sent at /sim/sms)"
         if simulator
         else "  daraja     your FLEETPAY_DARAJA_BASE_URL (no simulator started)"
     )

@@ -13,6 +13,7 @@ serialization failure, deadlock) propagates: the transaction rolls back and the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from db import inbox, ledger
 from db.ledger import PostingConflict
 from db.models import Inbox
 from fleetpay.settings import Settings
-from money import float_check, payout_results
+from money import float_check, notices, payout_results
 from money.payments import Applied, apply_payment, payee_for_ref, payment_key
 from schemas.callbacks import InvalidCallback, parse_c2b, parse_stk
 from schemas.json_body import decode_json
@@ -50,6 +51,7 @@ def c2b_confirmation(session: Session, row: Inbox, body: Any, settings: Settings
         settings=settings,
         source_account=ledger.system_accounts(session).mpesa,
         inbox_id=row.id,
+        vehicle_code=ref.code if ref.kind == "vehicle" else None,
     )
 
 
@@ -65,6 +67,11 @@ def stk_result(session: Session, row: Inbox, body: Any, settings: Settings) -> A
     return Applied("processed", f"stk_paid:{result.receipt}:applied_by_c2b_confirmation")
 
 
+def sms_delivery(session: Session, row: Inbox, body: Any, settings: Settings) -> Applied:
+    """An SMS delivery report: recorded on its notice; no money moves."""
+    return Applied("processed", notices.record_delivery(session, body))
+
+
 HANDLERS: Mapping[str, Handler] = {
     "c2b_confirmation": c2b_confirmation,
     "stk_result": stk_result,
@@ -74,6 +81,7 @@ HANDLERS: Mapping[str, Handler] = {
     "status_timeout": payout_results.status_timeout,
     "balance_result": float_check.balance_result,
     "balance_timeout": float_check.balance_timeout,
+    "sms_delivery": sms_delivery,
 }
 
 
@@ -88,7 +96,7 @@ def apply_inbox_row(session: Session, inbox_id: int, settings: Settings) -> Appl
     else:
         applied = handler(session, row, decode_json(row.body.encode()), settings)
     inbox.finish(session, inbox_id, applied.status, applied.reason, applied.about_payout)
-    return applied
+    return replace(applied, notice_ids=notices.written(session))
 
 
 def apply_callback(sessions: sessionmaker[Session], inbox_id: int, settings: Settings) -> Applied | None:

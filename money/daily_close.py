@@ -35,6 +35,7 @@ from db.locks import LockBusy, advisory_lock
 from db.models import DailyClose, Driver, DriverDay, Posting, Vehicle
 from fleetpay import rules
 from fleetpay.settings import Settings
+from money import notices
 from money.deposits import refund_payable
 from money.payouts import create_payout, reserve_payable
 from schemas.parsing import business_date as business_date_of
@@ -111,6 +112,12 @@ def close_driver_day(session: Session, driver_id: int, day: date, settings: Sett
             session, key=day_key("bonus", driver.code, day, row.reopened), kind="bonus", business_date=day, driver_id=driver.id,
             legs=[(system.revenue, -settings.bonus_cents), (accounts.payable, settings.bonus_cents)],
         )
+    notices.day_closed(
+        session, driver, key=day_key("close", driver.code, day, row.reopened), day=day,
+        contributed_cents=row.contributed_cents, target_cents=row.target_cents, met=outcome.met,
+        carried_cents=outcome.shortfall_cents, misses=outcome.consecutive_misses,
+        misses_max=settings.termination_misses, paused=paused,
+    )
     if outcome.flag_termination and driver.status == "active":
         _flag_for_termination(session, driver, row, accounts, summary)
     payouts = reserve_payable(session, driver, settings, cause_key=day_key("close", driver.code, day, row.reopened),

@@ -25,7 +25,7 @@ from db.audit import record_action
 from fleetpay import rules
 from fleetpay.settings import Settings
 from db.models import Payout
-from money.payouts import create_payout, withdraw
+from money.payouts import REFUND_CAUSES, create_payout, withdraw
 
 log = structlog.get_logger("fleetpay.deposits")
 
@@ -104,9 +104,6 @@ def refund_payable(refund_cents: int, payable_after_cents: int, *, minimum_cents
     """What of a deposit refund may be paid out once it is in ``payable``: all of it, less what the
     driver owed (``payable`` was below zero), in whole shillings, or nothing below the minimum."""
     return rules.payout_amount_cents(max(0, min(refund_cents, payable_after_cents)), minimum_cents=minimum_cents)
-
-
-REFUND_CAUSES = ("refund:", "deposit-refund:")
 
 
 def withdraw_payout(session: Session, payout_id: int, *, operator: str, reason: str, business_date: date) -> Payout:

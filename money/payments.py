@@ -22,6 +22,7 @@ from db.fleet import Payee
 from db.models import Posting
 from fleetpay import rules
 from fleetpay.settings import Settings
+from money import notices
 from money.payouts import reserve_payable
 from schemas.parsing import AccountRef
 
@@ -38,6 +39,7 @@ class Applied:
     payout_ids: tuple[int, ...] = ()
     status_checks: tuple[int, ...] = ()
     about_payout: int | None = None  # a result: the payout it was taken to be about (its evidence)
+    notice_ids: tuple[int, ...] = ()  # driver notices written (money.notices), to send after COMMIT
 
 
 def payment_key(receipt: str) -> str:
@@ -70,6 +72,7 @@ def apply_payment(
     source_account: int,
     inbox_id: int | None = None,
     memo: dict[str, str] | None = None,
+    vehicle_code: str | None = None,
 ) -> Applied:
     """Post ``amount_cents`` from ``source_account`` (M-Pesa, or suspense when an operator assigns
     unmatched money) to ``payee`` by the fleet's rules; to suspense when there is no payee."""
@@ -133,6 +136,11 @@ def apply_payment(
         return Applied("processed", f"duplicate:{key}")
     if day.closed_at is None:
         fleet.add_contribution(session, driver.id, business_date, contribution_cents)
+    notices.payment_applied(
+        session, key=key, driver_id=driver.id, amount_cents=amount_cents, vehicle_code=vehicle_code,
+        contributed_cents=day.contributed_cents + (contribution_cents if day.closed_at is None else 0),
+        target_cents=day.target_cents, share_cents=share_cents,
+    )
     log.info(
         "payment_applied",
         key=key,

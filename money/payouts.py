@@ -21,6 +21,7 @@ from db.audit import record_action
 from db.fleet import lock_driver
 from db.models import Driver, Payout, PayoutStatusQuery, Posting
 from db.payouts import reserved_on
+from money import notices
 from fleetpay import rules
 from fleetpay.payout_states import QUERYABLE, RESOLVABLE_STATES, TERMINAL, IllegalTransition, PayoutEvent, Transition, transition
 from fleetpay.people import operator_name, same_person
@@ -190,6 +191,7 @@ def apply_event(
     if moved.new_state not in RESOLVABLE_STATES:  # settled, or sent again: nothing left to ask
         payout.status_check_wanted_at = None
     _post_move(session, payout, previous)
+    notices.payout_moved(session, payout)
     return moved
 
 
@@ -290,6 +292,10 @@ def post_settlement(session: Session, payout: Payout, *, memo: dict[str, str] | 
                  [(system.payouts_in_flight, -payout.amount_cents), (to_account, payout.amount_cents)], memo=memo)
 
 
+# The cause keys of a deposit refund's payouts (``money.deposits``, and the close's termination).
+REFUND_CAUSES = ("refund:", "deposit-refund:")
+
+
 def approve(session: Session, payout_id: int, *, operator: str, four_eyes: bool = True) -> None:
     """Release a payout that waits for an operator's approval (a deposit refund, or one held
     after an overpayment). Four eyes: a payout a person asked for is approved by someone else.
@@ -313,6 +319,8 @@ def approve(session: Session, payout_id: int, *, operator: str, four_eyes: bool 
     payout.requires_approval, payout.approved_by, payout.updated_at = False, operator, func.now()  # type: ignore[assignment]
     record_action(session, action="payout_approved", subject=f"payout:{payout_id}", operator=operator,
                   reason="approved", detail={"amount_cents": payout.amount_cents, "requested_by": payout.requested_by})
+    if payout.cause_key.startswith(REFUND_CAUSES):  # the deposit goes back now: the driver is told
+        notices.deposit_refunded(session, key=str(payout.id), driver_id=driver_id, amount_cents=payout.amount_cents)
     log.warning("payout_approved", payout_id=payout_id, operator=operator)
 
 

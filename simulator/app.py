@@ -16,6 +16,7 @@ Routes (real Daraja paths):
 ``POST /pulltransactions/v1/query``
 ``POST /mpesa/stkpush/v1/processrequest``  M-Pesa Express (STK push)
 ``POST /mpesa/stkpushquery/v1/query``    STK query
+``POST /version1/messaging``             Africa's Talking: send SMS (``simulator.routes.sms``)
 =======================================  ==================================================
 
 and the simulator's own ``/healthz`` and ``/sim/...`` routes (see ``simulator.routes.admin``).
@@ -51,7 +52,9 @@ from simulator.routes import (
     express,
     oauth,
     pull,
+    sms,
     transaction_status,
+    ussd,
 )
 from simulator.state import SimulatorState
 
@@ -82,6 +85,8 @@ def _api_routes(ctx: SimContext) -> list[BaseRoute]:
         api("/pulltransactions/v1/query", partial(pull.query, ctx), "pull_query"),
         api("/mpesa/stkpush/v1/processrequest", partial(express.push, ctx), "stk_push"),
         api("/mpesa/stkpushquery/v1/query", partial(express.query, ctx), "stk_query"),
+        # Africa's Talking, not Daraja: its own answers (plain-text errors), never Daraja's envelopes.
+        Route("/version1/messaging", partial(sms.send, ctx), methods=["GET", "POST"], name="at_sms"),
     ]
 
 
@@ -101,6 +106,8 @@ def _admin_routes(ctx: SimContext) -> list[BaseRoute]:
         route("/sim/b2c", admin.b2c_requests, "GET"),
         route("/sim/c2b", admin.c2b_payments, "GET"),
         route("/sim/stk", admin.stk_requests, "GET"),
+        route("/sim/sms", sms.messages, "GET"),
+        route("/sim/ussd", ussd.session, "POST"),
         route("/sim/callbacks", admin.callbacks, "GET"),
         route("/sim/callbacks/{attempt_id}/replay", admin.replay_callback, "POST"),
         route("/sim/balances", admin.balances, "GET"),

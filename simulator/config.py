@@ -130,6 +130,9 @@ class SimulatorConfig:
     pull_page_size: int = 100
 
     # --- the simulator's own admin routes ----------------------------------------------------
+    #: Africa's Talking (SMS): the app's username and API key (``apiKey`` header).
+    sms_username: str = "sandbox"
+    sms_api_key: str = "sim-at-api-key"
     #: When set, ``/sim/...`` routes require ``Authorization: Bearer <admin_token>``.
     admin_token: str | None = None
 

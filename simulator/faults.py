@@ -26,6 +26,8 @@ the hardest case: paid, no HTTP answer, no callback — only Transaction Status 
     [{"mode": "http_timeout_after_accept", "hang_s": 20}, {"mode": "drop_callback"}]
     {"mode": "duplicate_result", "api": "c2b", "copies": 5, "concurrent": true, "times": 3}
     {"mode": "result_failure", "api": "express", "result_code": 1037}
+    {"mode": "http_5xx", "api": "sms"}          # Africa's Talking's SMS API answers 500
+    {"mode": "recipient_failure", "api": "sms", "status_code": 406, "match": {"to": "+254711000001"}}
 
 Common keys: ``mode`` (required), ``api`` (default ``b2c``), ``match`` (body field -> value,
 compared as strings), ``times`` (default 1). Mode parameters: see ``PARAMS_OF``.
@@ -53,6 +55,7 @@ class FaultMode(StrEnum):
     RESULT_BEFORE_RESPONSE = "result_before_response"
     DROP_CALLBACK = "drop_callback"
     SLOW_CALLBACK = "slow_callback"
+    RECIPIENT_FAILURE = "recipient_failure"  # SMS: the answer gives this number a failure statusCode
 
 
 class Phase(StrEnum):
@@ -73,6 +76,7 @@ class Api(StrEnum):
     PULL = "pull"
     EXPRESS = "express"  # STK push: the STK callback is its "result"
     EXPRESS_QUERY = "express_query"  # STK query: synchronous, gateway faults only
+    SMS = "sms"  # Africa's Talking's SMS send: the recipient's statusCode is its "result"
 
 
 PHASE_OF: Mapping[FaultMode, Phase] = {
@@ -85,6 +89,7 @@ PHASE_OF: Mapping[FaultMode, Phase] = {
     FaultMode.DUPLICATE_RESULT: Phase.CALLBACK,
     FaultMode.DROP_CALLBACK: Phase.CALLBACK,
     FaultMode.SLOW_CALLBACK: Phase.CALLBACK,
+    FaultMode.RECIPIENT_FAILURE: Phase.CALLBACK,
 }
 
 _ASYNC_APIS = frozenset({Api.B2C, Api.C2B, Api.TRANSACTION_STATUS, Api.ACCOUNT_BALANCE, Api.EXPRESS})
@@ -96,13 +101,14 @@ _RESULT_APIS = frozenset({Api.B2C, Api.TRANSACTION_STATUS, Api.ACCOUNT_BALANCE})
 APIS_OF: Mapping[FaultMode, frozenset[Api]] = {
     FaultMode.HTTP_5XX: frozenset(Api),
     FaultMode.SPIKE_ARREST: frozenset(Api),
-    FaultMode.HTTP_TIMEOUT_AFTER_ACCEPT: _ASYNC_APIS,
+    FaultMode.HTTP_TIMEOUT_AFTER_ACCEPT: _ASYNC_APIS | {Api.SMS},
     FaultMode.RESULT_BEFORE_RESPONSE: _ASYNC_APIS,
     FaultMode.RESULT_FAILURE: _RESULT_APIS | {Api.EXPRESS},
     FaultMode.QUEUE_TIMEOUT: _RESULT_APIS,
     FaultMode.DUPLICATE_RESULT: _ASYNC_APIS,
     FaultMode.DROP_CALLBACK: _ASYNC_APIS,
     FaultMode.SLOW_CALLBACK: _ASYNC_APIS,
+    FaultMode.RECIPIENT_FAILURE: frozenset({Api.SMS}),
 }
 
 #: The optional parameters each mode accepts; anything else in the JSON is an error (typos in
@@ -117,6 +123,7 @@ PARAMS_OF: Mapping[FaultMode, frozenset[str]] = {
     FaultMode.DUPLICATE_RESULT: frozenset({"copies", "concurrent", "delay_ms"}),
     FaultMode.DROP_CALLBACK: frozenset(),
     FaultMode.SLOW_CALLBACK: frozenset({"delay_ms"}),
+    FaultMode.RECIPIENT_FAILURE: frozenset({"status_code"}),
 }
 _COMMON_KEYS = frozenset({"mode", "api", "match", "times"})
 

@@ -101,7 +101,7 @@ def result_callbacks(config: SimulatorConfig, *, kind: str, ref: str, result_url
     return [Callback(f"{kind}_result", result_url, result, ref, delivery_plan(fault, config))]
 
 
-async def _hang(request: Request, seconds: float) -> None:
+async def hang(request: Request, seconds: float) -> None:
     """Hold the response back, but stop as soon as the client has given up waiting."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -129,8 +129,8 @@ async def finish_accepted(ctx: SimContext, request: Request, response: Response,
     ctx.callbacks.spawn(work())
     if response_fault is not None and response_fault.mode is FaultMode.HTTP_TIMEOUT_AFTER_ACCEPT:
         if response_fault.close_connection:
-            await _hang(request, response_fault.hang_s or 0.0)
+            await hang(request, response_fault.hang_s or 0.0)
             return AbortedResponse()
-        await _hang(request, ctx.config.hang_s if response_fault.hang_s is None
+        await hang(request, ctx.config.hang_s if response_fault.hang_s is None
                     else response_fault.hang_s)
     return response

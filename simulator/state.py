@@ -192,6 +192,25 @@ class CallbackAttempt:
 
 
 @dataclass(frozen=True)
+class SmsMessage:
+    """One recipient of one SMS request, as Africa's Talking answered for it."""
+
+    to: str
+    message: str
+    sender: str | None
+    status_code: int
+    status: str
+    message_id: str | None
+    segments: int
+    received_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        data = _record_json(self)
+        data["from"] = data.pop("sender")
+        return data
+
+
+@dataclass(frozen=True)
 class Balances:
     utility: Decimal
     working: Decimal
@@ -238,6 +257,7 @@ class SimulatorState:
             self._callbacks: list[CallbackAttempt] = []
             self._callback_ids = itertools.count(1)
             self._faults: list[Fault] = []
+            self._sms: list[SmsMessage] = []
             self._fault_ids = itertools.count(1)
             self._utility = self._utility_opening
             self._working = self._working_opening
@@ -457,6 +477,15 @@ class SimulatorState:
     def callback(self, attempt_id: int) -> CallbackAttempt | None:
         with self._lock:
             return next((c for c in self._callbacks if c.id == attempt_id), None)
+
+    # --- Africa's Talking SMS -----------------------------------------------------------------
+    def record_sms(self, message: SmsMessage) -> None:
+        with self._lock:
+            self._sms.append(message)
+
+    def sms_messages(self) -> list[SmsMessage]:
+        with self._lock:
+            return list(self._sms)
 
     # --- faults ------------------------------------------------------------------------------
     def queue_fault(self, fault: Fault) -> Fault:

@@ -29,6 +29,7 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 # Secrets the test ingest runs with: random-looking and 32+ characters, as the ingest requires.
 TOKEN = "test-callback-token-5f2c9e81d4a7b3c6e0f9"
 ADMIN_TOKEN = "test-admin-token-8b1e4d7a2c9f6e3b0d5a"
+SMS_API_KEY = "test-africas-talking-key-3c1d"
 
 
 _ports_handed_out: set[int] = set()

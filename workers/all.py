@@ -6,8 +6,10 @@ from workers.close_day import close_day
 from workers.process_callback import process_callback
 from workers.reconcile_books import reconcile_books
 from workers.reconcile_mpesa import reconcile_mpesa
+from workers.send_notification import send_notification
 from workers.send_payout import send_payout
 from workers.sweep_inbox import sweep_inbox
+from workers.sweep_notifications import sweep_notifications
 from workers.sweep_payouts import sweep_payouts
 
 __all__ = [
@@ -17,7 +19,9 @@ __all__ = [
     "process_callback",
     "reconcile_books",
     "reconcile_mpesa",
+    "send_notification",
     "send_payout",
     "sweep_inbox",
+    "sweep_notifications",
     "sweep_payouts",
 ]

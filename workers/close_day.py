@@ -25,6 +25,7 @@ from money.daily_close import CloseRefused, CloseSummary, close_business_day, da
 from workers import runtime
 from workers.messages import CLOSE_DAY
 from workers.send_payout import send_payouts
+from workers.sweep_notifications import sweep_notifications
 
 log = structlog.get_logger("fleetpay.close")
 
@@ -43,6 +44,10 @@ def close_and_pay(
     ``CloseRefused`` for a day that must not be closed, unless ``forced_reason``."""
     summary = close_business_day(sessions, day, settings, forced_reason=forced_reason, after_each=after_each, hold=hold)
     enqueued = send_payouts(summary.payout_ids)
+    try:
+        sweep_notifications.send()  # the day's summaries go out now, not at the next sweep
+    except Exception as error:  # noqa: BLE001 — committed: the scheduled sweep sends them
+        log.warning("notices_sweep_not_enqueued", error=str(error))
     log.info("business_day_closed", business_date=str(day), **summary.closed, flagged=summary.flagged)
     return summary, enqueued
 

@@ -231,7 +231,7 @@ class DeadLetters:
     def from_settings(cls, settings: Settings, broker: RedisBroker) -> DeadLetters:
         """The queues of ``settings`` and any other queue ``broker`` has declared."""
         declared = sorted(q_name(queue) for queue in broker.get_declared_queues())
-        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, *declared])
+        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, settings.notice_queue_name, *declared])
 
     # --- keys -----------------------------------------------------------------------------
 

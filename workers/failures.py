@@ -29,7 +29,7 @@ import dramatiq
 import redis
 import structlog
 
-from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_PAYOUT
+from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_NOTIFICATION, SEND_PAYOUT
 
 log = structlog.get_logger("fleetpay.dlq")
 
@@ -41,8 +41,9 @@ REFERENCE_KIND_BY_ACTOR = {
     PROCESS_CALLBACK: "inbox",
     SEND_PAYOUT: "payout",
     CHECK_PAYOUT_STATUS: "payout",
+    SEND_NOTIFICATION: "notification",
 }
-REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id"}
+REFERENCE_KWARG_BY_KIND = {"inbox": "inbox_id", "payout": "payout_id", "notification": "notification_id"}
 
 
 RETRY_GRACE_MS = 60_000  # a retry due is normally taken within this, even behind a queue

@@ -17,9 +17,17 @@ RECONCILE_BOOKS = "reconcile_books"
 RECONCILE_MPESA = "reconcile_mpesa"
 CLOSE_DAY = "close_day"
 CHECK_FLOAT = "check_float"
+SEND_NOTIFICATION = "send_notification"
+SWEEP_NOTIFICATIONS = "sweep_notifications"
 
 
 def process_callback_message(inbox_id: int, *, queue_name: str) -> Message:
     return Message(
         queue_name=queue_name, actor_name=PROCESS_CALLBACK, args=(inbox_id,), kwargs={}, options={}
+    )
+
+
+def send_notification_message(notification_id: int, *, queue_name: str) -> Message:
+    return Message(
+        queue_name=queue_name, actor_name=SEND_NOTIFICATION, args=(notification_id,), kwargs={}, options={}
     )

@@ -7,7 +7,8 @@ changes nothing. A body that cannot be applied is marked ``rejected``, not retri
 in the dead-letter queue (``fleetpay dlq``).
 
 After the COMMIT the payouts the payment reserved are enqueued (if that is lost, ``sweep_payouts``
-sends them), and the status queries a result asked for. A row that cannot be judged yet (``TryLater``: a status answer that overtook the
+sends them), the status queries a result asked for, and the driver notices it wrote (if those are
+lost, ``sweep_notifications`` sends them). A row that cannot be judged yet (``TryLater``: a status answer that overtook the
 recording of its query) is sent again after a short delay.
 """
 
@@ -21,6 +22,7 @@ from money.payout_results import TryLater
 from workers import runtime
 from workers.check_payout_status import check_payout_status
 from workers.messages import PROCESS_CALLBACK
+from workers.send_notification import send_notifications
 from workers.send_payout import send_payout
 
 log = structlog.get_logger("fleetpay.worker")
@@ -46,3 +48,4 @@ def process_callback(inbox_id: int) -> None:
             send_payout.send(payout_id)
         for payout_id in applied.status_checks:
             check_payout_status.send(payout_id)
+        send_notifications(applied.notice_ids)

@@ -33,7 +33,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.models import SchedulerFiring
 from fleetpay.settings import Settings
-from workers.messages import CHECK_FLOAT, CLOSE_DAY, RECONCILE_BOOKS, RECONCILE_MPESA, SWEEP_INBOX, SWEEP_PAYOUTS
+from workers.messages import (
+    CHECK_FLOAT,
+    CLOSE_DAY,
+    RECONCILE_BOOKS,
+    RECONCILE_MPESA,
+    SWEEP_INBOX,
+    SWEEP_NOTIFICATIONS,
+    SWEEP_PAYOUTS,
+)
 
 log = structlog.get_logger("workers.scheduler")
 
@@ -57,6 +65,7 @@ def jobs(settings: Settings) -> list[Job]:
     return [
         Job(SWEEP_INBOX, IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
         Job(SWEEP_PAYOUTS, IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
+        Job(SWEEP_NOTIFICATIONS, IntervalTrigger(seconds=settings.schedule_sweep_s), _every(settings.schedule_sweep_s)),
         Job(RECONCILE_BOOKS, IntervalTrigger(seconds=settings.schedule_reconcile_s), _every(settings.schedule_reconcile_s)),
         Job(RECONCILE_MPESA, IntervalTrigger(seconds=settings.schedule_mpesa_reconcile_s),
             _every(settings.schedule_mpesa_reconcile_s)),

@@ -25,7 +25,8 @@ def simulator(servers, settings: Settings) -> Iterator[str]:  # type: ignore[no-
     where ``FLEETPAY_DARAJA_CERTIFICATE_PATH`` points."""
     from simulator import SimulatorConfig, build_app
 
-    with serve(build_app(SimulatorConfig(result_delay_ms=20)), port=servers.simulator_port) as url:
+    config = SimulatorConfig(result_delay_ms=20, sms_api_key=settings.sms_api_key.get_secret_value())
+    with serve(build_app(config), port=servers.simulator_port) as url:
         Path(settings.daraja_certificate_path or "").write_bytes(httpx.get(f"{url}/sim/cert.pem").content)
         yield url
 

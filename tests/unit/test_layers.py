@@ -19,7 +19,8 @@ RANK = {name: rank for rank, name in enumerate(LAYERS)}
 SIDE_BY_SIDE = ("ingest", "console", "launcher")  # none imports another
 RANK["console"] = RANK["launcher"] = RANK["ingest"]
 ACTOR_NAMES = ("process_callback", "send_payout", "check_payout_status", "sweep_inbox", "sweep_payouts",
-               "reconcile_books", "reconcile_mpesa", "close_day", "check_float")
+               "reconcile_books", "reconcile_mpesa", "close_day", "check_float", "send_notification",
+               "sweep_notifications")
 
 
 def imports_of(path: Path) -> list[tuple[int, str, tuple[str, ...]]]:

@@ -1,0 +1,194 @@
+"""The notices a driver is owed: written with the money they describe, sent by ``workers.send_notification``.
+
+This is an outbox. Each money operation that concerns a driver writes one ``notifications`` row
+in its own transaction, keyed by the event (a payment's posting key, a payout's id, a closed
+day), so the row exists exactly when the money moved, and a redelivered message writes nothing
+more. Writing is one INSERT; nothing here sends, waits or can roll the money back.
+
+Whether a notice is sent is decided when it is first sent (`prepare`): its kind turned off
+(``FLEETPAY_NOTIFY_<KIND>``, or SMS off), an optional kind the driver opted out of, no usable number,
+or no API key (the placeholder, outside `fleetpay dev`) make it ``skipped``, kept with the reason.
+Otherwise its text is made once, in the driver's language, and kept: a second attempt sends the
+same words.
+
+After a send (`record_answer`): taken → ``sent``; refused for this number → ``failed``; surely not
+sent → ``pending`` again (the caller retries with backoff, and a send that keeps failing ends as a
+dead letter); the answer lost (a timeout after the request left, a worker dead mid-send) → sent
+once more with the same text, and a second loss → ``unknown``, never sent again. So a driver gets
+each notice at most once, or twice when the provider's answer to the first send was lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import structlog
+from sqlalchemy import func
+from sqlalchemy.orm import Session
+
+from db import notifications
+from db.models import Driver, Notification, Payout
+from fleetpay import notice_texts
+from fleetpay.notice_texts import NoticeKind
+from fleetpay.settings import Settings
+from schemas.africas_talking import SendAnswer, parse_delivery_report
+from schemas.parsing import normalise_msisdn
+
+log = structlog.get_logger("fleetpay.notices")
+
+_WRITTEN = "fleetpay_notices_written"
+ANSWERS_LOST_MAX = 1  # the one resend allowed when the provider's answer was lost
+
+
+def notify(session: Session, kind: NoticeKind, subject: str, driver_id: int, facts: dict[str, Any]) -> int | None:
+    """Write the notice of one event in the caller's transaction; None if it was written before."""
+    notification_id = notifications.add(session, kind=kind, subject=subject, driver_id=driver_id, facts=facts)
+    if notification_id is not None:
+        session.info.setdefault(_WRITTEN, []).append(notification_id)
+    return notification_id
+
+
+def written(session: Session) -> tuple[int, ...]:
+    """The notices this session's transaction wrote (to enqueue after its COMMIT)."""
+    return tuple(session.info.pop(_WRITTEN, ()))
+
+
+def payment_applied(session: Session, *, key: str, driver_id: int, amount_cents: int, vehicle_code: str | None,
+                    contributed_cents: int, target_cents: int, share_cents: int) -> None:
+    notify(session, "payment", key, driver_id, {
+        "amount_cents": amount_cents, "receipt": key.partition(":")[2], "vehicle": vehicle_code,
+        "contributed_cents": contributed_cents, "target_cents": target_cents, "share_cents": share_cents})
+
+
+# A payout whose outcome is not known yet, past the normal wait for its result.
+IN_DOUBT = frozenset({"unknown", "failure_reported", "review", "reopened"})
+
+
+def payout_moved(session: Session, payout: Payout) -> None:
+    """Paid: the amount and M-Pesa's receipt. Into doubt for the first time (no answer yet, a failure
+    to confirm, review): that it is delayed and the money is safe; once per payout."""
+    facts = {"amount_cents": payout.amount_cents}
+    if payout.state == "paid":
+        notify(session, "payout_paid", str(payout.id), payout.driver_id, {**facts, "receipt": payout.receipt or ""})
+    elif payout.state in IN_DOUBT:  # keyed by the payout: told once, however often it is in doubt
+        notify(session, "payout_delayed", str(payout.id), payout.driver_id, facts)
+
+
+def day_closed(session: Session, driver: Driver, *, key: str, day: date, contributed_cents: int, target_cents: int,
+               met: bool, carried_cents: int, misses: int, misses_max: int, paused: bool) -> None:
+    """The day's summary (not for a paused day), and a warning when one more miss ends the contract."""
+    if paused:
+        return
+    notify(session, "daily_summary", key, driver.id, {
+        "business_date": day.isoformat(), "contributed_cents": contributed_cents, "target_cents": target_cents,
+        "met": met, "carried_cents": carried_cents, "misses": misses, "misses_max": misses_max})
+    if not met and misses == misses_max - 1:
+        notify(session, "termination_warning", key, driver.id, {"misses": misses})
+
+
+def deposit_refunded(session: Session, *, key: str, driver_id: int, amount_cents: int) -> None:
+    if amount_cents > 0:
+        notify(session, "deposit_refund", key, driver_id, {"amount_cents": amount_cents})
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A notice claimed for one send: to whom, what (the same text on every attempt)."""
+
+    notification_id: int
+    kind: str
+    to: str  # +2547XXXXXXXX
+    message: str
+    attempt: int
+
+
+def skip_reason(row: Notification, driver: Driver, settings: Settings) -> str | None:
+    if not settings.notice_on(row.kind):
+        return "turned_off"
+    if driver.sms_opt_out and row.kind in notice_texts.OPTIONAL_KINDS:
+        return "opted_out"
+    if normalise_msisdn(driver.msisdn) is None:
+        return "no_usable_number"
+    return settings.sms_refusal()
+
+
+def prepare(session: Session, notification_id: int, settings: Settings) -> Prepared | None:
+    """Claim a pending notice for one send, making its text the first time; None when there is
+    nothing to send (not pending, or skipped now)."""
+    row = notifications.claim(session, notification_id)
+    if row is None:
+        return None
+    if row.message is None:
+        driver = session.get(Driver, row.driver_id)
+        assert driver is not None
+        if (reason := skip_reason(row, driver, settings)) is not None:
+            row.state, row.last_error = "skipped", reason
+            log.info("notice_skipped", notification_id=row.id, kind=row.kind, reason=reason)
+            return None
+        language = driver.language or settings.sms_default_language
+        row.language, row.msisdn = language, "+" + str(normalise_msisdn(driver.msisdn))
+        row.message = notice_texts.compose(row.kind, row.facts, language)  # type: ignore[arg-type]
+        row.segments = notice_texts.segments(row.message)
+    return Prepared(row.id, row.kind, str(row.msisdn), row.message, row.attempts)
+
+
+RETRY = "retry"
+
+
+def record_answer(session: Session, notification_id: int, answer: SendAnswer | None, *, error: str | None = None,
+                  retry_in_s: int = 60) -> str:
+    """Keep what the provider answered to one send (``answer`` None: the answer was lost, ``error``
+    says how). Returns the row's new state, or ``RETRY`` when the caller should send it again."""
+    row = notifications.lock(session, notification_id)
+    if row is None or row.state != "sending":
+        return row.state if row is not None else "gone"  # a sweep judged the claim stale meanwhile
+    if answer is None:
+        row.answers_lost += 1
+        row.last_error = f"answer_lost: {error}"[:300]
+        if row.answers_lost > ANSWERS_LOST_MAX:
+            row.state = "unknown"
+            log.warning("notice_outcome_unknown", notification_id=row.id, error=error)
+            return row.state
+        _again(row, retry_in_s)
+        return RETRY
+    row.provider_status, row.provider_message_id = answer.status, answer.message_id or row.provider_message_id
+    if answer.verdict == "sent":
+        row.state, row.last_error = "sent", None
+        row.sent_at = func.now()  # type: ignore[assignment]
+        return row.state
+    row.last_error = answer.status[:300]
+    if answer.verdict == "refused":
+        row.state = "failed"
+        log.warning("notice_refused", notification_id=row.id, status=answer.status)
+        return row.state
+    _again(row, retry_in_s)
+    return RETRY
+
+
+def _again(row: Notification, retry_in_s: int) -> None:
+    row.state = "pending"
+    # The retry message sends it; the sweep takes it only if that message is lost.
+    row.next_attempt_at = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, retry_in_s)  # type: ignore[assignment]
+
+
+def give_up_stale_send(session: Session, notification_id: int) -> str:
+    """A send whose worker died before its answer was kept: the answer is lost."""
+    return record_answer(session, notification_id, None, error="the sending worker was lost")
+
+
+def record_delivery(session: Session, body: Any) -> str:
+    """A delivery report (an inbox row, ``sms_delivery``): what the network did with a sent SMS.
+    It changes no money and no send, only ``delivery_status``; returns the inbox row's reason."""
+    report = parse_delivery_report(body)
+    notice = notifications.by_provider_message_id(session, report.message_id)
+    if notice is None:
+        return f"sms_delivery:unknown_message:{report.message_id}"[:200]
+    notice.delivery_status = (report.status + (f": {report.failure_reason}" if report.failure_reason else ""))[:200]
+    return f"sms_delivery:{notice.id}:{report.status}"[:200]
+
+
+def statement_asked(session: Session, driver: Driver, *, session_id: str, facts: dict[str, Any]) -> int | None:
+    """A statement a driver asked for by USSD: one per USSD session, however often it is asked."""
+    return notify(session, "statement", f"ussd:{session_id}", driver.id, facts)

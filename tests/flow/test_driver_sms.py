@@ -1,0 +1,138 @@
+"""Drivers' SMS and USSD end to end: callbacks over HTTP into the ingest, real dramatiq workers and
+Redis, PostgreSQL, and the simulator playing Africa's Talking over HTTP (its record is the truth)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlalchemy import select, update
+
+from db.models import Driver, Notification, Payout
+from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_driver_code, next_receipt, wait_until
+
+_numbers = itertools.count(1)
+
+
+def new_driver(sessions, *, instant_payouts: bool = True) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
+    """A driver unique to the test, with their own number: (code, vehicle, +2547… as SMS are sent to)."""
+    code, msisdn = next_driver_code(), f"2547{88_000_000 + next(_numbers) * 37 % 1_000_000:08d}"
+    with sessions.begin() as session:
+        vehicle = add_driver_with_vehicle(session, driver_code=code, msisdn=msisdn)
+        session.execute(update(Driver).where(Driver.code == code).values(instant_payouts=instant_payouts))
+    return code, vehicle, f"+{msisdn}"
+
+
+def sms_to(simulator: str, number: str) -> list[dict]:
+    return httpx.get(f"{simulator}/sim/sms", params={"to": number}, timeout=10).json()["messages"]
+
+
+def fault(simulator: str, *faults: dict) -> None:
+    httpx.post(f"{simulator}/sim/faults", json=list(faults), timeout=10).raise_for_status()
+
+
+def pay(ingest_url: str, vehicle: str, amount: str, receipt: str, copies: int = 1) -> None:
+    """A fare paid now (the driver's today), delivered ``copies`` times at once."""
+    body = json.dumps(c2b_body(receipt, amount, vehicle, at=datetime.now(ZoneInfo("Africa/Nairobi")))).encode()
+
+    def deliver(_: int) -> int:
+        with httpx.Client(timeout=10) as client:
+            return client.post(f"{ingest_url}/cb/{TOKEN}/c2b/confirm", content=body,
+                               headers={"content-type": "application/json"}).status_code
+
+    with ThreadPoolExecutor(max_workers=copies) as pool:
+        assert set(pool.map(deliver, range(copies))) == {200}
+
+
+def states(sessions, code: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return dict(session.execute(
+            select(Notification.kind, Notification.state).join(Driver, Driver.id == Notification.driver_id)
+            .where(Driver.code == code)).all())
+
+
+def test_a_fare_delivered_twenty_times_and_its_payout_are_told_once_each_even_when_the_first_send_fails(
+        ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    code, vehicle, number = new_driver(sessions)
+    fault(simulator, {"mode": "http_5xx", "api": "sms", "match": {"to": number}})  # the first attempt: HTTP 500
+    receipt = next_receipt("S")
+    pay(ingest_url, vehicle, "400.00", receipt, copies=20)
+    wait_until(lambda: states(sessions, code) == {"payment": "sent", "payout_paid": "sent"}, what="both SMS sent")
+    messages = sms_to(simulator, number)  # in either order: the payment's SMS was tried again meanwhile
+    with sessions() as session:
+        paid_receipt = session.execute(select(Payout.receipt).join(Driver, Driver.id == Payout.driver_id)
+                                       .where(Driver.code == code)).scalar_one()
+    assert sorted(m["message"] for m in messages) == [
+        f"fleetpay: KES 200 sent to your M-Pesa, receipt {paid_receipt}.",
+        f"fleetpay: KES 400 received, {receipt} vehicle {vehicle}. Today KES 200 of KES 3,000 target. Your share KES 200.",
+    ]
+    assert all(m["status_code"] == 101 and m["segments"] == 1 for m in messages)
+    with sessions() as session:
+        attempts = session.execute(select(Notification.attempts).join(Driver, Driver.id == Notification.driver_id)
+                                   .where(Driver.code == code, Notification.kind == "payment")).scalar_one()
+    assert attempts == 2
+
+
+def test_a_lost_answer_is_sent_once_more_and_a_refused_number_is_not_tried_again(
+        ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    fault(simulator, {"mode": "http_timeout_after_accept", "api": "sms", "hang_s": 3, "match": {"to": number}})
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the payment's SMS")
+    first, second = sms_to(simulator, number)  # the documented exception: the answer to the first was lost
+    assert first["message"] == second["message"]
+
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    fault(simulator, {"mode": "recipient_failure", "api": "sms", "status_code": 406, "match": {"to": number}})
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    wait_until(lambda: states(sessions, code) == {"payment": "failed"}, what="the refusal")
+    assert [m["status_code"] for m in sms_to(simulator, number)] == [406]
+
+
+def test_a_ussd_session_shows_the_drivers_numbers_and_sends_a_statement(
+        ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    pay(ingest_url, vehicle, "500.00", next_receipt("S"))
+    wait_until(lambda: states(sessions, code).get("payment") == "sent", what="the payment")
+
+    def session(text: str) -> list[dict]:
+        answer = httpx.post(f"{simulator}/sim/ussd", json={"url": f"{ingest_url}/cb/{TOKEN}/ussd",
+                                                          "msisdn": number, "input": text}, timeout=30)
+        return answer.json()["screens"]
+
+    opening, today = session("1")
+    assert opening["response"].startswith(f"CON fleetpay {code}\n1. Today")
+    assert today["response"].startswith("CON Today") and "paid KES 250 of KES 3,000 target" in today["response"]
+    money = session("2")[-1]["response"]
+    assert money == "CON Payable now: KES 250\nOn its way to M-Pesa: KES 0\n0. Back"
+    assert session("7*x")[-1]["response"].startswith("CON Invalid choice.")
+    *_, done = session("4*1")
+    assert done["response"] == "END Your statement is on its way by SMS."
+    wait_until(lambda: states(sessions, code).get("statement") == "sent", what="the statement")
+    assert "you paid KES 250 of KES 21,000" in sms_to(simulator, number)[-1]["message"]
+
+    stranger = httpx.post(f"{simulator}/sim/ussd", json={"url": f"{ingest_url}/cb/{TOKEN}/ussd",
+                                                        "msisdn": "254799999999", "input": ""}, timeout=30)
+    assert stranger.json()["screens"][0]["response"].startswith("END This number is not registered")
+
+
+def test_a_delivery_report_is_kept_on_its_notice(ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the SMS")
+    (sent,) = sms_to(simulator, number)
+    report = {"id": sent["message_id"], "status": "Failed", "phoneNumber": number, "networkCode": "63902",
+              "failureReason": "AbsentSubscriber", "retryCount": "0"}
+    answer = httpx.post(f"{ingest_url}/cb/{TOKEN}/sms/delivery", data=report, timeout=10)
+    assert (answer.status_code, answer.text) == (200, "OK")
+
+    def delivery() -> str | None:
+        with sessions() as session:
+            return session.execute(select(Notification.delivery_status)
+                                   .where(Notification.provider_message_id == sent["message_id"])).scalar_one()
+
+    wait_until(lambda: delivery() == "Failed: AbsentSubscriber", what="the report applied")
