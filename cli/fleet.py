@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from cli import context
 from cli.output import JsonFlag, emit, emit_json, emit_table, fail, kes
 from cli.requests import UserActs, UserAsks, acting_user, ask_from_shell
-from db import fleet
+from db import fleet, notifications
 from db.balances import driver_balance
 from db.fleet import FleetError
 from schemas.parsing import InvalidField, require_msisdn
@@ -143,6 +143,42 @@ def drivers_show(
         raise fail(str(error)) from error
     document |= {key: listed[key] for key in ("name", "msisdn", "status", "regular_of", "substitute_of")}
     emit(document, as_json, title=f"driver {code}")
+
+
+@drivers.command("sms")
+def drivers_sms(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    language: Annotated[Optional[str], typer.Option(help="en, sw, or default (the fleet's FLEETPAY_SMS_DEFAULT_LANGUAGE).")] = None,
+    opt_out: Annotated[Optional[bool], typer.Option("--opt-out/--opt-in", help="Stop (or start again) the optional "
+                                                    "notices: each payment, the daily summary.")] = None,
+) -> None:
+    """A driver's SMS: their language, and whether they get the optional notices. Payouts, delays,
+    warnings and refunds are always sent."""
+    code = context.driver_code(driver)
+    try:
+        with context.transaction() as session:
+            changed = fleet.set_sms_preferences(session, code, language=language, opt_out=opt_out)
+            said = (f"driver {code}: SMS in {changed.language or 'the default language'}, "
+                    f"optional notices {'off' if changed.sms_opt_out else 'on'}")
+    except FleetError as error:
+        raise fail(str(error)) from error
+    typer.echo(said)
+
+
+@drivers.command("notices")
+def drivers_notices(
+    driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_MAX)] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """The SMS a driver was sent (or not, and why), newest first."""
+    code = context.driver_code(driver)
+    with context.transaction() as session:
+        rows = notifications.for_driver(session, code, limit=limit)
+    if as_json:
+        emit_json({"notices": rows})
+    else:
+        emit_table(f"notices of {code}", rows, ["id", "kind", "state", "created_at", "message", "delivery", "error"])
 
 
 @drivers.command("end-shift")

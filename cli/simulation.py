@@ -85,3 +85,26 @@ def simulate_c2b(
     if answer.outcome is not Outcome.ACCEPTED:
         raise fail(f"the simulator refused: {answer.code} {answer.description}")
     typer.echo(f"paid KES {amount} to account {account} ({answer.description})")
+
+
+@simulate.command("ussd")
+def simulate_ussd(
+    msisdn: Annotated[str, typer.Option(help="The driver's phone, e.g. 254705912645.")],
+    choices: Annotated[str, typer.Option("--input", help="The choices typed, joined by *, e.g. 1 or 4*1.")] = "",
+) -> None:
+    """A driver dials the USSD menu: the simulator plays Africa's Talking's session against our
+    USSD URL and each screen is printed."""
+    import httpx
+
+    current = context.settings()
+    try:
+        answer = httpx.post(f"{current.sms_base_url.rstrip('/')}/sim/ussd", timeout=60,
+                            json={"url": current.callback_url("ussd"), "msisdn": msisdn, "input": choices})
+    except httpx.HTTPError as error:
+        raise fail(f"the simulator at {current.sms_base_url} cannot be reached ({error}); is `fleetpay dev` running?") from error
+    if answer.status_code != 200:
+        raise fail(f"the simulator at {current.sms_base_url} refused: {answer.status_code} {answer.text[:200]}")
+    for screen in answer.json()["screens"]:
+        typer.echo(f"> {screen['text'] or '(dial)'}")
+        typer.echo(screen["response"])
+        typer.echo("")

@@ -253,6 +253,19 @@ def payee_for_driver_code(session: Session, driver_code: str) -> Payee | None:
     return None if row is None else Payee(row[0], "company")
 
 
+def set_sms_preferences(session: Session, driver_code: str, *, language: str | None, opt_out: bool | None) -> Driver:
+    """A driver's SMS language (``en``, ``sw``, or ``default``: the fleet's) and opting out of the
+    optional notices; what is None stays as it is."""
+    driver = get_driver(session, driver_code)
+    if language is not None:
+        if language not in ("en", "sw", "default"):
+            raise FleetError(f"language {language!r}: en, sw or default")
+        driver.language = None if language == "default" else language
+    if opt_out is not None:
+        driver.sms_opt_out = opt_out
+    return driver
+
+
 def payee_for_msisdn(session: Session, msisdn: str) -> Payee | None:
     row = session.execute(select(Driver.code).where(Driver.msisdn == msisdn)).first()
     return None if row is None else payee_for_driver_code(session, row[0])

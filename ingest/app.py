@@ -358,7 +358,7 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Redis
     ]
     routes += admin_routes(settings, broker, make_sessionmaker(engine))
     ingest.metric_registries.append(dlq_metrics(settings, broker))
-    ingest.metric_registries.append(books_metrics(engine))
+    ingest.metric_registries.append(books_metrics(engine, settings.timezone))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

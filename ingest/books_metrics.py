@@ -14,6 +14,10 @@
 - ``fleetpay_mpesa_utility_available_cents`` and ``…_observed_timestamp_seconds``: the B2C utility
   account as M-Pesa's last Account Balance answer gave it (the low-float alert reads it);
 - ``fleetpay_postings_created``: postings written so far (the id sequence);
+- ``fleetpay_notices{state}``: drivers' SMS waiting to be sent (``pending``, ``sending``), refused
+  for a number (``failed``) and sent with no answer twice (``unknown``); ``fleetpay_notices_overdue``:
+  notices still unsent ten minutes after their event (SMS down, or the key refused: a dead letter);
+- ``fleetpay_sms_segments_today``: SMS segments sent since the fleet's midnight (each one is paid for);
 - ``fleetpay_reconciliation_discrepancies`` and ``…_last_check_timestamp_seconds``: the last
   reconciliation check.
 
@@ -46,6 +50,18 @@ QUERIES = {
     ),
     "payouts": "SELECT state, count(*) FROM payouts GROUP BY state",
     "postings": "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM postings_id_seq",
+    "notices": (
+        "SELECT state, count(*) FROM notifications WHERE state IN ('pending', 'sending', 'failed', 'unknown')"
+        " GROUP BY state"
+    ),
+    "notices_overdue": (
+        "SELECT count(*) FROM notifications WHERE state IN ('pending', 'sending')"
+        " AND created_at < now() - interval '10 minutes'"
+    ),
+    "segments": (
+        "SELECT coalesce(sum(segments), 0) FROM notifications WHERE state = 'sent'"
+        " AND sent_at >= date_trunc('day', now() AT TIME ZONE :tz) AT TIME ZONE :tz"
+    ),
     "reconciliation": (
         "SELECT discrepancies, extract(epoch FROM finished_at) FROM reconciliation_runs"
         " WHERE kind = 'check' ORDER BY id DESC LIMIT 1"
@@ -54,8 +70,9 @@ QUERIES = {
 
 
 class BooksGauges(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, timezone: str) -> None:
         self.engine = engine
+        self.timezone = timezone
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         inbox = GaugeMetricFamily("fleetpay_inbox_rows", "Inbox rows by status (processed not counted).", labels=["status"])
@@ -71,6 +88,9 @@ class BooksGauges(Collector):
         pull_ok = GaugeMetricFamily("fleetpay_mpesa_pull_ok", "1 if the last Pull Transactions comparison ran, 0 if it failed.")
         utility = GaugeMetricFamily("fleetpay_mpesa_utility_available_cents", "The B2C utility account, as M-Pesa last said.")
         utility_at = GaugeMetricFamily("fleetpay_mpesa_utility_observed_timestamp_seconds", "When M-Pesa said it.")
+        notices = GaugeMetricFamily("fleetpay_notices", "Drivers' SMS not sent (yet), by state.", labels=["state"])
+        overdue = GaugeMetricFamily("fleetpay_notices_overdue", "Drivers' SMS unsent ten minutes after their event.")
+        segments = GaugeMetricFamily("fleetpay_sms_segments_today", "SMS segments sent since the fleet's midnight.")
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SET LOCAL statement_timeout = '2s'"))
@@ -88,6 +108,10 @@ class BooksGauges(Collector):
                 if (observed := connection.execute(text(QUERIES["float"])).first()) is not None:
                     utility.add_metric([], observed[0])
                     utility_at.add_metric([], float(observed[1]))
+                for state, count in connection.execute(text(QUERIES["notices"])):
+                    notices.add_metric([state], count)
+                overdue.add_metric([], connection.execute(text(QUERIES["notices_overdue"])).scalar_one())
+                segments.add_metric([], connection.execute(text(QUERIES["segments"]), {"tz": self.timezone}).scalar_one())
                 last = connection.execute(text(QUERIES["reconciliation"])).first()
                 if last is not None:
                     discrepancies.add_metric([], last[0])
@@ -95,10 +119,10 @@ class BooksGauges(Collector):
         except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
             log.warning("books_metrics_unavailable", error=str(error))
         yield from (inbox, payouts, postings, discrepancies, checked, overpaid, closed, open_days, pull_ok, utility,
-                    utility_at)
+                    utility_at, notices, overdue, segments)
 
 
-def books_metrics(engine: Engine) -> CollectorRegistry:
+def books_metrics(engine: Engine, timezone: str) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BooksGauges(engine))
+    registry.register(BooksGauges(engine, timezone))
     return registry

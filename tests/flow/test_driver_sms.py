@@ -13,7 +13,15 @@ import httpx
 from sqlalchemy import select, update
 
 from db.models import Driver, Notification, Payout
-from tests.support import TOKEN, add_driver_with_vehicle, c2b_body, next_driver_code, next_receipt, wait_until
+from tests.support import (
+    TOKEN,
+    add_driver_with_vehicle,
+    c2b_body,
+    fleetpay,
+    next_driver_code,
+    next_receipt,
+    wait_until,
+)
 
 _numbers = itertools.count(1)
 
@@ -136,3 +144,41 @@ def test_a_delivery_report_is_kept_on_its_notice(ingest_url, worker, simulator, 
                                    .where(Notification.provider_message_id == sent["message_id"])).scalar_one()
 
     wait_until(lambda: delivery() == "Failed: AbsentSubscriber", what="the report applied")
+
+
+def test_from_the_shell_a_driver_is_given_swahili_opts_out_and_their_notices_are_listed(
+        ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    assert fleetpay("drivers", "sms", code, "--language", "sw").stdout.strip() == (
+        f"driver {code}: SMS in sw, optional notices on")
+    dialled = fleetpay("simulate", "ussd", "--msisdn", number.removeprefix("+"), "--input", "2").stdout
+    assert "> (dial)\nCON fleetpay" in dialled and "4. Taarifa kwa SMS" in dialled
+    assert "> 2\nCON Unadai sasa: KES 0\nInatumwa M-Pesa: KES 0\n0. Rudi" in dialled
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the SMS")
+    assert "imepokelewa" in sms_to(simulator, number)[0]["message"]
+    fleetpay("drivers", "sms", code, "--opt-out")
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    wait_until(lambda: len(json.loads(fleetpay("drivers", "notices", code, "--json").stdout)["notices"]) == 2
+               and json.loads(fleetpay("drivers", "notices", code, "--json").stdout)["notices"][0]["state"] == "skipped",
+               what="the second notice skipped")
+    listed = json.loads(fleetpay("drivers", "notices", code, "--json").stdout)["notices"]
+    assert [(n["kind"], n["state"], n["error"]) for n in listed] == [
+        ("payment", "skipped", "opted_out"), ("payment", "sent", None)]
+    assert len(sms_to(simulator, number)) == 1
+    refused = fleetpay("drivers", "sms", code, "--language", "fr", check=False)
+    assert refused.returncode != 0 and "en, sw or default" in refused.stderr
+
+
+def test_the_segments_sent_today_are_a_metric(ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    def segments_today() -> float:
+        metrics = httpx.get(f"{ingest_url}/metrics", timeout=10).text
+        (line,) = [line for line in metrics.splitlines() if line.startswith("fleetpay_sms_segments_today ")]
+        return float(line.split()[1])
+
+    before = segments_today()
+    code, vehicle, _ = new_driver(sessions, instant_payouts=False)
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the SMS")
+    assert segments_today() >= before + 1  # other tests' SMS may count too: the database is shared
+    assert "fleetpay_notices_overdue " in httpx.get(f"{ingest_url}/metrics", timeout=10).text

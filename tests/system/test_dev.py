@@ -94,6 +94,49 @@ def test_dev_runs_a_payment_end_to_end_and_keeps_its_data(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+def test_a_fare_its_payout_and_the_close_each_send_their_sms_once_and_ussd_shows_the_numbers(tmp_path: Path) -> None:
+    """The fare's confirmation is delivered 20 times at once, and the SMS API fails the first send."""
+    ingest_port, simulator_port = free_port(), free_port()
+    simulator = f"http://127.0.0.1:{simulator_port}"
+    dev = start_dev(tmp_path, ingest_port, simulator_port)
+    peter = "+254705912645"  # D112006 of the demo fleet, regular driver of vehicle 025
+    try:
+        httpx.post(f"{simulator}/sim/faults", timeout=10, json=[
+            {"mode": "duplicate_result", "api": "c2b", "copies": 20, "concurrent": True},
+            {"mode": "http_5xx", "api": "sms", "match": {"to": peter}},
+        ]).raise_for_status()
+        fleetpay("simulate", "c2b", "--account", "025", "--amount", "200", cwd=tmp_path, env=bare_env())
+        wait_until(lambda: balance(tmp_path)["paid_out_cents"] == 10_000, timeout_s=60, what="the share to be paid")
+
+        def notices() -> list[dict]:  # type: ignore[type-arg]
+            return json.loads(fleetpay("drivers", "notices", "D112006", "--json", cwd=tmp_path, env=bare_env()).stdout)["notices"]
+
+        wait_until(lambda: sorted((n["kind"], n["state"]) for n in notices()) == [("payment", "sent"), ("payout_paid", "sent")],
+                   timeout_s=60, what="the fare's and the payout's SMS")
+        screens = fleetpay("simulate", "ussd", "--msisdn", "254705912645", "--input", "1", cwd=tmp_path, env=bare_env()).stdout
+        assert "paid KES 100 of KES 3,000 target. KES 2,900 to go." in screens, screens
+        today = balance(tmp_path)["business_date"]
+        fleetpay("close-day", "--date", today, "--force", "--reason", "the test closes today", cwd=tmp_path, env=bare_env())
+        wait_until(lambda: any(n["kind"] == "daily_summary" and n["state"] == "sent" for n in notices()),
+                   timeout_s=60, what="the day's summary")
+        sent = httpx.get(f"{simulator}/sim/sms", params={"to": peter}, timeout=10).json()["messages"]
+        receipt = json.loads(fleetpay("payouts", "list", "--json", cwd=tmp_path, env=bare_env()).stdout)
+        paid_receipt = [p["receipt"] for p in receipt["payouts"] if p["driver"] == "D112006"][0]
+        day = f"{today[8:10]}/{today[5:7]}"
+        texts = [m["message"] for m in sent]
+        assert sorted(texts) == sorted([
+            next(t for t in texts if t.startswith("fleetpay: KES 200 received, ")),
+            f"fleetpay: KES 100 sent to your M-Pesa, receipt {paid_receipt}.",
+            f"fleetpay {day}: you paid KES 100 of KES 3,000 target. Shortfall KES 2,900 added to tomorrow. Missed days: 1/3.",
+        ]), texts
+        assert next(t for t in texts if "received" in t).endswith(
+            "vehicle 025. Today KES 100 of KES 3,000 target. Your share KES 100.")
+        assert [n["attempts"] for n in notices() if n["kind"] == "payment"] == [2]  # the first send got HTTP 500
+    finally:
+        stop(dev, tmp_path)
+
+
+@pytest.mark.slow
 def test_dev_with_a_daraja_url_uses_it_and_starts_no_simulator(tmp_path: Path) -> None:
     """A configured Daraja (the sandbox; here a simulator standing in for it) is used as is."""
     from simulator import SimulatorConfig, build_app
@@ -102,7 +145,8 @@ def test_dev_with_a_daraja_url_uses_it_and_starts_no_simulator(tmp_path: Path) -
     with serve(build_app(SimulatorConfig(result_delay_ms=20))) as sandbox:
         ingest_port = free_port()  # chosen once the sandbox holds its own port, so they cannot be the same
         (tmp_path / "cert.pem").write_bytes(httpx.get(f"{sandbox}/sim/cert.pem").content)
-        (tmp_path / ".env").write_text(f"FLEETPAY_DARAJA_BASE_URL={sandbox}\n"
+        (tmp_path / ".env").write_text(f"FLEETPAY_DARAJA_BASE_URL={sandbox}\n"  # and Africa's Talking's SMS
+                                       f"FLEETPAY_SMS_BASE_URL={sandbox}\n"
                                        f"FLEETPAY_DARAJA_CERTIFICATE_PATH={tmp_path / 'cert.pem'}\n")
         banner: list[str] = []
         dev = start_dev(tmp_path, ingest_port, free_port(), banner=banner)
