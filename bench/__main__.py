@@ -1,6 +1,6 @@
 """fleetpay benchmarks: one command, one JSON document.
 
-    .venv/bin/python -m bench [ingest|apply|payouts|memory|reconcile|console|all] [--quick]
+    .venv/bin/python -m bench [ingest|apply|payouts|memory|reconcile|console|ussd|all] [--quick]
 
 Prints ONE JSON document on stdout (progress on stderr) and saves it as
 ``bench/results/<name>.json`` (``<name>-quick.json`` with ``--quick``). Every figure comes with a
@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import Resources, machine, resources, save, say
 
-BENCHES = ("ingest", "apply", "payouts", "memory", "reconcile", "console")
+BENCHES = ("ingest", "apply", "payouts", "memory", "reconcile", "console", "ussd")
 RECONCILE_QUICK = ["--drivers", "5000", "--entries-per-driver", "20", "--baseline-sample", "500", "--check-runs", "1"]
 
 
@@ -54,6 +54,8 @@ def run_one(name: str, res: Resources, quick: bool) -> dict[str, Any]:
         from bench import payouts as module  # type: ignore[no-redef]
     elif name == "console":
         from bench import console as module  # type: ignore[no-redef]
+    elif name == "ussd":
+        from bench import ussd as module  # type: ignore[no-redef]
     else:
         from bench import memory as module  # type: ignore[no-redef]
     say(f"=== {name} ({'quick' if quick else 'full'}) ===")
@@ -148,6 +150,11 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{dataset['entries']:,} entries)", reconcile["check"]["best_s"], reconcile["baseline"]["extrapolated_s"],
             reconcile["ratio_baseline_over_check"], "< 60 s and >= 20x faster",
             met["check_under_60_s"] and met["ratio_at_least_20"] and reconcile["check"]["found_exactly_the_planted"])
+    ussd = results.get("ussd", {})
+    if "ussd" in ussd:
+        row(f"USSD answer p99, ms ({ussd['dataset']['drivers']:,} drivers, {ussd['clients']} at once)",
+            ussd["ussd"]["p99_ms"], ussd["floor_http_healthz"]["p99_ms"], None, f"< {ussd['target_p99_ms']:.0f} ms",
+            ussd["under_target"])
     return rows
 
 

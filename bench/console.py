@@ -20,12 +20,10 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select
 
-from bench.common import Resources, database_url, fleetpay_env, free_port, percentile, say, wait_http
-from bench.reconcile import Shape, load
-from fleetpay.settings import sqlalchemy_url
+from bench.common import Resources, fleetpay_env, free_port, percentile, say, wait_http
+from bench.reconcile import Shape, business_today, load_month_to_today
 
 REPEATS = 30
 TARGET_P95_MS = 300.0
@@ -81,18 +79,6 @@ def _seed(url: str) -> dict[str, Any]:
     return {"users": 3, "unmatched": 200, "requests": 50, "payout": payout_id}
 
 
-def _today():  # type: ignore[no-untyped-def]
-    """The business day the console shows as today (its own clock and settings)."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from fleetpay.settings import Settings
-    from schemas.parsing import business_date
-
-    settings = Settings()
-    return business_date(datetime.now(ZoneInfo(settings.timezone)), close_time=settings.close_time, tz=settings.timezone)
-
-
 def _csrf(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, "no CSRF token on the page"
@@ -121,7 +107,7 @@ def _reads(url: str, driver: str, repeats: int) -> dict[str, Any]:
     from db.statements import dashboard, statement
 
     sessions = make_sessionmaker(make_engine(url, pool_size=1))
-    today = _today()
+    today = business_today()
     out: dict[str, Any] = {}
     for name, read in (
         ("dashboard", lambda s: dashboard(s, today)),
@@ -146,25 +132,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
 
     configure_logging(level="WARNING")  # stdout is the benchmark's one JSON document
     shape = Shape(5_000, 20) if quick else Shape(100_000, 100)
-    name = res.create_database("console", template=res.migrated_template())
-    url = sqlalchemy_url(database_url(name))
-    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    say(f"loading {shape.drivers} drivers, {shape.entries} entries")
-    loaded = load(engine, shape)
-    today = _today()
-    with engine.connect() as c:
-        # The month loaded ends today, as the console reads the clock; every day but today was
-        # closed, as in a running fleet. (The loader's session, with the ledger's triggers off.)
-        c.execute(text("SET session_replication_role = replica"))
-        shift = c.execute(text("SELECT CAST(:today AS date) - max(business_date) FROM driver_days"), {"today": today}).scalar_one()
-        c.execute(text("UPDATE postings SET business_date = business_date + :d"), {"d": shift})
-        c.execute(text("UPDATE driver_days SET business_date = business_date + :d, "
-                       "closed_at = CASE WHEN business_date + :d < CAST(:today AS date) THEN now() END, "
-                       "close_outcome = CASE WHEN business_date + :d < CAST(:today AS date) THEN 'met' END"),
-                  {"d": shift, "today": today})
-        c.execute(text("VACUUM (ANALYZE) postings"))
-        c.execute(text("VACUUM (ANALYZE) driver_days"))
-    engine.dispose()
+    name, url, loaded = load_month_to_today(res, "console", shape)
     seeded = _seed(url)
     port = free_port()
     # Plain HTTP on loopback: the cookie's Secure flag would keep httpx from sending it back.

@@ -802,3 +802,43 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def end_month_today(engine: Engine, today: date) -> None:
+    """Move the loaded month so that it ends ``today``, as a running fleet's would: every day but
+    today closed. (The loader's way, with the ledger's triggers off.)"""
+    with engine.connect() as c:
+        c.execute(text("SET session_replication_role = replica"))
+        shift = c.execute(text("SELECT CAST(:today AS date) - max(business_date) FROM driver_days"), {"today": today}).scalar_one()
+        c.execute(text("UPDATE postings SET business_date = business_date + :d"), {"d": shift})
+        c.execute(text("UPDATE driver_days SET business_date = business_date + :d, "
+                       "closed_at = CASE WHEN business_date + :d < CAST(:today AS date) THEN now() END, "
+                       "close_outcome = CASE WHEN business_date + :d < CAST(:today AS date) THEN 'met' END"),
+                  {"d": shift, "today": today})
+        c.execute(text("VACUUM (ANALYZE) postings"))
+        c.execute(text("VACUUM (ANALYZE) driver_days"))
+
+
+def business_today() -> date:
+    """The business day fleetpay shows as today (its own clock and settings)."""
+    from zoneinfo import ZoneInfo
+
+    from fleetpay.settings import Settings
+    from schemas.parsing import business_date
+
+    settings = Settings()
+    return business_date(datetime.now(ZoneInfo(settings.timezone)), close_time=settings.close_time, tz=settings.timezone)
+
+
+def load_month_to_today(res: Any, label: str, shape: Shape) -> tuple[str, str, dict[str, Any]]:
+    """A new database of ``shape`` whose month ends today: (its name, its URL, what was loaded)."""
+    from bench.common import database_url, say
+
+    name = res.create_database(label, template=res.migrated_template())
+    url = sqlalchemy_url(database_url(name))
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    say(f"loading {shape.drivers} drivers, {shape.entries} entries")
+    loaded = load(engine, shape)
+    end_month_today(engine, business_today())
+    engine.dispose()
+    return name, url, loaded
