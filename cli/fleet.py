@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Optional
@@ -153,11 +154,13 @@ def drivers_sms(
                                                     "notices: each payment, the daily summary.")] = None,
 ) -> None:
     """A driver's SMS: their language, and whether they get the optional notices. Payouts, delays,
-    warnings and refunds are always sent."""
+    warnings and refunds are always sent. Recorded in the audit log as ``FLEETPAY_USER``'s (else
+    ``shell``)."""
     code = context.driver_code(driver)
     try:
         with context.transaction() as session:
-            changed = fleet.set_sms_preferences(session, code, language=language, opt_out=opt_out)
+            changed = fleet.set_sms_preferences(session, code, language=language, opt_out=opt_out,
+                                                by=os.environ.get("FLEETPAY_USER") or "shell")
             said = (f"driver {code}: SMS in {changed.language or 'the default language'}, "
                     f"optional notices {'off' if changed.sms_opt_out else 'on'}")
     except FleetError as error:

@@ -44,7 +44,7 @@ from console.auth import (
     session_user,
 )
 from console.charts import bars
-from db import fleet
+from db import fleet, notifications
 from db.audit import recent_actions, record_action
 from db.balances import driver_balance
 from db.engine import make_engine, make_sessionmaker
@@ -76,6 +76,7 @@ log = structlog.get_logger("fleetpay.console")
 HERE = Path(__file__).parent
 PAGE_ROWS = 100
 ACCOUNTS = ("payable", "deposit", "target")
+NOTICES_SHOWN = 10  # a driver's latest SMS on their page
 # No script at all; styles from our own file; nothing may frame the console.
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -325,7 +326,10 @@ class Console:
         with self.sessions() as session:
             balance = driver_balance(session, code, today, self.settings)
             [info] = fleet.list_drivers(session, only_code=code)
-            found = statement(session, fleet.get_driver(session, code).id, account, since, until)
+            driver = fleet.get_driver(session, code)
+            found = statement(session, driver.id, account, since, until)
+            info |= {"language": driver.language, "sms_opt_out": driver.sms_opt_out,
+                     "notices": notifications.for_driver(session, code, limit=NOTICES_SHOWN)}
         return balance, info, found
 
     async def driver(self, request: Request, viewer: Viewer) -> Response:
@@ -387,6 +391,19 @@ class Console:
             params["as"] = form.get("as")
         return await self.ask(request, viewer, "unmatched_assign", params, str(form.get("reason", "")),
                               path_of(request, "unmatched"))
+
+    async def sms_preferences(self, request: Request, viewer: Viewer, form: Any) -> Response:
+        code = request.path_params["code"].upper()
+        language = str(form.get("language", "default"))
+        try:
+            with self.sessions.begin() as session:
+                fleet.set_sms_preferences(session, code, language=language, opt_out=form.get("optional") == "off",
+                                          by=viewer.username)
+        except fleet.FleetError as error:
+            self.flash(request, f"Not changed: {error}", "error")
+        else:
+            self.flash(request, f"SMS preferences of {code} saved.")
+        return RedirectResponse(path_of(request, "driver", code=code), status_code=303)
 
     async def ask_refund(self, request: Request, viewer: Viewer, form: Any) -> Response:
         code = request.path_params["code"].upper()
@@ -593,6 +610,8 @@ def build_app(settings: Settings, *, sessions: sessionmaker[Session] | None = No
         Route("/drivers/{code}", page()(console.driver), name="driver"),
         Route("/drivers/{code}/statement.csv", page()(console.statement_csv), name="statement_csv"),
         Route("/drivers/{code}/refund", page("operator", post=True)(console.ask_refund), methods=["POST"], name="ask_refund"),
+        Route("/drivers/{code}/sms", page("operator", post=True)(console.sms_preferences), methods=["POST"],
+              name="sms_preferences"),
         Route("/unmatched", page()(console.unmatched), name="unmatched"),
         Route("/unmatched/{trans_id}/assign", page("operator", post=True)(console.ask_assign), methods=["POST"], name="ask_assign"),
         Route("/requests", page()(console.requests_page), name="requests_page"),

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, aliased
 
+from db.audit import record_action
 from db.models import DRIVER_ACCOUNT_KINDS, Account, DayOff, Driver, DriverDay, Vehicle
 from fleetpay.people import operator_name
 from fleetpay.settings import Settings
@@ -253,9 +254,11 @@ def payee_for_driver_code(session: Session, driver_code: str) -> Payee | None:
     return None if row is None else Payee(row[0], "company")
 
 
-def set_sms_preferences(session: Session, driver_code: str, *, language: str | None, opt_out: bool | None) -> Driver:
+def set_sms_preferences(
+    session: Session, driver_code: str, *, language: str | None, opt_out: bool | None, by: str
+) -> Driver:
     """A driver's SMS language (``en``, ``sw``, or ``default``: the fleet's) and opting out of the
-    optional notices; what is None stays as it is."""
+    optional notices; what is None stays as it is. Recorded in the audit log under ``by``."""
     driver = get_driver(session, driver_code)
     if language is not None:
         if language not in ("en", "sw", "default"):
@@ -263,6 +266,8 @@ def set_sms_preferences(session: Session, driver_code: str, *, language: str | N
         driver.language = None if language == "default" else language
     if opt_out is not None:
         driver.sms_opt_out = opt_out
+    record_action(session, action="sms_preferences", subject=f"driver:{driver.code}", operator=by,
+                  reason="driver's SMS preferences", detail={"language": driver.language, "opt_out": driver.sms_opt_out})
     return driver
 
 

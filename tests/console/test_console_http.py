@@ -468,3 +468,32 @@ def test_a_one_person_fleet_adds_users_and_sets_passwords_in_the_console(fresh_s
                                          "csrf": csrf_of(nuru.get("/login").text)}).status_code == 303
     finally:
         alone.close()
+
+
+def test_a_drivers_page_shows_their_sms_and_an_operator_sets_their_language_and_opt_out(console: ConsoleWorld) -> None:
+    from db.models import Driver, Notification
+
+    with console.sessions.begin() as session:  # a payment to the driver: its notice is written with it
+        payee = fleet.payee_for_driver_code(session, console.driver)
+        from money.payments import apply_payment
+
+        apply_payment(session, key="c2b:TK0SMS0001", amount_cents=30_000, business_date=date(2026, 11, 30), payee=payee,
+                      settings=console.settings, source_account=ledger.system_accounts(session).mpesa)
+        session.execute(Notification.__table__.update().values(state="sent", message="fleetpay: KES 300 received <b>x</b>"))
+    viewer = logged_in(console, "vera")
+    page = viewer.get(f"/drivers/{console.driver}").text
+    assert "fleetpay: KES 300 received &lt;b&gt;x&lt;/b&gt;" in page  # escaped, as every text on a page
+    assert "In the default language" in page and 'name="language"' not in page  # a viewer only reads
+    operator = logged_in(console, "omar")
+    done = post(operator, f"/drivers/{console.driver}/sms", {"language": "sw", "optional": "off"},
+                f"/drivers/{console.driver}")
+    assert done.status_code == 303
+    assert "In Swahili" in operator.get(f"/drivers/{console.driver}").text
+    with console.sessions() as session:
+        driver = session.execute(select(Driver).where(Driver.code == console.driver)).scalar_one()
+        assert (driver.language, driver.sms_opt_out) == ("sw", True)
+        action = session.execute(select(OperatorAction).where(OperatorAction.action == "sms_preferences")).scalar_one()
+        assert (action.operator, action.detail) == ("omar", {"language": "sw", "opt_out": True})
+    refused = post(operator, f"/drivers/{console.driver}/sms", {"language": "fr"}, f"/drivers/{console.driver}")
+    assert refused.status_code == 303 and "en, sw or default" in operator.get(f"/drivers/{console.driver}").text
+    assert post(viewer, f"/drivers/{console.driver}/sms", {"language": "en"}, f"/drivers/{console.driver}").status_code == 403
