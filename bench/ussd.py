@@ -24,9 +24,10 @@ from typing import Any
 
 import httpx
 
-from bench.common import TOKEN, Resources, fleetpay_env, free_port, percentile, say, wait_http
+from bench.common import Resources, fleetpay_env, free_port, percentile, say, wait_http
 from bench.reconcile import Shape, business_today, load_month_to_today
 
+AT_TOKEN = "bench-africas-talking-token-51c7e9a2d04b"  # Africa's Talking's own path token
 REQUESTS = 2_000
 CLIENTS = 8
 TARGET_P99_MS = 500.0
@@ -80,7 +81,8 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     shape = Shape(5_000, 20) if quick else Shape(100_000, 20)
     name, url, loaded = load_month_to_today(res, "ussd", shape)
     port = free_port()
-    child = res.start("ingest", [sys.executable, "-m", "cli", "ingest", "--port", str(port)], fleetpay_env(res, name))
+    child = res.start("ingest", [sys.executable, "-m", "cli", "ingest", "--port", str(port)],
+                      fleetpay_env(res, name, FLEETPAY_AFRICAS_TALKING_TOKEN=AT_TOKEN))
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz", child)
     requests = 400 if quick else REQUESTS
@@ -90,7 +92,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     def dial(n: int) -> None:
         driver = random.randint(1, shape.drivers)
         text = SCREENS[n % len(SCREENS)]
-        answer = client.post(f"/cb/{TOKEN}/ussd", data={
+        answer = client.post(f"/at/{AT_TOKEN}/ussd", data={
             "sessionId": f"ATUid_bench_{n}", "serviceCode": "*384*1234#", "phoneNumber": _msisdn(driver),
             "networkCode": "63902", "text": text})
         if answer.status_code != 200 or not answer.text.startswith("CON ") or (

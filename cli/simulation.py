@@ -99,7 +99,7 @@ def simulate_ussd(
     current = context.settings()
     try:
         answer = httpx.post(f"{current.sms_base_url.rstrip('/')}/sim/ussd", timeout=60,
-                            json={"url": current.callback_url("ussd"), "msisdn": msisdn, "input": choices})
+                            json={"url": current.africas_talking_url("ussd"), "msisdn": msisdn, "input": choices})
     except httpx.HTTPError as error:
         raise fail(f"the simulator at {current.sms_base_url} cannot be reached ({error}); is `fleetpay dev` running?") from error
     if answer.status_code != 200:

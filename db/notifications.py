@@ -21,7 +21,8 @@ _n = Notification.__table__.c
 _ADD = (
     pg_insert(Notification.__table__)
     .values(kind=bindparam("kind"), subject=bindparam("subject"), driver_id=bindparam("driver_id"),
-            facts=bindparam("facts"))
+            facts=bindparam("facts"),
+            next_attempt_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("after_s")))
     .on_conflict_do_nothing(index_elements=["kind", "subject"])
     .returning(_n.id)
 )
@@ -33,10 +34,12 @@ _CLAIM = (
 )
 
 
-def add(session: Session, *, kind: str, subject: str, driver_id: int, facts: dict[str, Any]) -> int | None:
-    """The new row's id, or None when this event's notice exists already."""
+def add(session: Session, *, kind: str, subject: str, driver_id: int, facts: dict[str, Any],
+        after_s: int = 0) -> int | None:
+    """The new row's id, or None when this event's notice exists already; it is due ``after_s``
+    from now."""
     return session.execute(
-        _ADD, {"kind": kind, "subject": subject, "driver_id": driver_id, "facts": facts}
+        _ADD, {"kind": kind, "subject": subject, "driver_id": driver_id, "facts": facts, "after_s": after_s}
     ).scalar_one_or_none()
 
 
@@ -70,20 +73,23 @@ def take_due(session: Session, *, redo_after_s: int, limit: int) -> list[int]:
     ).scalars())
 
 
-def stale_sends(session: Session, *, older_than_s: int, limit: int) -> list[int]:
-    """Rows still ``sending`` after ``older_than_s``: their worker died before the answer was kept."""
+def stale_sends(session: Session, *, older_than_s: int, limit: int) -> list[tuple[int, int]]:  # type: ignore[return-value]
+    """Rows still ``sending`` after ``older_than_s`` (id, the attempt then): their worker died before
+    the answer was kept."""
     return list(session.execute(
-        select(Notification.id)
+        select(Notification.id, Notification.attempts)
         .where(Notification.state == "sending",
                Notification.claimed_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s))
         .limit(limit)
-    ).scalars())
+    ).all())
 
 
 def by_provider_message_id(session: Session, message_id: str) -> Notification | None:
+    """The notice sent as ``message_id`` (the first, should the provider ever repeat an id)."""
     return session.execute(
-        select(Notification).where(Notification.provider_message_id == message_id).with_for_update()
-    ).scalar_one_or_none()
+        select(Notification).where(Notification.provider_message_id == message_id).order_by(Notification.id)
+        .limit(1).with_for_update()
+    ).scalars().first()
 
 
 def for_driver(session: Session, driver_code: str, *, limit: int = 50) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ text costs, by the GSM 03.38 rules (UCS-2 when any character is outside GSM-7).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any, Literal, get_args
@@ -63,6 +64,15 @@ def segments(text: str) -> int:
     return -(-length // part)
 
 
+_RECEIPT = re.compile(r"[A-Z0-9]{8,12}")
+
+
+def is_receipt(text: str | None) -> bool:
+    """An M-Pesa receipt (``TK4AB12CDE``): the only text from outside that a notice repeats. A
+    result's receipt field is free text, and an SMS under our sender ID must not carry a forger's."""
+    return bool(text) and _RECEIPT.fullmatch(text or "") is not None
+
+
 def kes(amount_cents: int) -> str:
     """``KES 1,250`` (``KES 1,250.50`` when there are cents; ``-KES 300`` below zero)."""
     sign = "-" if amount_cents < 0 else ""
@@ -77,22 +87,24 @@ def day_month(iso_date: str) -> str:
 
 def _payment(f: Mapping[str, Any], sw: bool) -> str:
     where = (f" gari {f['vehicle']}" if sw else f" vehicle {f['vehicle']}") if f.get("vehicle") else ""
+    receipt = f", {f['receipt']}" if is_receipt(f.get("receipt")) else ""
     left = max(0, f["target_cents"] - f["contributed_cents"])
     if sw:
         progress = (f"Lengo la leo limefikiwa ({kes(f['contributed_cents'])})." if left == 0
                     else f"Leo {kes(f['contributed_cents'])} kati ya {kes(f['target_cents'])}.")
         share = f" Sehemu yako {kes(f['share_cents'])}." if f.get("share_cents") else ""
-        return f"fleetpay: {kes(f['amount_cents'])} imepokelewa, {f['receipt']}{where}. {progress}{share}"
+        return f"fleetpay: {kes(f['amount_cents'])} imepokelewa{receipt}{where}. {progress}{share}"
     progress = (f"Today's target met ({kes(f['contributed_cents'])})." if left == 0
                 else f"Today {kes(f['contributed_cents'])} of {kes(f['target_cents'])} target.")
     share = f" Your share {kes(f['share_cents'])}." if f.get("share_cents") else ""
-    return f"fleetpay: {kes(f['amount_cents'])} received, {f['receipt']}{where}. {progress}{share}"
+    return f"fleetpay: {kes(f['amount_cents'])} received{receipt}{where}. {progress}{share}"
 
 
 def _payout_paid(f: Mapping[str, Any], sw: bool) -> str:
+    receipt = f["receipt"] if is_receipt(f.get("receipt")) else ""
     if sw:
-        return f"fleetpay: {kes(f['amount_cents'])} zimetumwa kwa M-Pesa yako, risiti {f['receipt']}."
-    return f"fleetpay: {kes(f['amount_cents'])} sent to your M-Pesa, receipt {f['receipt']}."
+        return f"fleetpay: {kes(f['amount_cents'])} zimetumwa kwa M-Pesa yako" + (f", risiti {receipt}." if receipt else ".")
+    return f"fleetpay: {kes(f['amount_cents'])} sent to your M-Pesa" + (f", receipt {receipt}." if receipt else ".")
 
 
 def _payout_delayed(f: Mapping[str, Any], sw: bool) -> str:

@@ -49,6 +49,7 @@ PLACEHOLDER_CALLBACK_TOKEN = "change-me-callback-token"
 PLACEHOLDER_ADMIN_TOKEN = "change-me-admin-token"
 PLACEHOLDER_CONSOLE_SECRET = "change-me-console-secret"
 PLACEHOLDER_SMS_API_KEY = "sim-at-api-key"
+PLACEHOLDER_AT_TOKEN = "change-me-africas-talking-token"
 SECRET_MIN_CHARS = 32
 SECRET_HINT = (
     f"a random secret of at least {SECRET_MIN_CHARS} characters, e.g. "
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
         default=True, description="Send drivers their notices by SMS. Off: each is kept and marked skipped."
     )
     sms_base_url: str = Field(
-        default="http://127.0.0.1:8010",
+        default="https://api.africastalking.com",
         description="Africa's Talking API: https://api.africastalking.com (live), https://api.sandbox.africastalking.com "
         "(sandbox); unset under `fleetpay dev`: the simulator.",
     )
@@ -270,6 +271,11 @@ class Settings(BaseSettings):
     notify_daily_summary: bool = Field(default=True, description="SMS: the day's summary at the close (optional kind).")
     notify_termination_warning: bool = Field(default=True, description="SMS: one miss before termination.")
     notify_deposit_refund: bool = Field(default=True, description="SMS: a deposit refund on its way.")
+    africas_talking_token: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER_AT_TOKEN),
+        description="Secret path segment of Africa's Talking's URLs (`/at/{token}/ussd`, `/at/{token}/sms/delivery`), never "
+        "the M-Pesa callback token; with the placeholder those URLs do not exist (404).",
+    )
     africas_talking_ips: tuple[str, ...] = Field(
         default=(), description="With the allowlist on, the addresses Africa's Talking calls the USSD and delivery-report "
         "URLs from (ask them); empty: those URLs refuse every caller while the allowlist is on.",
@@ -283,6 +289,16 @@ class Settings(BaseSettings):
     # --- logs ------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
+
+    @field_validator("sms_api_key")
+    @classmethod
+    def _printable_key(cls, key: SecretStr) -> SecretStr:
+        """A key read from a file often ends in a newline; a control character in a header would
+        be refused by the HTTP library with the key in its error message."""
+        value = key.get_secret_value().strip()
+        if not value.isascii() or not value.isprintable():
+            raise ValueError("FLEETPAY_SMS_API_KEY must be printable ASCII")
+        return SecretStr(value)
 
     @field_validator("database_url")
     @classmethod
@@ -326,6 +342,8 @@ class Settings(BaseSettings):
             ("FLEETPAY_CALLBACK_TOKEN", self.callback_token),
             ("FLEETPAY_CALLBACK_TOKEN_PREVIOUS", self.callback_token_previous),
             ("FLEETPAY_ADMIN_TOKEN", self.admin_token),
+            # The placeholder turns Africa's Talking's URLs off: not a weakness, unless it is short.
+            ("FLEETPAY_AFRICAS_TALKING_TOKEN", None if self.africas_talking_tokens() == () else self.africas_talking_token),
         )
         for variable, secret in tokens:
             value = secret.get_secret_value() if secret is not None else ""
@@ -337,6 +355,9 @@ class Settings(BaseSettings):
                 problems.append(f"{variable} is shorter than {SECRET_MIN_CHARS} characters")
         if self.admin_token.get_secret_value() in self.accepted_callback_tokens():
             problems.append("FLEETPAY_ADMIN_TOKEN is also a callback token")
+        at_tokens = self.africas_talking_tokens()
+        if at_tokens and at_tokens[0] in (*self.accepted_callback_tokens(), self.admin_token.get_secret_value()):
+            problems.append("FLEETPAY_AFRICAS_TALKING_TOKEN is also the callback or admin token")
         return problems
 
     def require_console_secret(self) -> None:
@@ -372,6 +393,15 @@ class Settings(BaseSettings):
             consumer_secret=(secret or self.daraja_consumer_secret).get_secret_value(),
             short_code=short_code or self.daraja_short_code,
         )
+
+    def africas_talking_tokens(self) -> tuple[str, ...]:
+        """The token of Africa's Talking's URLs, or none (they are off) while it is the placeholder."""
+        value = self.africas_talking_token.get_secret_value()
+        return () if value == PLACEHOLDER_AT_TOKEN else (value,)
+
+    def africas_talking_url(self, route: str) -> str:
+        """The URL Africa's Talking is given for one route (``ussd``, ``sms/delivery``)."""
+        return f"{self.public_base_url.rstrip('/')}/at/{self.africas_talking_token.get_secret_value()}/{route}"
 
     def notice_on(self, kind: str) -> bool:
         """Is this kind of driver notice sent (``notify_<kind>``; a statement is asked for, so always)?"""

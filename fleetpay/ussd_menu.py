@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetpay.notice_texts import Language, day_month, kes
+from fleetpay.notice_texts import Language, day_month, is_receipt, kes
 
 SCREEN_CHARS_MAX = 182
 INPUT_STEPS_MAX = 30  # a session longer than this starts again at the main menu
@@ -62,6 +62,7 @@ _WORDS = {
         "paid": "paid", "open": "on its way", "failed": "not paid, back in payable", "review": "being checked",
         "confirm": "Send your statement for the last 7 days by SMS?\n1. Yes",
         "sent": "Your statement is on its way by SMS.",
+        "sent_already": "Today's statement was sent already. Ask again tomorrow.",
     },
     "sw": {
         "menu": "1. Leo\n2. Pesa yangu\n3. Malipo ya mwisho\n4. Taarifa kwa SMS",
@@ -74,11 +75,17 @@ _WORDS = {
         "paid": "imelipwa", "open": "inatumwa", "failed": "haikulipwa, imerudi", "review": "inakaguliwa",
         "confirm": "Tuma taarifa ya siku 7 zilizopita kwa SMS?\n1. Ndiyo",
         "sent": "Taarifa yako inatumwa kwa SMS.",
+        "sent_already": "Taarifa ya leo imeshatumwa. Uliza tena kesho.",
     },
 }
 
 UNKNOWN_NUMBER = Reply("END This number is not registered with fleetpay. Please call the office.\n"
                        "Nambari hii haijasajiliwa. Piga simu ofisini.")
+
+
+def statement_sent_already(language: Language) -> Reply:
+    """The end of a session that asked for a second statement the same day."""
+    return Reply("END " + _WORDS[language]["sent_already"])
 
 
 def _payout_state(state: str) -> str:
@@ -101,7 +108,7 @@ def _screen(choice: str, facts: DriverFacts) -> str:
             return words["no_payouts"]
         return "\n".join(
             f"{day_month(p.business_date)} {kes(p.amount_cents)} "
-            + (p.receipt if p.state == "paid" and p.receipt else words[_payout_state(p.state)])
+            + (p.receipt if p.state == "paid" and is_receipt(p.receipt) else words[_payout_state(p.state)])
             for p in facts.payouts[:3]
         )
     return words["confirm"]

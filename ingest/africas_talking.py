@@ -1,16 +1,18 @@
 """Africa's Talking's callbacks: the drivers' USSD menu, and SMS delivery reports.
 
-Both are authenticated like every callback (the secret path token; with the allowlist on, the
-source must be in ``FLEETPAY_AFRICAS_TALKING_IPS``), size-limited, and come as forms
+Both are authenticated like every callback, by a secret path token of their own
+(``FLEETPAY_AFRICAS_TALKING_TOKEN``: the M-Pesa callback token is never given to a second company;
+while it is the placeholder these URLs do not exist) and, with the allowlist on, by the source
+address (``FLEETPAY_AFRICAS_TALKING_IPS``). They are size-limited and come as forms
 (``application/x-www-form-urlencoded``). A malformed request is kept in the inbox (``rejected``,
 its reason) and answered 400 ``Rejected: <reason>``.
 
-- ``POST /cb/{token}/ussd``: the menu of ``fleetpay.ussd_menu``, answered at once (Africa's
+- ``POST /at/{token}/ussd``: the menu of ``fleetpay.ussd_menu``, answered at once (Africa's
   Talking waits a few seconds at most; the answer reads only indexed rows). The caller is who owns
   ``phoneNumber``; an unknown number gets a polite ``END``. A confirmed statement is written as a
-  notice (one per USSD session) and sent by SMS. PostgreSQL down: ``END`` asking to try later
-  (still 200: the phone shows it instead of the gateway's error).
-- ``POST /cb/{token}/sms/delivery``: stored in the inbox (``sms_delivery``), acknowledged
+  notice (one per driver and day) and sent by SMS, enqueued once the answer is sent. PostgreSQL
+  down: ``END`` asking to try later (still 200: the phone shows it instead of the gateway's error).
+- ``POST /at/{token}/sms/delivery``: stored in the inbox (``sms_delivery``), acknowledged
   ``200 OK``, applied by the worker onto its notice; never changes money.
 """
 
@@ -27,6 +29,7 @@ import anyio.to_thread
 import structlog
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect, Request
+from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse, Response
 
 from db.balances import driver_by_msisdn, statement_facts, ussd_facts
@@ -65,7 +68,8 @@ class AfricasTalking:
 
     async def read_form(self, request: Request, kind: str) -> dict[str, str] | Response:
         """The form's fields, or the answer refusing it (the refused body kept for inspection)."""
-        if (refusal := self.ingest.authenticate(request, allowlist=self.settings.africas_talking_ips)) is not None:
+        if (refusal := self.ingest.authenticate(request, tokens=self.settings.africas_talking_tokens(),
+                                                allowlist=self.settings.africas_talking_ips)) is not None:
             return refusal
         source_ip = client_ip(request, self.settings.trusted_proxies)
         try:
@@ -106,9 +110,9 @@ class AfricasTalking:
         except Exception as error:  # noqa: BLE001 — PostgreSQL down: the phone says so
             log.error("ussd_unavailable", error=str(error))
             return PlainTextResponse(UNAVAILABLE)
-        if notice_id is not None:
-            await anyio.to_thread.run_sync(self.send_notice, notice_id)
-        return PlainTextResponse(reply.text)
+        # Enqueued once the answer is sent: a slow Redis never makes the phone wait.
+        return PlainTextResponse(reply.text, background=None if notice_id is None else BackgroundTask(
+            anyio.to_thread.run_sync, self.send_notice, notice_id))
 
     def send_notice(self, notification_id: int) -> None:
         """Enqueue a committed notice; if Redis does not take it, the notice sweep sends it."""
@@ -129,10 +133,12 @@ class AfricasTalking:
                 return ussd_menu.answer(text, None), None
             reply = ussd_menu.answer(text, ussd_facts(session, driver, today, self.settings))
             notice_id = None
-            if reply.statement_requested:
+            if reply.statement_requested:  # one a day: each is several paid segments
                 facts = statement_facts(session, driver, today, self.settings.ussd_statement_days, self.settings)
-                notice_id = statement_asked(session, driver, session_id=session_id, facts=facts)
-                log.info("ussd_statement_asked", driver=driver.code)
+                notice_id = statement_asked(session, driver, day=today, facts=facts)
+                log.info("ussd_statement_asked", driver=driver.code, new=notice_id is not None)
+                if notice_id is None:
+                    reply = ussd_menu.statement_sent_already(driver.language or self.settings.sms_default_language)
         return reply, notice_id
 
     async def delivery_report(self, request: Request) -> Response:

@@ -155,11 +155,13 @@ class Ingest:
 
     # --- the four steps, shared by every callback route ---------------------------------
 
-    def authenticate(self, request: Request, *, allowlist: Sequence[str] | None = None) -> Response | None:
-        """Who may call, then how: a wrong token gets the 404 of any unknown URL whatever the method,
-        a source outside the allowlist (Safaricom's unless ``allowlist``) 403, and only then a method
-        other than POST 405."""
-        if not token_accepted(request.path_params["token"], self.settings.accepted_callback_tokens()):
+    def authenticate(self, request: Request, *, tokens: Sequence[str] | None = None,
+                     allowlist: Sequence[str] | None = None) -> Response | None:
+        """Who may call, then how: a wrong token (not one of the callback tokens, unless ``tokens``)
+        gets the 404 of any unknown URL whatever the method, a source outside the allowlist
+        (Safaricom's unless ``allowlist``) 403, and only then a method other than POST 405."""
+        accepted = self.settings.accepted_callback_tokens() if tokens is None else tokens
+        if not token_accepted(request.path_params["token"], accepted):
             log.warning("callback_refused_token", source_ip=request.client and request.client.host)
             return not_found()
         if self.settings.ip_allowlist_enabled:
@@ -347,7 +349,7 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Redis
         for r in CALLBACK_ROUTES
     ]
     routes += [
-        CallbackPath(f"/cb/{{token}}/{path}", measured(path, endpoint))
+        CallbackPath(f"/at/{{token}}/{path}", measured(path, endpoint))
         for path, endpoint in AfricasTalking(ingest).endpoints().items()
     ]
     routes += [

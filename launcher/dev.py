@@ -38,6 +38,7 @@ from launcher.embedded import EmbeddedServer, start_postgres, start_redis
 from fleetpay.settings import (
     DEV_ENV_FILE,
     PLACEHOLDER_ADMIN_TOKEN,
+    PLACEHOLDER_AT_TOKEN,
     PLACEHOLDER_CALLBACK_TOKEN,
     PLACEHOLDER_CONSOLE_SECRET,
     Settings,
@@ -126,14 +127,15 @@ def read_dev_env(path: Path = Path(DEV_ENV_FILE)) -> dict[str, str]:
 
 
 def dev_tokens(settings: Settings) -> dict[str, str]:
-    """The callback and admin tokens of the dev system: the user's own when set, else those an
-    earlier run generated (kept in ``dev.env``), else new random ones."""
+    """The tokens of the dev system (callback, admin, console, Africa's Talking): the user's own
+    when set, else those an earlier run generated (kept in ``dev.env``), else new random ones."""
     earlier = read_dev_env()
     tokens: dict[str, str] = {}
     for variable, secret, placeholder in (
         ("FLEETPAY_CALLBACK_TOKEN", settings.callback_token, PLACEHOLDER_CALLBACK_TOKEN),
         ("FLEETPAY_ADMIN_TOKEN", settings.admin_token, PLACEHOLDER_ADMIN_TOKEN),
         ("FLEETPAY_CONSOLE_SECRET", settings.console_secret, PLACEHOLDER_CONSOLE_SECRET),
+        ("FLEETPAY_AFRICAS_TALKING_TOKEN", settings.africas_talking_token, PLACEHOLDER_AT_TOKEN),
     ):
         own = secret.get_secret_value()
         tokens[variable] = own if own != placeholder else earlier.get(variable) or secrets.token_hex(32)

@@ -42,10 +42,13 @@ _WRITTEN = "fleetpay_notices_written"
 ANSWERS_LOST_MAX = 1  # the one resend allowed when the provider's answer was lost
 
 
-def notify(session: Session, kind: NoticeKind, subject: str, driver_id: int, facts: dict[str, Any]) -> int | None:
-    """Write the notice of one event in the caller's transaction; None if it was written before."""
-    notification_id = notifications.add(session, kind=kind, subject=subject, driver_id=driver_id, facts=facts)
-    if notification_id is not None:
+def notify(session: Session, kind: NoticeKind, subject: str, driver_id: int, facts: dict[str, Any], *,
+           after_s: int = 0) -> int | None:
+    """Write the notice of one event in the caller's transaction; None if it was written before.
+    ``after_s``: not to be sent before then (the notice sweep sends it; no message now)."""
+    notification_id = notifications.add(session, kind=kind, subject=subject, driver_id=driver_id, facts=facts,
+                                        after_s=after_s)
+    if notification_id is not None and not after_s:
         session.info.setdefault(_WRITTEN, []).append(notification_id)
     return notification_id
 
@@ -62,18 +65,22 @@ def payment_applied(session: Session, *, key: str, driver_id: int, amount_cents:
         "contributed_cents": contributed_cents, "target_cents": target_cents, "share_cents": share_cents})
 
 
-# A payout whose outcome is not known yet, past the normal wait for its result.
+# A payout whose outcome is not known yet: no answer to the send, a failure to confirm, review.
 IN_DOUBT = frozenset({"unknown", "failure_reported", "review", "reopened"})
+# Most doubts end within minutes (a status query answers): a payout still in doubt this long after
+# it went into doubt is told about, and not before (`skip_reason` looks again when it is sent).
+DELAYED_AFTER_S = 300
 
 
 def payout_moved(session: Session, payout: Payout) -> None:
-    """Paid: the amount and M-Pesa's receipt. Into doubt for the first time (no answer yet, a failure
-    to confirm, review): that it is delayed and the money is safe; once per payout."""
+    """Paid: the amount and M-Pesa's receipt. Into doubt for the first time: that it is delayed
+    and the money is safe, once per payout, if it is still in doubt ``DELAYED_AFTER_S`` later."""
     facts = {"amount_cents": payout.amount_cents}
     if payout.state == "paid":
-        notify(session, "payout_paid", str(payout.id), payout.driver_id, {**facts, "receipt": payout.receipt or ""})
+        receipt = payout.receipt if notice_texts.is_receipt(payout.receipt) else ""
+        notify(session, "payout_paid", str(payout.id), payout.driver_id, {**facts, "receipt": receipt})
     elif payout.state in IN_DOUBT:  # keyed by the payout: told once, however often it is in doubt
-        notify(session, "payout_delayed", str(payout.id), payout.driver_id, facts)
+        notify(session, "payout_delayed", str(payout.id), payout.driver_id, facts, after_s=DELAYED_AFTER_S)
 
 
 def day_closed(session: Session, driver: Driver, *, key: str, day: date, contributed_cents: int, target_cents: int,
@@ -111,7 +118,17 @@ def skip_reason(row: Notification, driver: Driver, settings: Settings) -> str | 
         return "opted_out"
     if normalise_msisdn(driver.msisdn) is None:
         return "no_usable_number"
+    if row.kind == "payout_delayed":
+        payout = session_of(row).get(Payout, int(row.subject))
+        if payout is None or payout.state not in IN_DOUBT:
+            return "no_longer_delayed"
     return settings.sms_refusal()
+
+
+def session_of(row: Notification) -> Session:
+    session = Session.object_session(row)
+    assert session is not None
+    return session
 
 
 def prepare(session: Session, notification_id: int, settings: Settings) -> Prepared | None:
@@ -137,13 +154,15 @@ def prepare(session: Session, notification_id: int, settings: Settings) -> Prepa
 RETRY = "retry"
 
 
-def record_answer(session: Session, notification_id: int, answer: SendAnswer | None, *, error: str | None = None,
-                  retry_in_s: int = 60) -> str:
-    """Keep what the provider answered to one send (``answer`` None: the answer was lost, ``error``
-    says how). Returns the row's new state, or ``RETRY`` when the caller should send it again."""
+def record_answer(session: Session, notification_id: int, answer: SendAnswer | None, *, attempt: int,
+                  error: str | None = None, retry_in_s: int = 60) -> str:
+    """Keep what the provider answered to send number ``attempt`` (``answer`` None: the answer was
+    lost, ``error`` says how). Returns the row's new state, or ``RETRY`` when the caller should send
+    it again. An answer to an earlier attempt than the row's (a sweep judged that claim stale and
+    another send has begun) changes nothing."""
     row = notifications.lock(session, notification_id)
-    if row is None or row.state != "sending":
-        return row.state if row is not None else "gone"  # a sweep judged the claim stale meanwhile
+    if row is None or row.state != "sending" or row.attempts != attempt:
+        return row.state if row is not None else "gone"
     if answer is None:
         row.answers_lost += 1
         row.last_error = f"answer_lost: {error}"[:300]
@@ -173,9 +192,9 @@ def _again(row: Notification, retry_in_s: int) -> None:
     row.next_attempt_at = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, retry_in_s)  # type: ignore[assignment]
 
 
-def give_up_stale_send(session: Session, notification_id: int) -> str:
-    """A send whose worker died before its answer was kept: the answer is lost."""
-    return record_answer(session, notification_id, None, error="the sending worker was lost")
+def give_up_stale_send(session: Session, notification_id: int, attempt: int) -> str:
+    """A send (number ``attempt``) whose worker died before its answer was kept: the answer is lost."""
+    return record_answer(session, notification_id, None, attempt=attempt, error="the sending worker was lost")
 
 
 def record_delivery(session: Session, body: Any) -> str:
@@ -185,10 +204,18 @@ def record_delivery(session: Session, body: Any) -> str:
     notice = notifications.by_provider_message_id(session, report.message_id)
     if notice is None:
         return f"sms_delivery:unknown_message:{report.message_id}"[:200]
+    said = f"sms_delivery:{notice.id}:{report.status}"[:200]
+    if (notice.delivery_status or "").split(":")[0] in FINAL_DELIVERY and report.status not in FINAL_DELIVERY:
+        return said + ":late"  # a report of an earlier step, arriving after the final one
     notice.delivery_status = (report.status + (f": {report.failure_reason}" if report.failure_reason else ""))[:200]
-    return f"sms_delivery:{notice.id}:{report.status}"[:200]
+    return said
 
 
-def statement_asked(session: Session, driver: Driver, *, session_id: str, facts: dict[str, Any]) -> int | None:
-    """A statement a driver asked for by USSD: one per USSD session, however often it is asked."""
-    return notify(session, "statement", f"ussd:{session_id}", driver.id, facts)
+# Delivery reports that end a message's story; Sent, Submitted and Buffered are steps on the way.
+FINAL_DELIVERY = frozenset({"Success", "Failed", "Rejected", "AbsentSubscriber", "Expired"})
+
+
+def statement_asked(session: Session, driver: Driver, *, day: date, facts: dict[str, Any]) -> int | None:
+    """A statement a driver asked for by USSD: one a day (each costs several segments), however
+    often it is asked; None when today's was asked for already."""
+    return notify(session, "statement", f"{driver.code}:{day.isoformat()}", driver.id, facts)

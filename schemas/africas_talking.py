@@ -12,10 +12,11 @@ The send answer (``POST /version1/messaging``, HTTP 201)::
                                         "messageId": "ATXid_..."}]}}
 
 A recipient's ``statusCode`` says what became of that number: 100 Processed, 101 Sent, 102 Queued
-(taken); 401 RiskHold, 402 InvalidSenderId, 405 InsufficientBalance, 407 CouldNotRoute, 500
-InternalServerError, 501 GatewayError, 502 RejectedByGateway (not sent: may be tried again);
-403 InvalidPhoneNumber, 404 UnsupportedNumberType, 406 UserInBlacklist, 409 DoNotDisturbRejection
-(refused for this number: trying again changes nothing).
+(taken); 401 RiskHold, 402 InvalidSenderId, 405 InsufficientBalance, 407 CouldNotRoute, 502
+RejectedByGateway (refused before it went out: may be tried again); 403 InvalidPhoneNumber, 404
+UnsupportedNumberType, 406 UserInBlacklist, 409 DoNotDisturbRejection (refused for this number:
+trying again changes nothing). 500 InternalServerError, 501 GatewayError and any code not listed
+say nothing sure: the send counts as one whose answer was lost (it may have gone out).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from typing import Any, Literal
 from schemas.callbacks import InvalidCallback
 
 TAKEN_CODES = frozenset({100, 101, 102})
-REFUSED_CODES = frozenset({403, 404, 406, 409})  # this number cannot be sent to; every other code: try again
+REFUSED_CODES = frozenset({403, 404, 406, 409})  # this number cannot be sent to
+NOT_SENT_CODES = frozenset({401, 402, 405, 407, 502})  # refused before it went out: may be tried again
 FIELD_CHARS_MAX = 200
 USSD_TEXT_CHARS_MAX = 1000
 _PHONE = re.compile(r"\+?\d{9,15}")
 
-SendVerdict = Literal["sent", "refused", "not_sent"]
+SendVerdict = Literal["sent", "refused", "not_sent", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,14 @@ def verdict_of(status_code: int) -> SendVerdict:
         return "sent"
     if status_code in REFUSED_CODES:
         return "refused"
-    return "not_sent"
+    if status_code in NOT_SENT_CODES:
+        return "not_sent"
+    return "unknown"
+
+
+def same_number(a: object, b: str) -> bool:
+    """``+254711…`` and ``254711…`` are one number."""
+    return isinstance(a, str) and a.strip().lstrip("+") == b.strip().lstrip("+")
 
 
 def _text(value: object, field: str, *, required: bool = True, max_chars: int = FIELD_CHARS_MAX) -> str | None:
@@ -60,13 +69,14 @@ def _text(value: object, field: str, *, required: bool = True, max_chars: int = 
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidCallback(f"invalid_field:{field}")
     value = str(value)
-    if len(value) > max_chars:
+    if len(value) > max_chars or not value.isprintable():  # no control characters (NUL, newlines)
         raise InvalidCallback(f"invalid_field:{field}")
     return value
 
 
 def parse_send_answer(body: object, number: str) -> SendAnswer:
-    """What the send answer says of ``number`` (the one recipient we sent to)."""
+    """What the send answer says of ``number`` (the one recipient we sent to). An answer that does
+    not name it says nothing sure: ``unknown``."""
     if not isinstance(body, Mapping) or not isinstance(body.get("SMSMessageData"), Mapping):
         raise InvalidCallback("missing_field:SMSMessageData")
     data = body["SMSMessageData"]
@@ -74,17 +84,17 @@ def parse_send_answer(body: object, number: str) -> SendAnswer:
     if not isinstance(recipients, list):
         raise InvalidCallback("missing_field:Recipients")
     for recipient in recipients[:100]:
-        if isinstance(recipient, Mapping) and recipient.get("number") == number:
+        if isinstance(recipient, Mapping) and same_number(recipient.get("number"), number):
             code = recipient.get("statusCode")
             if isinstance(code, bool) or not isinstance(code, int):
                 raise InvalidCallback("invalid_field:statusCode")
             status = _text(recipient.get("status"), "status", required=False) or ""
+            message_id = _text(recipient.get("messageId"), "messageId", required=False)
             return SendAnswer(verdict_of(code), f"{code} {status}".strip(),
-                              _text(recipient.get("messageId"), "messageId", required=False),
+                              None if message_id in (None, "None") else message_id,
                               _text(recipient.get("cost"), "cost", required=False))
-    # No recipient line for the number: the whole request was refused (e.g. "InvalidSenderId").
     message = _text(data.get("Message"), "Message", required=False) or "no recipient"
-    return SendAnswer("not_sent", message[:FIELD_CHARS_MAX])
+    return SendAnswer("unknown", f"our number not in the answer: {message}"[:FIELD_CHARS_MAX])
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from db.migrate import upgrade
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
 from fleetpay.settings import sqlalchemy_url
-from tests.support import ADMIN_TOKEN, SMS_API_KEY, TOKEN, free_port
+from tests.support import ADMIN_TOKEN, AT_TOKEN, SMS_API_KEY, TOKEN, free_port
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -141,6 +141,7 @@ def pytest_configure(config: pytest.Config) -> None:
         FLEETPAY_DARAJA_TIMEOUT_S="1",
         FLEETPAY_SMS_BASE_URL=f"http://127.0.0.1:{_servers.simulator_port}",
         FLEETPAY_SMS_API_KEY=SMS_API_KEY,
+        FLEETPAY_AFRICAS_TALKING_TOKEN=AT_TOKEN,
         FLEETPAY_SMS_TIMEOUT_S="1",
         FLEETPAY_DARAJA_CONNECT_TIMEOUT_S="1",
         FLEETPAY_PAYOUT_STATUS_INTERVAL_S="1",

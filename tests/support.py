@@ -30,6 +30,7 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 TOKEN = "test-callback-token-5f2c9e81d4a7b3c6e0f9"
 ADMIN_TOKEN = "test-admin-token-8b1e4d7a2c9f6e3b0d5a"
 SMS_API_KEY = "test-africas-talking-key-3c1d"
+AT_TOKEN = "test-africas-talking-token-9d2b7e40c1f8a6"
 
 
 _ports_handed_out: set[int] = set()

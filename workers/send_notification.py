@@ -46,7 +46,8 @@ def send_notification(notification_id: int) -> None:
             return
         answer, error = sms().send(notice.to, notice.message)
         with sessions.begin() as session:
-            state = record_answer(session, notification_id, answer, error=error, retry_in_s=RETRY_IN_S)
+            state = record_answer(session, notification_id, answer, attempt=notice.attempt, error=error,
+                                  retry_in_s=RETRY_IN_S)
         log.info("notice_sent" if state == "sent" else "notice_send_ended", kind=notice.kind, state=state,
                  attempt=notice.attempt, status=answer.status if answer else None, error=error)
         if state == RETRY:

@@ -33,9 +33,9 @@ def send_due_notices(sessions: sessionmaker[Session], settings: Settings) -> dic
     limit = settings.sweep_batch_max
     with sessions() as session:
         stale = notifications.stale_sends(session, older_than_s=settings.sms_sending_stale_s, limit=limit)
-    for notification_id in stale:
+    for notification_id, attempt in stale:
         with sessions.begin() as session:
-            give_up_stale_send(session, notification_id)
+            give_up_stale_send(session, notification_id, attempt)
     with sessions.begin() as session:
         due = notifications.take_due(session, redo_after_s=RETRY_IN_S, limit=limit)
     held = failing(runtime.broker.client, runtime.broker.namespace, "notification", due)

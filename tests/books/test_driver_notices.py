@@ -59,10 +59,26 @@ def test_a_payout_paid_and_a_payout_delayed_are_each_told_once(fresh_sessions) -
         apply_event(session, payout.id, "result_success", receipt="TK7PAID001")
     with fresh_sessions.begin() as session:
         apply_event(session, payout.id, "status_paid", receipt="TK7PAID001")  # paid absorbs it
-    assert [(n.kind, n.subject, n.facts) for n in notices_of(fresh_sessions)] == [
+    delayed, paid = notices_of(fresh_sessions)
+    assert [(n.kind, n.subject, n.facts) for n in (delayed, paid)] == [
         ("payout_delayed", str(payout.id), {"amount_cents": 5_000}),
         ("payout_paid", str(payout.id), {"amount_cents": 5_000, "receipt": "TK7PAID001"}),
     ]
+    with fresh_sessions.begin() as session:  # the delay is told only if it lasts: not due yet
+        assert take_due(session, redo_after_s=60, limit=10) == [paid.id]
+        session.execute(update(Notification).where(Notification.id == delayed.id).values(next_attempt_at=func.now()))
+        assert take_due(session, redo_after_s=60, limit=10) == [delayed.id]
+    with fresh_sessions.begin() as session:  # paid meanwhile: the driver is not told it is late
+        assert notices.prepare(session, delayed.id, config()) is None
+    assert notices_of(fresh_sessions, "payout_delayed")[0].last_error == "no_longer_delayed"
+
+
+def test_a_forged_receipt_never_reaches_a_driver(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    payout = funded_payout(fresh_sessions)
+    with fresh_sessions.begin() as session:
+        apply_event(session, payout.id, "result_success", receipt="ABC. Call 0700000000 to confirm your PIN")
+    (paid,) = notices_of(fresh_sessions, "payout_paid")
+    assert paid.facts == {"amount_cents": 5_000, "receipt": ""}
 
 
 def test_the_close_sends_a_summary_and_warns_one_miss_before_termination(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
@@ -104,14 +120,15 @@ def test_a_notice_is_sent_once_with_the_same_words_however_often_it_is_claimed(f
     with fresh_sessions.begin() as session:
         assert notices.prepare(session, notice_id, config()) is None  # claimed: a second worker sends nothing
     with fresh_sessions.begin() as session:  # the gateway refused it (HTTP 500): nothing went out
-        assert notices.record_answer(session, notice_id, SendAnswer("not_sent", "HTTP 500")) == notices.RETRY
+        assert notices.record_answer(session, notice_id, SendAnswer("not_sent", "HTTP 503"), attempt=1) == notices.RETRY
     with fresh_sessions.begin() as session:  # the driver's language changed meanwhile: the text does not
         session.execute(update(Driver).values(language="sw"))
         again = notices.prepare(session, notice_id, config())
     assert again is not None and again.message == first.message and again.attempt == 2
     with fresh_sessions.begin() as session:
-        assert notices.record_answer(session, notice_id, SENT) == "sent"
-        assert notices.record_answer(session, notice_id, SENT) == "sent"  # a late duplicate changes nothing
+        assert notices.record_answer(session, notice_id, SENT, attempt=1) == "sending"  # the first attempt's, late: nothing
+        assert notices.record_answer(session, notice_id, SENT, attempt=2) == "sent"
+        assert notices.record_answer(session, notice_id, SENT, attempt=2) == "sent"  # a duplicate changes nothing
         assert notices.prepare(session, notice_id, config()) is None
     (sent,) = notices_of(fresh_sessions)
     assert (sent.state, sent.segments, sent.provider_message_id, sent.attempts) == ("sent", 1, "ATXid_1", 2)
@@ -121,15 +138,16 @@ def test_a_lost_answer_is_sent_once_more_and_a_second_loss_is_never_sent_again(f
     notice_id = pending_notice(fresh_sessions)
     with fresh_sessions.begin() as session:
         notices.prepare(session, notice_id, config())
-        assert notices.record_answer(session, notice_id, None, error="ReadTimeout") == notices.RETRY
+        assert notices.record_answer(session, notice_id, None, attempt=1, error="ReadTimeout") == notices.RETRY
     with fresh_sessions.begin() as session:
         assert notices.prepare(session, notice_id, config()) is not None
     with fresh_sessions.begin() as session:  # the worker died mid-send: judged stale by the sweep
         session.execute(update(Notification).values(claimed_at=func.now() - timedelta(minutes=5)))
     with fresh_sessions() as session:
-        assert stale_sends(session, older_than_s=120, limit=10) == [notice_id]
+        assert stale_sends(session, older_than_s=120, limit=10) == [(notice_id, 2)]
     with fresh_sessions.begin() as session:
-        assert notices.give_up_stale_send(session, notice_id) == "unknown"
+        assert notices.give_up_stale_send(session, notice_id, 1) == "sending"  # an older claim's: nothing
+        assert notices.give_up_stale_send(session, notice_id, 2) == "unknown"
         assert notices.prepare(session, notice_id, config()) is None
     (notice,) = notices_of(fresh_sessions)
     assert (notice.state, notice.answers_lost, notice.attempts) == ("unknown", 2, 2)
@@ -139,7 +157,7 @@ def test_a_number_the_provider_refuses_fails_for_good(fresh_sessions) -> None:  
     notice_id = pending_notice(fresh_sessions)
     with fresh_sessions.begin() as session:
         notices.prepare(session, notice_id, config())
-        assert notices.record_answer(session, notice_id, SendAnswer("refused", "406 UserInBlacklist")) == "failed"
+        assert notices.record_answer(session, notice_id, SendAnswer("refused", "406 UserInBlacklist"), attempt=1) == "failed"
     with fresh_sessions.begin() as session:
         assert take_due(session, redo_after_s=60, limit=10) == []
 

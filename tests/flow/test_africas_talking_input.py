@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import func, select
 
 from db.models import Inbox
-from tests.support import TOKEN
+from tests.support import AT_TOKEN, TOKEN
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 USSD = {"sessionId": "ATUid_bad_input", "serviceCode": "*384*1234#", "phoneNumber": "+254799000001",
@@ -28,19 +28,22 @@ def kept(sessions, kind: str) -> int:  # type: ignore[no-untyped-def]
 CASES = [
     # (case, route, token, content, headers, status, answer begins)
     ("wrong token", "ussd", "not-the-token", urlencode(USSD), FORM, 404, "Not Found"),
-    ("json, not a form", "ussd", TOKEN, '{"sessionId": "x"}', {"content-type": "application/json"}, 415,
+    ("the M-Pesa callback token", "ussd", TOKEN, urlencode(USSD), FORM, 404, "Not Found"),
+    ("a NUL in the session id", "ussd", AT_TOKEN, urlencode({**USSD, "sessionId": "AT\x00x"}), FORM, 400,
+     "Rejected: invalid_field:sessionId"),
+    ("json, not a form", "ussd", AT_TOKEN, '{"sessionId": "x"}', {"content-type": "application/json"}, 415,
      "Rejected: content_type"),
-    ("no phone number", "ussd", TOKEN, urlencode({**USSD, "phoneNumber": ""}), FORM, 400,
+    ("no phone number", "ussd", AT_TOKEN, urlencode({**USSD, "phoneNumber": ""}), FORM, 400,
      "Rejected: missing_field:phoneNumber"),
-    ("a phone number that is not one", "ussd", TOKEN, urlencode({**USSD, "phoneNumber": "<script>"}), FORM, 400,
+    ("a phone number that is not one", "ussd", AT_TOKEN, urlencode({**USSD, "phoneNumber": "<script>"}), FORM, 400,
      "Rejected: invalid_field:phoneNumber"),
-    ("no session id", "ussd", TOKEN, urlencode({**USSD, "sessionId": ""}), FORM, 400,
+    ("no session id", "ussd", AT_TOKEN, urlencode({**USSD, "sessionId": ""}), FORM, 400,
      "Rejected: missing_field:sessionId"),
-    ("9 KiB form", "ussd", TOKEN, urlencode({**USSD, "text": "1" * 9 * 1024}), FORM, 413, "Rejected: body_too_large"),
-    ("not utf-8", "ussd", TOKEN, b"text=\xff\xfe", FORM, 400, "Rejected: not_a_form"),
-    ("report without id", "sms/delivery", TOKEN, urlencode({"status": "Success"}), FORM, 400,
+    ("9 KiB form", "ussd", AT_TOKEN, urlencode({**USSD, "text": "1" * 9 * 1024}), FORM, 413, "Rejected: body_too_large"),
+    ("not utf-8", "ussd", AT_TOKEN, b"text=\xff\xfe", FORM, 400, "Rejected: not_a_form"),
+    ("report without id", "sms/delivery", AT_TOKEN, urlencode({"status": "Success"}), FORM, 400,
      "Rejected: missing_field:id"),
-    ("report as json", "sms/delivery", TOKEN, '{"id": "ATXid_1"}', {"content-type": "application/json"}, 415,
+    ("report as json", "sms/delivery", AT_TOKEN, '{"id": "ATXid_1"}', {"content-type": "application/json"}, 415,
      "Rejected: content_type"),
 ]
 
@@ -51,14 +54,14 @@ def test_bad_input_gets_its_answer_and_is_kept(ingest_url, sessions, case, route
                                                begins) -> None:  # type: ignore[no-untyped-def]
     kind = "ussd" if route == "ussd" else "sms_delivery"
     before = kept(sessions, kind)
-    answer = httpx.post(f"{ingest_url}/cb/{token}/{route}", content=content, headers=headers, timeout=10)
+    answer = httpx.post(f"{ingest_url}/at/{token}/{route}", content=content, headers=headers, timeout=10)
     assert (answer.status_code, answer.text[: len(begins)]) == (status, begins)
     assert kept(sessions, kind) == before + (0 if status == 404 else 1)
 
 
 def test_a_get_is_not_allowed_after_the_token(ingest_url) -> None:  # type: ignore[no-untyped-def]
-    assert httpx.get(f"{ingest_url}/cb/{TOKEN}/ussd", timeout=10).status_code == 405
-    assert httpx.get(f"{ingest_url}/cb/wrong/ussd", timeout=10).status_code == 404
+    assert httpx.get(f"{ingest_url}/at/{AT_TOKEN}/ussd", timeout=10).status_code == 405
+    assert httpx.get(f"{ingest_url}/at/wrong/ussd", timeout=10).status_code == 404
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -66,7 +69,7 @@ def test_a_get_is_not_allowed_after_the_token(ingest_url) -> None:  # type: igno
        extra=st.dictionaries(st.text(max_size=10), st.text(max_size=30), max_size=5))
 def test_any_ussd_input_gets_a_screen_or_a_clear_refusal_never_a_5xx(ingest_url, text, phone, extra) -> None:  # type: ignore[no-untyped-def]
     form = {**extra, **USSD, "phoneNumber": phone, "text": text}
-    answer = httpx.post(f"{ingest_url}/cb/{TOKEN}/ussd", content=urlencode(form), headers=FORM, timeout=10)
+    answer = httpx.post(f"{ingest_url}/at/{AT_TOKEN}/ussd", content=urlencode(form), headers=FORM, timeout=10)
     assert answer.status_code < 500
     if answer.status_code == 200:
         assert answer.text.startswith(("CON ", "END "))
@@ -77,5 +80,5 @@ def test_any_ussd_input_gets_a_screen_or_a_clear_refusal_never_a_5xx(ingest_url,
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.binary(max_size=600))
 def test_any_body_to_the_delivery_url_is_answered_never_with_a_5xx(ingest_url, raw) -> None:  # type: ignore[no-untyped-def]
-    answer = httpx.post(f"{ingest_url}/cb/{TOKEN}/sms/delivery", content=raw, headers=FORM, timeout=10)
+    answer = httpx.post(f"{ingest_url}/at/{AT_TOKEN}/sms/delivery", content=raw, headers=FORM, timeout=10)
     assert answer.status_code in (200, 400), answer.text

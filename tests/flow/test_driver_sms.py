@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from db.models import Driver, Notification, Payout
 from tests.support import (
+    AT_TOKEN,
     TOKEN,
     add_driver_with_vehicle,
     c2b_body,
@@ -108,7 +109,7 @@ def test_a_ussd_session_shows_the_drivers_numbers_and_sends_a_statement(
     wait_until(lambda: states(sessions, code).get("payment") == "sent", what="the payment")
 
     def session(text: str) -> list[dict]:
-        answer = httpx.post(f"{simulator}/sim/ussd", json={"url": f"{ingest_url}/cb/{TOKEN}/ussd",
+        answer = httpx.post(f"{simulator}/sim/ussd", json={"url": f"{ingest_url}/at/{AT_TOKEN}/ussd",
                                                           "msisdn": number, "input": text}, timeout=30)
         return answer.json()["screens"]
 
@@ -123,7 +124,7 @@ def test_a_ussd_session_shows_the_drivers_numbers_and_sends_a_statement(
     wait_until(lambda: states(sessions, code).get("statement") == "sent", what="the statement")
     assert "you paid KES 250 of KES 21,000" in sms_to(simulator, number)[-1]["message"]
 
-    stranger = httpx.post(f"{simulator}/sim/ussd", json={"url": f"{ingest_url}/cb/{TOKEN}/ussd",
+    stranger = httpx.post(f"{simulator}/sim/ussd", json={"url": f"{ingest_url}/at/{AT_TOKEN}/ussd",
                                                         "msisdn": "254799999999", "input": ""}, timeout=30)
     assert stranger.json()["screens"][0]["response"].startswith("END This number is not registered")
 
@@ -135,7 +136,7 @@ def test_a_delivery_report_is_kept_on_its_notice(ingest_url, worker, simulator, 
     (sent,) = sms_to(simulator, number)
     report = {"id": sent["message_id"], "status": "Failed", "phoneNumber": number, "networkCode": "63902",
               "failureReason": "AbsentSubscriber", "retryCount": "0"}
-    answer = httpx.post(f"{ingest_url}/cb/{TOKEN}/sms/delivery", data=report, timeout=10)
+    answer = httpx.post(f"{ingest_url}/at/{AT_TOKEN}/sms/delivery", data=report, timeout=10)
     assert (answer.status_code, answer.text) == (200, "OK")
 
     def delivery() -> str | None:
@@ -182,3 +183,21 @@ def test_the_segments_sent_today_are_a_metric(ingest_url, worker, simulator, ses
     wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the SMS")
     assert segments_today() >= before + 1  # other tests' SMS may count too: the database is shared
     assert "fleetpay_notices_overdue " in httpx.get(f"{ingest_url}/metrics", timeout=10).text
+
+
+def test_what_the_provider_turned_away_is_sent_again_and_what_may_have_gone_is_sent_at_most_twice(
+        ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    fault(simulator, {"mode": "http_5xx", "api": "sms", "status_code": 503, "times": 3, "match": {"to": number}})
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))  # turned away three times: surely not sent
+    wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the SMS, at the fourth try")
+    assert len(sms_to(simulator, number)) == 1
+
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    fault(simulator, {"mode": "http_5xx", "api": "sms", "status_code": 504, "times": 5, "match": {"to": number}})
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))  # a 504 may come after the SMS was queued
+    wait_until(lambda: states(sessions, code) == {"payment": "unknown"}, what="two lost answers")
+    with sessions() as session:
+        attempts = session.execute(select(Notification.attempts).join(Driver, Driver.id == Notification.driver_id)
+                                   .where(Driver.code == code)).scalar_one()
+    assert attempts == 2  # and never a third

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from fleetpay.settings import (
     DEV_ENV_FILE,
     PLACEHOLDER_ADMIN_TOKEN,
+    PLACEHOLDER_AT_TOKEN,
     PLACEHOLDER_CALLBACK_TOKEN,
     SECRET_MIN_CHARS,
     WeakSecrets,
@@ -44,6 +45,12 @@ WEAK = [
      f"error: FLEETPAY_ADMIN_TOKEN is shorter than {SECRET_MIN_CHARS} characters: set it to"),
     ("admin is the callback token", {"FLEETPAY_CALLBACK_TOKEN": STRONG, "FLEETPAY_ADMIN_TOKEN": STRONG},
      "error: FLEETPAY_ADMIN_TOKEN is also a callback token: set it to"),
+    ("short Africa's Talking token", {"FLEETPAY_CALLBACK_TOKEN": STRONG, "FLEETPAY_ADMIN_TOKEN": OTHER_STRONG,
+                                      "FLEETPAY_AFRICAS_TALKING_TOKEN": "at-token"},
+     f"error: FLEETPAY_AFRICAS_TALKING_TOKEN is shorter than {SECRET_MIN_CHARS} characters: set it to"),
+    ("Africa's Talking given the callback token", {"FLEETPAY_CALLBACK_TOKEN": STRONG, "FLEETPAY_ADMIN_TOKEN": OTHER_STRONG,
+                                                   "FLEETPAY_AFRICAS_TALKING_TOKEN": STRONG},
+     "error: FLEETPAY_AFRICAS_TALKING_TOKEN is also the callback or admin token: set it to"),
 ]
 
 
@@ -76,6 +83,7 @@ def test_build_app_refuses_a_weak_token(settings, engine, broker, case, tokens, 
     changes = {
         "callback_token": SecretStr(tokens.get("FLEETPAY_CALLBACK_TOKEN", PLACEHOLDER_CALLBACK_TOKEN)),
         "admin_token": SecretStr(tokens.get("FLEETPAY_ADMIN_TOKEN", PLACEHOLDER_ADMIN_TOKEN)),
+        "africas_talking_token": SecretStr(tokens.get("FLEETPAY_AFRICAS_TALKING_TOKEN", PLACEHOLDER_AT_TOKEN)),
     }
     if "FLEETPAY_CALLBACK_TOKEN_PREVIOUS" in tokens:
         changes["callback_token_previous"] = SecretStr(tokens["FLEETPAY_CALLBACK_TOKEN_PREVIOUS"])
@@ -114,6 +122,17 @@ def test_the_placeholders_open_nothing_on_the_test_ingest(ingest_url: str) -> No
     admin = httpx.get(f"{ingest_url}/admin/dlq", headers={"Authorization": f"Bearer {PLACEHOLDER_ADMIN_TOKEN}"}, timeout=10)
     assert admin.status_code == 401
     assert httpx.post(f"{ingest_url}/cb/{PLACEHOLDER_CALLBACK_TOKEN}/c2b/confirm", json={}, timeout=10).status_code == 404
+    assert httpx.post(f"{ingest_url}/at/{PLACEHOLDER_AT_TOKEN}/ussd", data={}, timeout=10).status_code == 404
+
+
+def test_with_the_placeholder_africas_talking_urls_do_not_exist(settings, engine, broker) -> None:  # type: ignore[no-untyped-def]
+    """An ingest that does not use Africa's Talking serves as before, its two URLs unknown."""
+    from ingest.app import build_app
+
+    plain = settings.model_copy(update={"africas_talking_token": SecretStr(PLACEHOLDER_AT_TOKEN)})
+    with serve(build_app(plain, engine=engine, broker=broker)) as url:
+        for token in (PLACEHOLDER_AT_TOKEN, TOKEN, ""):
+            assert httpx.post(f"{url}/at/{token}/ussd", data={"sessionId": "x"}, timeout=10).status_code == 404
 
 
 def test_under_fleetpay_dev_the_ingest_serves_even_placeholders(settings, engine, broker) -> None:  # type: ignore[no-untyped-def]
@@ -139,10 +158,12 @@ def test_fleetpay_dev_generates_strong_tokens_once_and_keeps_them(tmp_path: Path
 
     monkeypatch.chdir(tmp_path)  # dev.env is where `fleetpay dev` runs
     bare = Settings(_env_file=None, callback_token=SecretStr(PLACEHOLDER_CALLBACK_TOKEN),  # type: ignore[call-arg]
-                    admin_token=SecretStr(PLACEHOLDER_ADMIN_TOKEN), data_dir=str(tmp_path / "data"))
+                    admin_token=SecretStr(PLACEHOLDER_ADMIN_TOKEN), africas_talking_token=SecretStr(PLACEHOLDER_AT_TOKEN),
+                    data_dir=str(tmp_path / "data"))
     first = child_env(bare, "postgresql://x/y", "redis://x/0", DevPorts())
     callback, admin = first["FLEETPAY_CALLBACK_TOKEN"], first["FLEETPAY_ADMIN_TOKEN"]
     assert re.fullmatch(r"[0-9a-f]{64}", callback) and re.fullmatch(r"[0-9a-f]{64}", admin) and callback != admin
+    assert re.fullmatch(r"[0-9a-f]{64}", first["FLEETPAY_AFRICAS_TALKING_TOKEN"])
     assert "FLEETPAY_DEV_MODE" not in first  # the children get it; dev.env, read by every command here, never
     path = write_dev_env(first)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path == Path(DEV_ENV_FILE)

@@ -5,11 +5,13 @@
 it, never raising for the provider's sake:
 
 - an answer naming our number (``schemas.africas_talking.parse_send_answer``): sent, refused for
-  this number, or not sent;
-- an HTTP error status (401 bad key, 5xx): not sent (the gateway took nothing);
-- no connection, or a connect timeout: not sent (the request never left);
-- a timeout or a broken connection after the request left, or a success whose body cannot be
-  read: ``None``, the answer is lost (it may well have been sent).
+  this number, not sent, or unknown (a status that says nothing sure);
+- 429 and 503 (overloaded: the request was turned away) and any other 4xx (400 a bad form, 401
+  a bad key): not sent;
+- no connection, a connect timeout, a request that could not be built: not sent (it never left);
+- a timeout or a broken connection after the request left, any other 5xx (a 500, or a 504 from a
+  proxy after the SMS was queued), a success whose body cannot be read or that does not name our
+  number: ``None``, the answer is lost (it may well have been sent).
 
 The API key travels in a header: neither httpx's request log lines (method and URL) nor the
 errors kept on a notice ever show it.
@@ -28,7 +30,10 @@ from schemas.json_body import decode_json
 log = structlog.get_logger("fleetpay.sms")
 
 SEND_PATH = "/version1/messaging"
-NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Raised before a byte of the request left: a refused connection, a header httpx will not send.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.LocalProtocolError,
+                   httpx.UnsupportedProtocol, httpx.InvalidURL, UnicodeEncodeError)
+TURNED_AWAY = frozenset({429, 503})  # overloaded: the request was not processed
 
 
 class SmsClient:
@@ -50,15 +55,24 @@ class SmsClient:
         if self.settings.sms_sender_id:
             form["from"] = self.settings.sms_sender_id
         headers = {"apiKey": self.settings.sms_api_key.get_secret_value(), "Accept": "application/json"}
+        # Errors are kept by their type only: an exception's text may quote the request's headers.
         try:
             response = self.http.post(SEND_PATH, data=form, headers=headers)
         except NOT_SENT_ERRORS as error:
-            return SendAnswer("not_sent", f"no connection: {type(error).__name__}"), None
+            return SendAnswer("not_sent", f"not sent: {type(error).__name__}"), None
         except httpx.HTTPError as error:  # read timeout, reset, protocol error: it may have been sent
-            return None, f"{type(error).__name__}: {error}"[:300]
-        if response.status_code >= 300:
-            return SendAnswer("not_sent", f"HTTP {response.status_code}: {response.text[:120]}"), None
+            return None, type(error).__name__
+        status = response.status_code
+        if status in TURNED_AWAY or 400 <= status < 500:
+            return SendAnswer("not_sent", f"HTTP {status}: {_printable(response.text)}"), None
+        if status >= 300:
+            return None, f"HTTP {status}"
         try:
-            return parse_send_answer(decode_json(response.content), to), None
+            answer = parse_send_answer(decode_json(response.content), to)
         except InvalidCallback as error:
             return None, f"unreadable answer: {error.reason}"
+        return (None, answer.status) if answer.verdict == "unknown" else (answer, None)
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text[:120])
