@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Optional
@@ -149,18 +148,18 @@ def drivers_show(
 @drivers.command("sms")
 def drivers_sms(
     driver: Annotated[str, typer.Argument(help="Driver code, e.g. D112006")],
+    user: UserActs,
     language: Annotated[Optional[str], typer.Option(help="en, sw, or default (the fleet's FLEETPAY_SMS_DEFAULT_LANGUAGE).")] = None,
     opt_out: Annotated[Optional[bool], typer.Option("--opt-out/--opt-in", help="Stop (or start again) the optional "
                                                     "notices: each payment, the daily summary.")] = None,
 ) -> None:
     """A driver's SMS: their language, and whether they get the optional notices. Payouts, delays,
-    warnings and refunds are always sent. Recorded in the audit log as ``FLEETPAY_USER``'s (else
-    ``shell``)."""
+    warnings and refunds are always sent. Recorded in the audit log under the console user named."""
     code = context.driver_code(driver)
+    by = acting_user(user)
     try:
         with context.transaction() as session:
-            changed = fleet.set_sms_preferences(session, code, language=language, opt_out=opt_out,
-                                                by=os.environ.get("FLEETPAY_USER") or "shell")
+            changed = fleet.set_sms_preferences(session, code, language=language, opt_out=opt_out, by=by)
             said = (f"driver {code}: SMS in {changed.language or 'the default language'}, "
                     f"optional notices {'off' if changed.sms_opt_out else 'on'}")
     except FleetError as error:

@@ -394,11 +394,11 @@ class Console:
 
     async def sms_preferences(self, request: Request, viewer: Viewer, form: Any) -> Response:
         code = request.path_params["code"].upper()
-        language = str(form.get("language", "default"))
+        optional = form.get("optional")  # a field left out of the form changes nothing
         try:
             with self.sessions.begin() as session:
-                fleet.set_sms_preferences(session, code, language=language, opt_out=form.get("optional") == "off",
-                                          by=viewer.username)
+                fleet.set_sms_preferences(session, code, language=form.get("language"),
+                                          opt_out=None if optional is None else optional == "off", by=viewer.username)
         except fleet.FleetError as error:
             self.flash(request, f"Not changed: {error}", "error")
         else:

@@ -260,14 +260,16 @@ def set_sms_preferences(
     """A driver's SMS language (``en``, ``sw``, or ``default``: the fleet's) and opting out of the
     optional notices; what is None stays as it is. Recorded in the audit log under ``by``."""
     driver = get_driver(session, driver_code)
+    before = (driver.language, driver.sms_opt_out)
     if language is not None:
         if language not in ("en", "sw", "default"):
             raise FleetError(f"language {language!r}: en, sw or default")
         driver.language = None if language == "default" else language
     if opt_out is not None:
         driver.sms_opt_out = opt_out
-    record_action(session, action="sms_preferences", subject=f"driver:{driver.code}", operator=by,
-                  reason="driver's SMS preferences", detail={"language": driver.language, "opt_out": driver.sms_opt_out})
+    if (driver.language, driver.sms_opt_out) != before:
+        record_action(session, action="sms_preferences", subject=f"driver:{driver.code}", operator=by,
+                      reason="driver's SMS preferences", detail={"language": driver.language, "opt_out": driver.sms_opt_out})
     return driver
 
 

@@ -84,6 +84,12 @@ def stale_sends(session: Session, *, older_than_s: int, limit: int) -> list[tupl
     ).all())
 
 
+def by_key(session: Session, kind: str, subject: str) -> Notification | None:
+    return session.execute(
+        select(Notification).where(Notification.kind == kind, Notification.subject == subject)
+    ).scalar_one_or_none()
+
+
 def by_provider_message_id(session: Session, message_id: str) -> Notification | None:
     """The notice sent as ``message_id`` (the first, should the provider ever repeat an id)."""
     return session.execute(

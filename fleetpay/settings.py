@@ -7,6 +7,7 @@ logs nor ``repr`` ever show them.
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -51,6 +52,7 @@ PLACEHOLDER_CONSOLE_SECRET = "change-me-console-secret"
 PLACEHOLDER_SMS_API_KEY = "sim-at-api-key"
 PLACEHOLDER_AT_TOKEN = "change-me-africas-talking-token"
 SECRET_MIN_CHARS = 32
+URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 SECRET_HINT = (
     f"a random secret of at least {SECRET_MIN_CHARS} characters, e.g. "
     "`python3 -c \"import secrets; print(secrets.token_hex(32))\"` (docs/operations.md)"
@@ -73,7 +75,8 @@ class DarajaApp:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FLEETPAY_", env_file=(DEV_ENV_FILE, ".env"), extra="ignore", frozen=True
+        env_prefix="FLEETPAY_", env_file=(DEV_ENV_FILE, ".env"), extra="ignore", frozen=True,
+        hide_input_in_errors=True,  # a refused secret must not be printed back in the error
     )
 
     # --- where things live -----------------------------------------------------------------
@@ -358,6 +361,8 @@ class Settings(BaseSettings):
         at_tokens = self.africas_talking_tokens()
         if at_tokens and at_tokens[0] in (*self.accepted_callback_tokens(), self.admin_token.get_secret_value()):
             problems.append("FLEETPAY_AFRICAS_TALKING_TOKEN is also the callback or admin token")
+        if at_tokens and not URL_SAFE.fullmatch(at_tokens[0]):
+            problems.append("FLEETPAY_AFRICAS_TALKING_TOKEN may hold only letters, digits and - _ . ~ (it is a URL's path)")
         return problems
 
     def require_console_secret(self) -> None:

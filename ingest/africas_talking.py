@@ -135,9 +135,9 @@ class AfricasTalking:
             notice_id = None
             if reply.statement_requested:  # one a day: each is several paid segments
                 facts = statement_facts(session, driver, today, self.settings.ussd_statement_days, self.settings)
-                notice_id = statement_asked(session, driver, day=today, facts=facts)
+                notice_id, same_session = statement_asked(session, driver, day=today, session_id=session_id, facts=facts)
                 log.info("ussd_statement_asked", driver=driver.code, new=notice_id is not None)
-                if notice_id is None:
+                if notice_id is None and not same_session:  # a gateway re-posting our step: still "on its way"
                     reply = ussd_menu.statement_sent_already(driver.language or self.settings.sms_default_language)
         return reply, notice_id
 

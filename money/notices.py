@@ -118,11 +118,17 @@ def skip_reason(row: Notification, driver: Driver, settings: Settings) -> str | 
         return "opted_out"
     if normalise_msisdn(driver.msisdn) is None:
         return "no_usable_number"
+    return no_longer_true(row) or settings.sms_refusal()
+
+
+def no_longer_true(row: Notification) -> str | None:
+    """A notice that has stopped being true by the time it is (re)sent: a payout told as delayed
+    that was settled meanwhile. Looked at before every attempt: not sending is always safe."""
     if row.kind == "payout_delayed":
         payout = session_of(row).get(Payout, int(row.subject))
         if payout is None or payout.state not in IN_DOUBT:
             return "no_longer_delayed"
-    return settings.sms_refusal()
+    return None
 
 
 def session_of(row: Notification) -> Session:
@@ -148,6 +154,10 @@ def prepare(session: Session, notification_id: int, settings: Settings) -> Prepa
         row.language, row.msisdn = language, "+" + str(normalise_msisdn(driver.msisdn))
         row.message = notice_texts.compose(row.kind, row.facts, language)  # type: ignore[arg-type]
         row.segments = notice_texts.segments(row.message)
+    elif (reason := no_longer_true(row)) is not None:
+        row.state, row.last_error = "skipped", reason
+        log.info("notice_skipped", notification_id=row.id, kind=row.kind, reason=reason)
+        return None
     return Prepared(row.id, row.kind, str(row.msisdn), row.message, row.attempts)
 
 
@@ -215,7 +225,14 @@ def record_delivery(session: Session, body: Any) -> str:
 FINAL_DELIVERY = frozenset({"Success", "Failed", "Rejected", "AbsentSubscriber", "Expired"})
 
 
-def statement_asked(session: Session, driver: Driver, *, day: date, facts: dict[str, Any]) -> int | None:
+def statement_asked(session: Session, driver: Driver, *, day: date, session_id: str,
+                    facts: dict[str, Any]) -> tuple[int | None, bool]:
     """A statement a driver asked for by USSD: one a day (each costs several segments), however
-    often it is asked; None when today's was asked for already."""
-    return notify(session, "statement", f"{driver.code}:{day.isoformat()}", driver.id, facts)
+    often it is asked. Returns the new notice (None when today's was asked for already) and
+    whether today's was asked for in this very USSD session."""
+    subject = f"{driver.code}:{day.isoformat()}"
+    notice_id = notify(session, "statement", subject, driver.id, {**facts, "session_id": session_id})
+    if notice_id is not None:
+        return notice_id, True
+    earlier = notifications.by_key(session, "statement", subject)
+    return None, earlier is not None and earlier.facts.get("session_id") == session_id

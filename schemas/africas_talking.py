@@ -94,6 +94,8 @@ def parse_send_answer(body: object, number: str) -> SendAnswer:
                               None if message_id in (None, "None") else message_id,
                               _text(recipient.get("cost"), "cost", required=False))
     message = _text(data.get("Message"), "Message", required=False) or "no recipient"
+    if not recipients:  # the whole request refused before any number (e.g. "InvalidSenderId")
+        return SendAnswer("not_sent", f"no recipient: {message}"[:FIELD_CHARS_MAX])
     return SendAnswer("unknown", f"our number not in the answer: {message}"[:FIELD_CHARS_MAX])
 
 

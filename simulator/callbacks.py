@@ -30,11 +30,12 @@ from simulator.state import CallbackAttempt, SimulatorState
 log = structlog.get_logger("simulator.callbacks")
 
 _RESPONSE_RECORD_LIMIT = 2_000
-_CALLBACK_TOKEN = re.compile(r"(/cb/)[^/?#\s\"']+")
+_CALLBACK_TOKEN = re.compile(r"(/(?:cb|at)/)[^/?#\s\"']+")
 
 
 def redact_callback_token(text: str) -> str:
-    """``…/cb/<token>/c2b/confirm`` → ``…/cb/[redacted]/c2b/confirm``: fit for a log line."""
+    """``…/cb/<token>/c2b/confirm`` → ``…/cb/[redacted]/c2b/confirm`` (and Africa's Talking's
+    ``…/at/<token>/ussd``): fit for a log line."""
     return _CALLBACK_TOKEN.sub(r"\1[redacted]", text)
 
 

@@ -209,3 +209,27 @@ def test_a_driver_paying_the_company_directly_is_told_too(fresh_sessions) -> Non
                       source_account=ledger.system_accounts(session).mpesa)
     (notice,) = notices_of(fresh_sessions, "payment")
     assert notice.facts["share_cents"] == 0 and notice.facts["contributed_cents"] == 20_000
+
+
+def test_a_delay_settled_between_two_attempts_is_not_told(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
+    payout = funded_payout(fresh_sessions)
+    with fresh_sessions.begin() as session:
+        apply_event(session, payout.id, "result_failure")
+    (delayed,) = notices_of(fresh_sessions, "payout_delayed")
+    with fresh_sessions.begin() as session:
+        assert notices.prepare(session, delayed.id, config()) is not None  # still in doubt: its text is made
+        assert notices.record_answer(session, delayed.id, SendAnswer("not_sent", "HTTP 429"), attempt=1) == notices.RETRY
+    with fresh_sessions.begin() as session:
+        apply_event(session, payout.id, "result_success", receipt="TK7PAID002")
+    with fresh_sessions.begin() as session:  # the retry finds it paid: "delayed" would now be false
+        assert notices.prepare(session, delayed.id, config()) is None
+    assert notices_of(fresh_sessions, "payout_delayed")[0].state == "skipped"
+
+
+def test_a_refused_api_key_is_never_printed_back() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        Settings(sms_api_key="atsk_SUPERSECRETKEY\x01abc")
+    assert "SUPERSECRET" not in str(refused.value)
+    assert Settings(sms_api_key="atsk_key_from_a_file\n").sms_api_key.get_secret_value() == "atsk_key_from_a_file"

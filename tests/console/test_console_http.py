@@ -494,6 +494,11 @@ def test_a_drivers_page_shows_their_sms_and_an_operator_sets_their_language_and_
         assert (driver.language, driver.sms_opt_out) == ("sw", True)
         action = session.execute(select(OperatorAction).where(OperatorAction.action == "sms_preferences")).scalar_one()
         assert (action.operator, action.detail) == ("omar", {"language": "sw", "opt_out": True})
+    post(operator, f"/drivers/{console.driver}/sms", {"language": "sw"}, f"/drivers/{console.driver}")  # no change
+    with console.sessions() as session:  # a field left out changes nothing; no change, no record
+        assert session.execute(select(Driver.sms_opt_out).where(Driver.code == console.driver)).scalar_one() is True
+        assert session.execute(select(func.count()).select_from(OperatorAction)
+                               .where(OperatorAction.action == "sms_preferences")).scalar_one() == 1
     refused = post(operator, f"/drivers/{console.driver}/sms", {"language": "fr"}, f"/drivers/{console.driver}")
     assert refused.status_code == 303 and "en, sw or default" in operator.get(f"/drivers/{console.driver}").text
     assert post(viewer, f"/drivers/{console.driver}/sms", {"language": "en"}, f"/drivers/{console.driver}").status_code == 403

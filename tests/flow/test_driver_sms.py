@@ -21,6 +21,7 @@ from tests.support import (
     fleetpay,
     next_driver_code,
     next_receipt,
+    two_people,
     wait_until,
 )
 
@@ -121,6 +122,8 @@ def test_a_ussd_session_shows_the_drivers_numbers_and_sends_a_statement(
     assert session("7*x")[-1]["response"].startswith("CON Invalid choice.")
     *_, done = session("4*1")
     assert done["response"] == "END Your statement is on its way by SMS."
+    *_, again = session("4*1")  # one a day: each costs several segments
+    assert again["response"] == "END Today's statement was sent already. Ask again tomorrow."
     wait_until(lambda: states(sessions, code).get("statement") == "sent", what="the statement")
     assert "you paid KES 250 of KES 21,000" in sms_to(simulator, number)[-1]["message"]
 
@@ -150,7 +153,8 @@ def test_a_delivery_report_is_kept_on_its_notice(ingest_url, worker, simulator, 
 def test_from_the_shell_a_driver_is_given_swahili_opts_out_and_their_notices_are_listed(
         ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
     code, vehicle, number = new_driver(sessions, instant_payouts=False)
-    assert fleetpay("drivers", "sms", code, "--language", "sw").stdout.strip() == (
+    operator, _ = two_people(sessions)
+    assert fleetpay("drivers", "sms", code, "--language", "sw", "--user", operator).stdout.strip() == (
         f"driver {code}: SMS in sw, optional notices on")
     dialled = fleetpay("simulate", "ussd", "--msisdn", number.removeprefix("+"), "--input", "2").stdout
     assert "> (dial)\nCON fleetpay" in dialled and "4. Taarifa kwa SMS" in dialled
@@ -158,7 +162,7 @@ def test_from_the_shell_a_driver_is_given_swahili_opts_out_and_their_notices_are
     pay(ingest_url, vehicle, "100.00", next_receipt("S"))
     wait_until(lambda: states(sessions, code) == {"payment": "sent"}, what="the SMS")
     assert "imepokelewa" in sms_to(simulator, number)[0]["message"]
-    fleetpay("drivers", "sms", code, "--opt-out")
+    fleetpay("drivers", "sms", code, "--opt-out", "--user", operator)
     pay(ingest_url, vehicle, "100.00", next_receipt("S"))
     wait_until(lambda: len(json.loads(fleetpay("drivers", "notices", code, "--json").stdout)["notices"]) == 2
                and json.loads(fleetpay("drivers", "notices", code, "--json").stdout)["notices"][0]["state"] == "skipped",
@@ -167,8 +171,10 @@ def test_from_the_shell_a_driver_is_given_swahili_opts_out_and_their_notices_are
     assert [(n["kind"], n["state"], n["error"]) for n in listed] == [
         ("payment", "skipped", "opted_out"), ("payment", "sent", None)]
     assert len(sms_to(simulator, number)) == 1
-    refused = fleetpay("drivers", "sms", code, "--language", "fr", check=False)
+    refused = fleetpay("drivers", "sms", code, "--language", "fr", "--user", operator, check=False)
     assert refused.returncode != 0 and "en, sw or default" in refused.stderr
+    nobody = fleetpay("drivers", "sms", code, "--language", "en", "--user", "nobody", check=False)
+    assert nobody.returncode != 0 and "Traceback" not in nobody.stderr
 
 
 def test_the_segments_sent_today_are_a_metric(ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]

@@ -6,8 +6,8 @@ it, never raising for the provider's sake:
 
 - an answer naming our number (``schemas.africas_talking.parse_send_answer``): sent, refused for
   this number, not sent, or unknown (a status that says nothing sure);
-- 429 and 503 (overloaded: the request was turned away) and any other 4xx (400 a bad form, 401
-  a bad key): not sent;
+- 429 and 503 (overloaded: the request was turned away), any other 4xx (400 a bad form, 401 a
+  bad key) and a 3xx (a redirect is not followed: a wrong base URL): not sent;
 - no connection, a connect timeout, a request that could not be built: not sent (it never left);
 - a timeout or a broken connection after the request left, any other 5xx (a 500, or a 504 from a
   proxy after the SMS was queued), a success whose body cannot be read or that does not name our
@@ -63,7 +63,7 @@ class SmsClient:
         except httpx.HTTPError as error:  # read timeout, reset, protocol error: it may have been sent
             return None, type(error).__name__
         status = response.status_code
-        if status in TURNED_AWAY or 400 <= status < 500:
+        if status in TURNED_AWAY or 300 <= status < 500:  # a redirect or a refusal: nothing was processed
             return SendAnswer("not_sent", f"HTTP {status}: {_printable(response.text)}"), None
         if status >= 300:
             return None, f"HTTP {status}"
