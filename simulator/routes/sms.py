@@ -24,6 +24,7 @@ import hmac
 import re
 import secrets
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 from starlette.requests import Request
@@ -74,8 +75,8 @@ async def send(ctx: SimContext, request: Request) -> Response:
     if len(message) > MESSAGE_CHARS_MAX:
         return PlainTextResponse("The message is too long", 400)
     if (gateway := ctx.take_fault(Api.SMS, form, Phase.GATEWAY)) is not None:
-        return PlainTextResponse("Internal Server Error" if gateway.mode is FaultMode.HTTP_5XX else "Too Many Requests",
-                                 gateway.status_code or (500 if gateway.mode is FaultMode.HTTP_5XX else 429))
+        status = gateway.status_code or (500 if gateway.mode is FaultMode.HTTP_5XX else 429)
+        return PlainTextResponse(HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error", status)
     response_fault = ctx.take_fault(Api.SMS, form, Phase.RESPONSE)
     parts = segments(message)
     recipients = []

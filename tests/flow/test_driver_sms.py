@@ -10,7 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db.models import Driver, Notification, Payout
 from tests.support import (
@@ -207,3 +207,32 @@ def test_what_the_provider_turned_away_is_sent_again_and_what_may_have_gone_is_s
         attempts = session.execute(select(Notification.attempts).join(Driver, Driver.id == Notification.driver_id)
                                    .where(Driver.code == code)).scalar_one()
     assert attempts == 2  # and never a third
+
+
+def test_a_send_that_keeps_failing_is_a_dead_letter_the_sweep_leaves_to_a_person(
+        settings, broker, ingest_url, worker, simulator, sessions) -> None:  # type: ignore[no-untyped-def]
+    from workers.dead_letters import DeadLetters
+    from workers.sweep_notifications import send_due_notices
+
+    code, vehicle, number = new_driver(sessions, instant_payouts=False)
+    fault(simulator, {"mode": "http_5xx", "api": "sms", "status_code": 503, "times": 100, "match": {"to": number}})
+    pay(ingest_url, vehicle, "100.00", next_receipt("S"))
+    with sessions() as session:
+        wait_until(lambda: session.execute(select(Notification.id).join(Driver, Driver.id == Notification.driver_id)
+                                           .where(Driver.code == code)).first() is not None, what="the notice")
+        notice_id = session.execute(select(Notification.id).join(Driver, Driver.id == Notification.driver_id)
+                                    .where(Driver.code == code)).scalar_one()
+    letters = DeadLetters.from_settings(settings, broker)
+
+    def dead() -> list:  # type: ignore[type-arg]
+        return [d for d in letters.list(actor="send_notification") if d.reference == f"notification:{notice_id}"]
+
+    wait_until(lambda: bool(dead()), timeout_s=90, what="the dead letter")
+    (letter,) = dead()
+    assert "NoticeNotSent: HTTP 503: Service Unavailable" in letter.summary()["last_error"]
+    with sessions.begin() as session:  # due again, but its message is dead: the sweep sends nothing
+        session.execute(Notification.__table__.update().where(Notification.id == notice_id).values(
+            next_attempt_at=func.now()))
+    assert send_due_notices(sessions, settings)["enqueued"] == 0
+    assert sms_to(simulator, number) == [] and states(sessions, code) == {"payment": "pending"}
+    httpx.delete(f"{simulator}/sim/faults", timeout=10)
