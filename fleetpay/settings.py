@@ -146,6 +146,9 @@ class Settings(BaseSettings):
         description="C2B validation answer when PostgreSQL is down (mirror the shortcode's ResponseType).",
     )
     group_commit_max_batch: int = Field(default=256, ge=1, le=10_000)
+    apply_batch_max: int = Field(
+        default=100, ge=1, le=1_000, description="Most callbacks a worker applies in one transaction."
+    )
 
     # --- the queue -------------------------------------------------------------------------
     queue_name: str = "fleetpay"

@@ -149,7 +149,7 @@ class Ingest:
         self.metric_registries: list[CollectorRegistry] = [REGISTRY]
         self.writer = InboxWriter(
             engine,
-            on_committed=Enqueuer(broker, queue_name=settings.queue_name),
+            on_committed=Enqueuer(broker, queue_name=settings.queue_name, batch_max=settings.apply_batch_max),
             batch_max=settings.group_commit_max_batch,
         )
 

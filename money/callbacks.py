@@ -12,11 +12,12 @@ serialization failure, deadlock) propagates: the transaction rolls back and the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import inbox, ledger
@@ -24,6 +25,7 @@ from db.ledger import PostingConflict
 from db.models import Inbox
 from fleetpay.settings import Settings
 from money import float_check, notices, payout_results
+from money.payment_batch import PostingRaced, apply_c2b_batch
 from money.payments import Applied, apply_payment, payee_for_ref, payment_key
 from schemas.callbacks import InvalidCallback, parse_c2b, parse_stk
 from schemas.json_body import decode_json
@@ -114,3 +116,73 @@ def apply_callback(sessions: sessionmaker[Session], inbox_id: int, settings: Set
             if row is not None and row.status == "received":
                 inbox.finish(session, inbox_id, "rejected", reason)
         return Applied("rejected", reason)
+
+
+@dataclass
+class BatchDone:
+    """What applying a batch of rows left to do after its COMMITs: payouts to send, payouts to ask
+    Transaction Status about, notices to send, rows to apply again shortly (``TryLater``), and rows
+    that failed alone, to hand to a message of their own (its retries, its dead letter)."""
+
+    payout_ids: list[int] = field(default_factory=list)
+    status_checks: list[int] = field(default_factory=list)
+    notice_ids: list[int] = field(default_factory=list)
+    later: list[int] = field(default_factory=list)
+    alone: list[int] = field(default_factory=list)
+
+
+RACED_ATTEMPTS_MAX = 3
+
+
+def _lost_connection(error: Exception) -> bool:
+    """PostgreSQL gone, or a deadlock or serialization failure: nothing to do with any one row."""
+    return isinstance(error, (OperationalError, InterfaceError)) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated)
+
+
+def apply_callbacks(sessions: sessionmaker[Session], inbox_ids: Sequence[int], settings: Settings) -> BatchDone:
+    """Apply a batch of inbox rows: its C2B confirmations together in one transaction
+    (``money.payment_batch``), then the rows of other kinds one at a time (``apply_callback``).
+
+    A batch that fails for a reason of its own (a row the set-based path cannot take) is rolled
+    back and its rows are applied one at a time instead, so one bad row never holds up the rest; a
+    row that still fails alone is returned in ``alone``. A lost connection, a deadlock or a
+    serialization failure propagates: the whole batch is tried again (what was applied is not)."""
+    done = BatchDone()
+    singles: list[int] = list(inbox_ids)
+    for attempt in range(1, RACED_ATTEMPTS_MAX + 1):
+        try:
+            with sessions.begin() as session:
+                batch = apply_c2b_batch(session, inbox_ids, settings)
+        except PostingRaced as raced:
+            log.warning("batch_raced", attempt=attempt, keys=raced.args[0])
+            continue
+        except Exception as error:  # a bug, or a row the batch cannot take: each row alone
+            if _lost_connection(error):
+                raise
+            log.exception("batch_set_aside_rows_applied_alone", rows=len(inbox_ids))
+        else:
+            singles = batch.others
+            done.payout_ids.extend(batch.payout_ids)
+            done.notice_ids.extend(batch.notice_ids)
+        break
+    for inbox_id in singles:
+        with structlog.contextvars.bound_contextvars(inbox_id=inbox_id, trans_id=None):
+            try:
+                applied = apply_callback(sessions, inbox_id, settings)
+            except payout_results.TryLater as later:
+                log.info("callback_applied_later", reason=str(later))
+                done.later.append(inbox_id)
+                continue
+            except Exception as error:  # retried by a message of its own
+                if _lost_connection(error):
+                    raise
+                log.exception("callback_failed_alone")
+                done.alone.append(inbox_id)
+                continue
+            if applied is not None:
+                log.info("callback_processed", status=applied.status, reason=applied.reason, payout_ids=applied.payout_ids)
+                done.payout_ids.extend(applied.payout_ids)
+                done.status_checks.extend(applied.status_checks)
+                done.notice_ids.extend(applied.notice_ids)
+    return done

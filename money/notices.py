@@ -20,6 +20,7 @@ each notice at most once, or twice when the provider's answer to the first send 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -28,7 +29,7 @@ import structlog
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
-from db import notifications
+from db import notifications, payment_batch
 from db.models import Driver, Notification, Payout
 from fleetpay import notice_texts
 from fleetpay.notice_texts import NoticeKind
@@ -58,11 +59,21 @@ def written(session: Session) -> tuple[int, ...]:
     return tuple(session.info.pop(_WRITTEN, ()))
 
 
-def payment_applied(session: Session, *, key: str, driver_id: int, amount_cents: int, vehicle_code: str | None,
-                    contributed_cents: int, target_cents: int, share_cents: int) -> None:
-    notify(session, "payment", key, driver_id, {
-        "amount_cents": amount_cents, "receipt": key.partition(":")[2], "vehicle": vehicle_code,
-        "contributed_cents": contributed_cents, "target_cents": target_cents, "share_cents": share_cents})
+def payment_facts(*, key: str, amount_cents: int, vehicle_code: str | None, contributed_cents: int,
+                  target_cents: int, share_cents: int) -> dict[str, Any]:
+    """What a payment's notice says: the amount, its receipt, the day's progress, the share."""
+    return {"amount_cents": amount_cents, "receipt": key.partition(":")[2], "vehicle": vehicle_code,
+            "contributed_cents": contributed_cents, "target_cents": target_cents, "share_cents": share_cents}
+
+
+def payment_applied(session: Session, *, key: str, driver_id: int, **facts: Any) -> None:
+    notify(session, "payment", key, driver_id, payment_facts(key=key, **facts))
+
+
+def payments_applied(session: Session, applied: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
+    """The notices of a batch of payments, (key, driver id, ``payment_facts``) each, in one statement."""
+    written_ids = payment_batch.add_notices(session, [("payment", key, driver_id, facts) for key, driver_id, facts in applied])
+    session.info.setdefault(_WRITTEN, []).extend(written_ids)
 
 
 # A payout whose outcome is not known yet: no answer to the send, a failure to confirm, review.

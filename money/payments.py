@@ -42,6 +42,46 @@ class Applied:
     notice_ids: tuple[int, ...] = ()  # driver notices written (money.notices), to send after COMMIT
 
 
+@dataclass(frozen=True)
+class Split:
+    """How one payment to a driver is posted: the posting's kind, its legs (besides the source's
+    debit), the contribution towards the day's target, what of it counts on the day's row (nothing
+    once the day is closed: its contributions have gone to revenue), and the driver's share."""
+
+    kind: str
+    legs: tuple[tuple[int, int], ...]
+    contribution_cents: int
+    day_cents: int
+    share_cents: int
+
+
+def payment_split(
+    amount_cents: int,
+    *,
+    role: str,
+    terms: fleet.DriverTerms,
+    split_mode: str,
+    target_cents: int,
+    contributed_cents: int,
+    day_open: bool,
+    accounts: ledger.DriverAccounts,
+    revenue_account: int,
+) -> Split:
+    """Pure: the split of ``fleetpay.rules`` wired to the driver's accounts. A day already closed
+    has moved its contributions to revenue: a late payment's company part goes there directly."""
+    contribution_account = accounts.target if day_open else revenue_account
+    if role == "company":
+        paid = rules.split_driver_payment(amount_cents, target_cents=target_cents, contributed_cents=contributed_cents)
+        return Split("driver_payment", ((contribution_account, paid.target_cents), (accounts.deposit, paid.deposit_cents)),
+                     paid.target_cents, paid.target_cents if day_open else 0, 0)
+    split = rules.split_fare(
+        amount_cents, role=role, fare_percent=terms.fare_percent, target_cents=target_cents,
+        contributed_cents=contributed_cents, target_sharing=terms.target_sharing, split_mode=split_mode,
+    )
+    return Split("fare", ((accounts.payable, split.driver_share_cents), (contribution_account, split.contribution_cents)),
+                 split.contribution_cents, split.contribution_cents if day_open else 0, split.driver_share_cents)
+
+
 def payment_key(receipt: str) -> str:
     return f"c2b:{receipt}"
 
@@ -97,60 +137,39 @@ def apply_payment(
 
     terms = fleet.driver_terms(driver, settings)
     day = fleet.driver_day(session, driver, business_date, terms.base_target_cents)
-    accounts = ledger.driver_accounts(session, driver.id)
-    # A day already closed has moved its contributions to revenue: a late payment's company
-    # part goes there directly, and the closed day's row stays as it was closed.
-    contribution_account = accounts.target if day.closed_at is None else system.revenue
-    if payee.role == "company":
-        paid = rules.split_driver_payment(
-            amount_cents, target_cents=day.target_cents, contributed_cents=day.contributed_cents
-        )
-        contribution_cents, share_cents = paid.target_cents, 0
-        legs = [(contribution_account, paid.target_cents), (accounts.deposit, paid.deposit_cents)]
-        kind = "driver_payment"
-    else:
-        split = rules.split_fare(
-            amount_cents,
-            role=payee.role,
-            fare_percent=terms.fare_percent,
-            target_cents=day.target_cents,
-            contributed_cents=day.contributed_cents,
-            target_sharing=terms.target_sharing,
-            split_mode=settings.split_mode,
-        )
-        contribution_cents, share_cents = split.contribution_cents, split.driver_share_cents
-        legs = [(accounts.payable, share_cents), (contribution_account, contribution_cents)]
-        kind = "fare"
-
+    split = payment_split(
+        amount_cents, role=payee.role, terms=terms, split_mode=settings.split_mode,
+        target_cents=day.target_cents, contributed_cents=day.contributed_cents, day_open=day.closed_at is None,
+        accounts=ledger.driver_accounts(session, driver.id), revenue_account=system.revenue,
+    )
     result = ledger.post(
         session,
         key=key,
-        kind=kind,
+        kind=split.kind,
         business_date=business_date,
         driver_id=driver.id,
         inbox_id=inbox_id,
         memo=memo,
-        legs=[(source_account, -amount_cents), *legs],
+        legs=[(source_account, -amount_cents), *split.legs],
     )
     if not result.created:  # the same receipt, attributed identically by a concurrent copy
         return Applied("processed", f"duplicate:{key}")
-    if day.closed_at is None:
-        fleet.add_contribution(session, driver.id, business_date, contribution_cents)
+    fleet.add_contribution(session, driver.id, business_date, split.day_cents)
     notices.payment_applied(
         session, key=key, driver_id=driver.id, amount_cents=amount_cents, vehicle_code=vehicle_code,
-        contributed_cents=day.contributed_cents + (contribution_cents if day.closed_at is None else 0),
-        target_cents=day.target_cents, share_cents=share_cents,
+        contributed_cents=day.contributed_cents + split.day_cents, target_cents=day.target_cents,
+        share_cents=split.share_cents,
     )
     log.info(
         "payment_applied",
         key=key,
         driver=driver.code,
         amount_cents=amount_cents,
-        share_cents=share_cents,
-        contribution_cents=contribution_cents,
+        share_cents=split.share_cents,
+        contribution_cents=split.contribution_cents,
     )
     payout_ids: tuple[int, ...] = ()
-    if share_cents and terms.instant_payouts:
+    if split.share_cents and terms.instant_payouts:
         payouts = reserve_payable(session, driver, settings, cause_key=f"share:{key}", business_date=business_date)
         payout_ids = tuple(payout.id for payout in payouts)
     return Applied("processed", payout_ids=payout_ids)

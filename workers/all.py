@@ -1,5 +1,6 @@
 """Every actor, for ``dramatiq workers.all`` (what ``fleetpay worker`` runs)."""
 
+from workers.apply_callbacks import apply_callbacks
 from workers.check_float import check_float
 from workers.check_payout_status import check_payout_status
 from workers.close_day import close_day
@@ -13,6 +14,7 @@ from workers.sweep_notifications import sweep_notifications
 from workers.sweep_payouts import sweep_payouts
 
 __all__ = [
+    "apply_callbacks",
     "check_float",
     "check_payout_status",
     "close_day",

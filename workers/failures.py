@@ -29,7 +29,7 @@ import dramatiq
 import redis
 import structlog
 
-from workers.messages import CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_NOTIFICATION, SEND_PAYOUT
+from workers.messages import APPLY_CALLBACKS, CHECK_PAYOUT_STATUS, PROCESS_CALLBACK, SEND_NOTIFICATION, SEND_PAYOUT
 
 log = structlog.get_logger("fleetpay.dlq")
 
@@ -39,6 +39,7 @@ TRACEBACK_LIMIT = 30
 # What the actor's first argument names, shown as e.g. ``inbox:42`` / ``payout:7``.
 REFERENCE_KIND_BY_ACTOR = {
     PROCESS_CALLBACK: "inbox",
+    APPLY_CALLBACKS: "inbox",  # a batch: its first argument is a list of inbox ids
     SEND_PAYOUT: "payout",
     CHECK_PAYOUT_STATUS: "payout",
     SEND_NOTIFICATION: "notification",
@@ -57,12 +58,23 @@ def retry_wait_ms(retries: int, *, min_backoff_ms: int, max_backoff_ms: int) -> 
 
 
 def message_reference(actor_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
-    """``inbox:<id>`` or ``payout:<id>``: the row an actor's message works on, or None."""
+    """``inbox:<id>`` or ``payout:<id>``: the row an actor's message works on, or None; a batch's
+    rows as ``inbox:<id>,<id>,…``."""
     kind = REFERENCE_KIND_BY_ACTOR.get(actor_name)
     if kind is None:
         return None
     value = args[0] if args else kwargs.get(REFERENCE_KWARG_BY_KIND[kind])
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(row_id) for row_id in value) or None
     return None if value is None else f"{kind}:{value}"
+
+
+def row_references(reference: str | None) -> list[str]:
+    """Each row's own reference: ``inbox:7,8`` → ``inbox:7``, ``inbox:8``."""
+    if not reference:
+        return []
+    kind, _, ids = reference.partition(":")
+    return [f"{kind}:{row_id}" for row_id in ids.split(",")]
 
 
 def error_line(exception: BaseException) -> str:
@@ -93,7 +105,7 @@ class FailureRecorder(dramatiq.Middleware):
             if exception is None:
                 if reference and (message.options.get("retries") or message.options.get("dlq_requeues")):
                     # it had failed before: not any more
-                    self.client.delete(self.keys.failing(reference))
+                    self.client.delete(*[self.keys.failing(row) for row in row_references(reference)])
                 return
             record = {
                 "message_id": message.message_id,
@@ -111,7 +123,8 @@ class FailureRecorder(dramatiq.Middleware):
                 option = lambda name, default: int(message.options.get(name, actor.options.get(name, default)))  # noqa: E731
                 wait_ms = retry_wait_ms(int(message.options.get("retries", 0)), min_backoff_ms=option("min_backoff", 15_000),
                                         max_backoff_ms=option("max_backoff", 604_800_000))
-                pipe.set(self.keys.failing(reference), message.message_id, px=wait_ms)
+                for row in row_references(reference):
+                    pipe.set(self.keys.failing(row), message.message_id, px=wait_ms)
             pipe.execute()
         except redis.RedisError as error:
             log.warning("failure_not_recorded", message_id=message.message_id, error=str(error))
@@ -122,7 +135,10 @@ class FailureRecorder(dramatiq.Middleware):
         if reference is None:
             return
         try:
-            self.client.set(self.keys.failing(reference), message.message_id, px=self.retention_ms)
+            pipe = self.client.pipeline(transaction=False)
+            for row in row_references(reference):
+                pipe.set(self.keys.failing(row), message.message_id, px=self.retention_ms)
+            pipe.execute()
         except redis.RedisError as error:
             log.warning("failure_not_recorded", message_id=message.message_id, error=str(error))
 
@@ -150,10 +166,11 @@ def forget(client: redis.Redis, namespace: str, *, message_id: str, reference: s
     again, and the record goes) or requeued (the row stays its message's for ``keep_failing_ms``)."""
     keys = FailureKeys(namespace)
     pipe = client.pipeline(transaction=False)
-    if reference and keep_failing_ms is None:
-        pipe.delete(keys.failing(reference))
-    elif reference:
-        pipe.pexpire(keys.failing(reference), keep_failing_ms)
+    for row in row_references(reference):
+        if keep_failing_ms is None:
+            pipe.delete(keys.failing(row))
+        else:
+            pipe.pexpire(keys.failing(row), keep_failing_ms)
     if keep_failing_ms is None:
         pipe.delete(keys.failure(message_id))
     pipe.execute()

@@ -2,7 +2,7 @@
 
 This is what makes "acknowledged means never lost" true when Redis was down at the ack, was
 flushed, or a message vanished with a dead worker. Idempotency: re-enqueuing a row that is also
-still queued is harmless, since ``process_callback`` applies a row once. A row whose message is
+still queued is harmless, since a row is applied once (``apply_callbacks``, in chunks of ``apply_batch_max``). A row whose message is
 failing (waiting for a retry, or dead-lettered: ``workers.failures``) is left to that message, so
 one failure makes one dead letter; purging the dead letter gives the row back to the sweep.
 """
@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import inbox
 from fleetpay.settings import Settings
 from workers import runtime
+from workers.broker import enqueue_many
 from workers.failures import failing
-from workers.messages import SWEEP_INBOX
-from workers.process_callback import process_callback
+from workers.messages import SWEEP_INBOX, apply_callbacks_messages
 
 log = structlog.get_logger("fleetpay.worker")
 
@@ -33,8 +33,8 @@ def enqueue_stale_inbox_rows(sessions: sessionmaker[Session], settings: Settings
         )
     held = failing(runtime.broker.client, runtime.broker.namespace, "inbox", ids)
     ids = [inbox_id for inbox_id in ids if inbox_id not in held]
-    for inbox_id in ids:
-        process_callback.send(inbox_id)
+    enqueue_many(runtime.broker, apply_callbacks_messages(ids, queue_name=settings.queue_name,
+                                                          batch_max=settings.apply_batch_max))
     if ids:
         log.warning("inbox_swept", count=len(ids), first_inbox_id=ids[0])
     if held:

@@ -11,7 +11,7 @@ from dramatiq.broker import MessageProxy
 from fleetpay.settings import Settings
 from ingest.enqueuer import Enqueuer
 from workers.broker import build_broker
-from workers.messages import PROCESS_CALLBACK, process_callback_message
+from workers.messages import APPLY_CALLBACKS, PROCESS_CALLBACK, process_callback_message
 
 
 class EnqueueHooks(Middleware):
@@ -31,8 +31,9 @@ def test_a_batch_is_stored_as_dramatiq_stores_one_message(settings: Settings, un
     hooks = EnqueueHooks()
     broker.add_middleware(hooks)
     queue = f"test_enqueuer_{unique}"
-    Enqueuer(broker, queue_name=queue)([7, 8, 9])
+    Enqueuer(broker, queue_name=queue, batch_max=2)([7, 8, 9])  # a group-commit batch: two messages
     broker.enqueue(process_callback_message(10, queue_name=queue))
+    broker.enqueue(process_callback_message(11, queue_name=queue))
 
     consumer = broker.consume(queue, prefetch=4, timeout=1000)
     received: list[MessageProxy] = []
@@ -46,7 +47,8 @@ def test_a_batch_is_stored_as_dramatiq_stores_one_message(settings: Settings, un
         consumer.close()
         broker.flush(queue)
     assert [(m.queue_name, m.actor_name, list(m.args), m.kwargs) for m in received] == [
-        (queue, PROCESS_CALLBACK, [inbox_id], {}) for inbox_id in (7, 8, 9, 10)
+        (queue, APPLY_CALLBACKS, [[7, 8]], {}), (queue, APPLY_CALLBACKS, [[9]], {}),
+        (queue, PROCESS_CALLBACK, [10], {}), (queue, PROCESS_CALLBACK, [11], {}),
     ]
     assert len({m.options["redis_message_id"] for m in received}) == 4
     assert {frozenset(m.options) for m in received} == {frozenset({"redis_message_id"})}
