@@ -1,6 +1,6 @@
 """fleetpay benchmarks: one command, one JSON document.
 
-    .venv/bin/python -m bench [ingest|apply|payouts|memory|reconcile|console|ussd|all] [--quick]
+    .venv/bin/python -m bench [ingest|apply|e2e|payouts|memory|reconcile|console|ussd|all] [--quick]
 
 Prints ONE JSON document on stdout (progress on stderr) and saves it as
 ``bench/results/<name>.json`` (``<name>-quick.json`` with ``--quick``). Every figure comes with a
@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import Resources, machine, resources, save, say
 
-BENCHES = ("ingest", "apply", "payouts", "memory", "reconcile", "console", "ussd")
+BENCHES = ("ingest", "apply", "e2e", "payouts", "memory", "reconcile", "console", "ussd")
 RECONCILE_QUICK = ["--drivers", "5000", "--entries-per-driver", "20", "--baseline-sample", "500", "--check-runs", "1"]
 
 
@@ -50,6 +50,8 @@ def run_one(name: str, res: Resources, quick: bool) -> dict[str, Any]:
         from bench import ingest as module
     elif name == "apply":
         from bench import apply as module  # type: ignore[no-redef]
+    elif name == "e2e":
+        from bench import e2e as module  # type: ignore[no-redef]
     elif name == "payouts":
         from bench import payouts as module  # type: ignore[no-redef]
     elif name == "console":

@@ -3,27 +3,36 @@
 Each measurement gets a fresh database (a copy of a template holding the schema and a fleet of
 1,000 vehicles, each with its regular driver, registered with ``db.fleet``) whose inbox is
 preloaded with N C2B confirmations exactly as the ingest stores them (``received``, the raw JSON
-body). Then either
+body). Then one of
 
-- workers: the N ids are enqueued in Redis, then ``fleetpay worker --processes W --threads T``
-  starts (instant payouts off: this measures applying payments, not B2C), or
-- baseline: W processes of ``bench.apply_baseline`` with T threads (one connection each) issue
-  the same statements per payment with plain psycopg2;
+- ``workers``: the ids are enqueued in Redis as the ingest enqueues them (one ``apply_callbacks``
+  message per ``apply_batch_max`` rows), then ``fleetpay worker --processes W --threads T`` starts
+  with instant payouts off (applying payments only);
+- ``workers_payouts``: the same with instant payouts on, the product's default: every batch also
+  reserves its drivers' payouts and enqueues them (sending them is the payouts bench's; here the
+  workers consume only the callback queue);
+- ``limit``: W processes of ``bench.apply_setbased`` with T threads (one connection each) run the
+  workers' own batched statements (``db.payment_batch``) with plain psycopg2, 100 rows a
+  transaction: the same writes without dramatiq, Redis or SQLAlchemy;
+- ``per_payment_sql`` (diagnostic): ``bench.apply_baseline``, one transaction per payment with
+  plain psycopg2: what the workers did before batching, at its own limit;
 
 and the bench waits until every row is processed. Rate = rows processed between the 5th and the
 95th percentile of ``inbox.processed_at`` over that time span (steady state: process start-up and
 the last stragglers are left out); the full-span rate is reported too. Scenarios: ``spread``
 (payments to uniformly random vehicles of the 1,000) and ``hot`` (every payment to one vehicle).
-Workers and baseline alternate, ``reps`` times; figures are medians.
+The sides alternate, ``reps`` times; figures are medians.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -49,10 +58,8 @@ AMOUNT = "200.00"
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:  # a smoke run: a smaller fleet registers faster
-        return {"reps": 1, "processes": 2, "threads": 4, "drivers": 200, "spread_n": 800, "hot_n": 300,
-                "group_commit_batch": 20, "profile_n": 300}
-    return {"reps": 3, "processes": 2, "threads": 4, "drivers": DRIVERS, "spread_n": 6000, "hot_n": 2000,
-            "group_commit_batch": 20, "profile_n": 900}
+        return {"reps": 1, "processes": 2, "threads": 4, "drivers": 200, "spread_n": 2000, "hot_n": 1000}
+    return {"reps": 3, "processes": 2, "threads": 4, "drivers": DRIVERS, "spread_n": 20000, "hot_n": 10000}
 
 
 # --- the database -------------------------------------------------------------------------------
@@ -104,9 +111,10 @@ def connect(database: str):  # type: ignore[no-untyped-def]
 
 
 def preload_inbox(database: str, n: int, *, hot: bool, tag: str, drivers: int, seed: int = 7, amount: str = AMOUNT,
-                  spread: bool = True) -> list[int]:
+                  spread: bool = True, code: Callable[[int], str] = vehicle_code) -> list[int]:
     """N received C2B confirmations (distinct TransIDs), stored as the ingest stores them: to
-    vehicle 000 (``hot``), to uniformly random vehicles (``spread``), else to vehicle i % 1000."""
+    vehicle 000 (``hot``), to uniformly random vehicles (``spread``), else to vehicle i % 1000;
+    ``code``: the account reference of the i-th vehicle (or driver)."""
     from psycopg2.extras import execute_values
 
     rng = random.Random(seed)
@@ -114,7 +122,7 @@ def preload_inbox(database: str, n: int, *, hot: bool, tag: str, drivers: int, s
     rows = []
     for i in range(n):
         trans_id = f"A{tag}{i:07d}"[:20]
-        account = vehicle_code(0 if hot else rng.randrange(drivers) if spread else i % drivers)
+        account = code(0 if hot else rng.randrange(drivers) if spread else i % drivers)
         rows.append(("c2b_confirmation", trans_id, json.dumps(c2b_body(trans_id, amount, account, at)), "received", "127.0.0.1"))
     conn = connect(database)
     try:
@@ -130,16 +138,16 @@ def preload_inbox(database: str, n: int, *, hot: bool, tag: str, drivers: int, s
 
 
 def enqueue(res: Resources, ids: list[int]) -> float:
-    """Put one ``process_callback`` message per id on the queue, as the ingest does; seconds taken."""
+    """Put the ids on the queue as the ingest does (one ``apply_callbacks`` message per
+    ``apply_batch_max`` rows); seconds taken."""
     from fleetpay.settings import Settings
-    from workers.broker import build_broker
-    from workers.messages import process_callback_message
+    from workers.broker import build_broker, enqueue_many
+    from workers.messages import apply_callbacks_messages
 
     settings = Settings(redis_url=res.redis_url(), database_url="postgresql://unused/x")
     broker = build_broker(settings)
     started = time.monotonic()
-    for inbox_id in ids:
-        broker.enqueue(process_callback_message(inbox_id, queue_name=settings.queue_name))
+    enqueue_many(broker, apply_callbacks_messages(ids, queue_name=settings.queue_name, batch_max=settings.apply_batch_max))
     broker.client.close()
     return time.monotonic() - started
 
@@ -233,12 +241,13 @@ def backend_cpu_seconds(database: str) -> float:
 # --- the worker processes -----------------------------------------------------------------------
 
 
-def start_workers(res: Resources, database: str, *, processes: int, threads: int, **env: str) -> Child:
-    environment = fleetpay_env(res, database, FLEETPAY_INSTANT_PAYOUTS="false", **env)
+def start_workers(res: Resources, database: str, *, processes: int, threads: int, queues: tuple[str, ...] = (),
+                  **env: str) -> Child:
+    environment = fleetpay_env(res, database, **{"FLEETPAY_INSTANT_PAYOUTS": "false", **env})
     return res.start(
         f"worker-{database[-12:]}",
         [PYTHON, "-m", "fleetpay", "worker", "--processes", str(processes), "--threads", str(threads),
-         "--shutdown-timeout-s", "5"],
+         "--shutdown-timeout-s", "5", *(arg for queue in queues for arg in ("--queues", queue))],
         environment,
     )
 
@@ -270,23 +279,31 @@ def rss_mb(procs: list[psutil.Process]) -> list[dict[str, float]]:
     return out
 
 
-def run_workers(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: int) -> dict[str, Any]:
-    database = res.create_database(f"apply_{scenario}_w{rep}", template=fleet_template(res, s["drivers"]))
+def run_workers(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: int, *, payouts: bool = False) -> dict[str, Any]:
+    database = res.create_database(f"apply_{scenario}_w{rep}{'p' if payouts else ''}", template=fleet_template(res, s["drivers"]))
     res.reset_redis()
     ids = preload_inbox(database, n, hot=scenario == "hot", tag=f"{res.run_id[:4]}w{rep}", drivers=s["drivers"])
     enqueue_s = enqueue(res, ids)
     conn = connect(database)
     try:
         started = time.monotonic()
-        child = start_workers(res, database, processes=s["processes"], threads=s["threads"])
+        # With payouts on, the workers reserve and enqueue them; sending them is the payouts bench's.
+        child = (start_workers(res, database, processes=s["processes"], threads=s["threads"], queues=("fleetpay",),
+                               FLEETPAY_INSTANT_PAYOUTS="true")
+                 if payouts else start_workers(res, database, processes=s["processes"], threads=s["threads"]))
         measured = measure_until_done(conn, n, timeout_s=max(90.0, n / 40), alive=child.alive,
                                       python_cpu=lambda: tree_cpu(child), database=database)
         memory = rss_mb(worker_processes(child))
         child.stop()
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*), coalesce(sum(amount_cents), 0) FROM payouts")
+            payouts_made, payouts_cents = cur.fetchone()
         result = {
             **rates(conn),
             "wall_pps_including_startup": rounded(n / (measured["finished_at"] - started)),
             "enqueue_s": round(enqueue_s, 2),
+            "payouts_reserved": payouts_made,
+            "payouts_reserved_cents": int(payouts_cents),
             "cpu_ms_per_payment": measured["cpu_ms_per_payment"],
             "worker_rss": memory,
             "books": check_books(conn, n),
@@ -297,8 +314,9 @@ def run_workers(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: i
     return result
 
 
-def run_baseline(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: int, batch: int = 1) -> dict[str, Any]:
-    database = res.create_database(f"apply_{scenario}_b{rep}_{batch}", template=fleet_template(res, s["drivers"]))
+def run_baseline(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: int, *, module: str) -> dict[str, Any]:
+    """``module``: ``bench.apply_setbased`` (the limit) or ``bench.apply_baseline`` (per payment)."""
+    database = res.create_database(f"apply_{scenario}_b{rep}_{module[-4:]}", template=fleet_template(res, s["drivers"]))
     ids = preload_inbox(database, n, hot=scenario == "hot", tag=f"{res.run_id[:4]}b{rep}", drivers=s["drivers"])
     env = fleetpay_env(res, database)
     conn = connect(database)
@@ -307,9 +325,9 @@ def run_baseline(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: 
         started = time.monotonic()
         for p in range(s["processes"]):
             procs.append(subprocess.Popen(
-                [PYTHON, "-m", "bench.apply_baseline", "--dsn", database_url(database), "--threads", str(s["threads"]),
+                [PYTHON, "-m", module, "--dsn", database_url(database), "--threads", str(s["threads"]),
                  "--ids", f"{ids[0]}-{ids[-1]}", "--modulo", str(s["processes"]), "--remainder", str(p),
-                 "--timeout-s", str(max(90.0, n / 40)), "--hold-s", "30", "--batch", str(batch)],
+                 "--timeout-s", str(max(90.0, n / 40)), "--hold-s", "30"],
                 env=env, cwd=res.tmp, stdout=subprocess.PIPE, stdin=subprocess.PIPE,
             ))
 
@@ -345,124 +363,65 @@ def run_baseline(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: 
     return result
 
 
-def trace_actor(res: Resources, drivers: int) -> dict[str, Any]:
-    """The statements the real actor issues for one payment (``bench.trace_actor``)."""
-    database = res.create_database("apply_trace", template=fleet_template(res, drivers))
-    try:
-        ids = preload_inbox(database, 2, hot=False, tag="trace", drivers=drivers)
-        out = subprocess.run(
-            [PYTHON, "-m", "bench.trace_actor", str(ids[0]), str(ids[1])],
-            env=fleetpay_env(res, database, FLEETPAY_INSTANT_PAYOUTS="false", FLEETPAY_LOG_LEVEL="WARNING"),
-            cwd=res.tmp, capture_output=True, text=True, timeout=120, check=True,
-        )
-        statements = json.loads(out.stdout)["statements"]
-    finally:
-        res.drop_database(database)
-    from bench.apply_baseline import STATEMENTS
-
-    return {
-        "actor_statements": statements,
-        "actor_statement_count": len(statements),
-        "baseline_statement_count": len(STATEMENTS) + 1,  # + COMMIT
-        "not_in_trace": "psycopg2's implicit BEGIN (both sides) and SQLAlchemy's pool_pre_ping SELECT 1 "
-        "on each connection checkout (workers only)",
-    }
-
-
 def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     s = sizes(quick)
-    trace = trace_actor(res, s["drivers"])
-    say(f"apply: the actor issues {trace['actor_statement_count']} statements per payment (incl. COMMIT); "
-        f"the baseline {trace['baseline_statement_count']}")
-    sides = ("workers", "baseline", "baseline_group_commit")
+    sides = ("workers", "workers_payouts", "limit", "per_payment_sql")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {sc: {side: [] for side in sides} for sc in ("spread", "hot")}
     for scenario in ("spread", "hot"):
         n = s[f"{scenario}_n"]
         for rep in range(s["reps"]):
             for side in sides:
-                if side == "workers":
-                    result = run_workers(res, scenario, n, s, rep)
+                load0 = os.getloadavg()[0]
+                if side.startswith("workers"):
+                    result = run_workers(res, scenario, n, s, rep, payouts=side == "workers_payouts")
                 else:
-                    batch = s["group_commit_batch"] if side == "baseline_group_commit" else 1
-                    result = run_baseline(res, scenario, n, s, rep, batch=batch)
+                    module = "bench.apply_setbased" if side == "limit" else "bench.apply_baseline"
+                    result = run_baseline(res, scenario, n, s, rep, module=module)
+                result["load_average_1m_before"] = round(load0, 2)
                 runs[scenario][side].append(result)
-                say(f"apply: {scenario:6s} rep {rep + 1}/{s['reps']} {side:8s} {result['steady_pps']:8.1f} payments/s "
+                say(f"apply: {scenario:6s} rep {rep + 1}/{s['reps']} {side:16s} {result['steady_pps']:8.1f} payments/s "
                     f"(span {result['span_pps']}, wall {result['wall_pps_including_startup']}) "
                     f"cpu/payment py {result['cpu_ms_per_payment']['python']} ms pg {result['cpu_ms_per_payment']['postgres']} ms "
-                    f"books {'ok' if result['books']['ok'] else result['books']}")
+                    f"load {load0:.2f} books {'ok' if result['books']['ok'] else result['books']}")
 
     def med(scenario: str, side: str) -> float:
         return median([r["steady_pps"] for r in runs[scenario][side]])
 
-    spread_w, spread_b = med("spread", "workers"), med("spread", "baseline")
-    hot_w, hot_b = med("hot", "workers"), med("hot", "baseline")
-    spread_ratio = ratio(spread_w, spread_b)
+    spread_w, spread_l = med("spread", "workers"), med("spread", "limit")
+    hot_w = med("hot", "workers")
     figures = {
-        "workers": f"{s['processes']} processes x {s['threads']} threads",
+        "workers": f"{s['processes']} processes x {s['threads']} threads, apply_batch_max 100",
         "spread": {
             "payments": s["spread_n"],
             "drivers": s["drivers"],
             "workers_pps": rounded(spread_w),
-            "baseline_pps": rounded(spread_b),
-            "ratio": spread_ratio,
-            "per_rep_ratio": [ratio(w["steady_pps"], b["steady_pps"]) for w, b in zip(runs["spread"]["workers"], runs["spread"]["baseline"], strict=True)],
-            "target": ">= 1000 payments/s and >= 0.50 of the baseline",
-            "met": spread_w >= 1000 and (spread_ratio or 0) >= 0.5,
+            "workers_payouts_on_pps": rounded(med("spread", "workers_payouts")),
+            "limit_pps": rounded(spread_l),
+            "ratio_to_limit": ratio(spread_w, spread_l),
+            "payouts_on_ratio_to_limit": ratio(med("spread", "workers_payouts"), spread_l),
+            "per_payment_sql_pps": rounded(med("spread", "per_payment_sql")),
+            "per_rep_ratio": [ratio(w["steady_pps"], b["steady_pps"]) for w, b in zip(runs["spread"]["workers"], runs["spread"]["limit"], strict=True)],
+            "target": ">= 0.50 of the set-based plain-SQL limit",
+            "met": (ratio(spread_w, spread_l) or 0) >= 0.5,
         },
         "hot": {
             "payments": s["hot_n"],
             "drivers": 1,
             "workers_pps": rounded(hot_w),
-            "baseline_pps": rounded(hot_b),
-            "ratio_to_baseline": ratio(hot_w, hot_b),
+            "workers_payouts_on_pps": rounded(med("hot", "workers_payouts")),
+            "limit_pps": rounded(med("hot", "limit")),
             "ratio_to_spread": ratio(hot_w, spread_w),
-            "baseline_ratio_to_spread": ratio(hot_b, spread_b),
+            "limit_ratio_to_spread": ratio(med("hot", "limit"), spread_l),
             "target": ">= 0.50 of the spread rate",
             "met": (ratio(hot_w, spread_w) or 0) >= 0.5,
         },
         "books_ok": all(r["books"]["ok"] for sc in runs.values() for side in sc.values() for r in side),
     }
-    profile = profile_in_process(res, s, name=None if quick else "apply-profile.txt")
-    say(f"apply: single-thread CPU per payment: actor body {profile['cpu_ms_per_payment']['actor_body']} ms, "
-        f"plain SQL {profile['cpu_ms_per_payment']['baseline']} ms")
     diagnostics = {
-        "what_if_group_commit": {
-            "note": f"plain SQL, same statements, one COMMIT per {s['group_commit_batch']} payments (not the product)",
-            "spread_pps": rounded(med("spread", "baseline_group_commit")),
-            "hot_pps": rounded(med("hot", "baseline_group_commit")),
-            "spread_ratio_to_baseline": ratio(med("spread", "baseline_group_commit"), spread_b),
-            "hot_ratio_to_baseline": ratio(med("hot", "baseline_group_commit"), hot_b),
-        },
         "cpu_ms_per_payment_median": {
             f"{scenario}_{side}": {key: median([r["cpu_ms_per_payment"][key] for r in runs[scenario][side]])
                                    for key in runs[scenario][side][0]["cpu_ms_per_payment"]}
             for scenario in runs for side in sides
         },
-        "single_thread_profile": profile,
     }
-    return {"sizes": s, "figures": figures, "diagnostics": diagnostics, "trace": trace, "runs": runs}
-
-
-def profile_in_process(res: Resources, s: dict[str, Any], *, name: str | None) -> dict[str, Any]:
-    """``bench.profile_apply``: single-thread CPU per payment of the actor body and of the plain
-    SQL, and a cProfile of the actor (CPU clock), in a fresh database."""
-    database = res.create_database("apply_profile", template=fleet_template(res, s["drivers"]))
-    try:
-        ids = preload_inbox(database, s["profile_n"], hot=False, tag=f"{res.run_id[:4]}p", drivers=s["drivers"])
-        out = subprocess.run(
-            [PYTHON, "-m", "bench.profile_apply", str(ids[0]), str(ids[-1])],
-            env=fleetpay_env(res, database, FLEETPAY_INSTANT_PAYOUTS="false"),
-            cwd=res.tmp, capture_output=True, text=True, timeout=600, check=True,
-        )
-        result = json.loads(out.stdout)
-    finally:
-        res.drop_database(database)
-    text = result.pop("pstats_text")
-    (res.tmp / "apply_profile.txt").write_text(text)
-    from bench.common import RESULTS
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    if name:  # the full run's profile is kept beside its results; a quick run's is not
-        (RESULTS / name).write_text(text)
-    result["pstats_file"] = f"bench/results/{name}" if name else None
-    return result
+    return {"sizes": s, "figures": figures, "diagnostics": diagnostics, "runs": runs}

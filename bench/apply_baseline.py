@@ -1,7 +1,7 @@
-"""The apply bench's baseline: plain psycopg2 from Python, the same statements per payment as the
-actor (``bench.trace_actor`` prints the actor's; ``STATEMENTS`` below are the same, in the same
-order, with the same columns), one transaction per payment, over ``--threads`` connections in
-this process. The bench starts as many of these processes as it starts worker processes.
+"""The apply bench's per-payment diagnostic: plain psycopg2 from Python, the statements the
+one-row path (``money.payments.apply_payment``, what the workers ran before batching) issues per
+payment, one transaction per payment, over ``--threads`` connections in this process. The bench
+starts as many of these processes as it starts worker processes.
 
 What it leaves out, on purpose: dramatiq and Redis (ids come from an in-process queue),
 SQLAlchemy (Core/ORM statement building, result mapping, the session's identity map, the pool's
@@ -112,7 +112,7 @@ def apply_one(cur, inbox_id: int, mpesa_account: int) -> str:  # type: ignore[no
 
 
 def worker(dsn: str, ids: queue.Queue[int], counts: dict[str, int], lock: threading.Lock, deadline: float,
-           connections: list, batch: int = 1) -> None:  # type: ignore[type-arg]
+           connections: list) -> None:  # type: ignore[type-arg]
     conn = psycopg2.connect(dsn)
     connections.append(conn)  # closed by main(), after the bench has read the backends' CPU time
     cur = conn.cursor()
@@ -120,34 +120,19 @@ def worker(dsn: str, ids: queue.Queue[int], counts: dict[str, int], lock: thread
     mpesa = cur.fetchone()[0]  # cached once, as db.ledger.system_accounts does
     conn.commit()
     while time.monotonic() < deadline:
-        taken: list[int] = []
-        while len(taken) < batch:
-            try:
-                taken.append(ids.get_nowait())
-            except queue.Empty:
-                break
-        if not taken:
-            return
-        if batch > 1:
-            # As a batched actor would: lock the batch's drivers in one global order (here the
-            # vehicle code, which is the driver-id order of the bench's fleet), so that
-            # concurrent batches cannot deadlock.
-            cur.execute("SELECT id, body FROM inbox WHERE id = ANY(%s)", (taken,))
-            order = {i: vehicle_code(json.loads(body)["BillRefNumber"]) for i, body in cur.fetchall()}
-            taken.sort(key=lambda i: (order.get(i, ""), i))
-        outcomes: list[str] = []
         try:
-            # batch > 1 is the group-commit what-if: the same statements, one COMMIT per batch
-            outcomes = [apply_one(cur, inbox_id, mpesa) for inbox_id in taken]
+            inbox_id = ids.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            outcome = apply_one(cur, inbox_id, mpesa)
             conn.commit()
         except psycopg2.Error as error:  # deadlock / serialization: retry later, as dramatiq would
             conn.rollback()
-            outcomes = [f"retried:{error.pgcode}"] * len(taken)
-            for inbox_id in taken:
-                ids.put(inbox_id)
+            outcome = f"retried:{error.pgcode}"
+            ids.put(inbox_id)
         with lock:
-            for outcome in outcomes:
-                counts[outcome] = counts.get(outcome, 0) + 1
+            counts[outcome] = counts.get(outcome, 0) + 1
 
 
 def main() -> None:
@@ -158,7 +143,6 @@ def main() -> None:
     parser.add_argument("--modulo", type=int, default=1)
     parser.add_argument("--remainder", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600)
-    parser.add_argument("--batch", type=int, default=1, help="payments per transaction (1 = as the actor)")
     parser.add_argument("--hold-s", type=float, default=0,
                         help="keep the connections open until stdin has a line (at most this long), so the "
                         "bench can read the PostgreSQL backends' CPU time")
@@ -172,7 +156,7 @@ def main() -> None:
     lock = threading.Lock()
     deadline = time.monotonic() + args.timeout_s
     connections: list = []  # type: ignore[type-arg]
-    threads = [threading.Thread(target=worker, args=(args.dsn, ids, counts, lock, deadline, connections, args.batch))
+    threads = [threading.Thread(target=worker, args=(args.dsn, ids, counts, lock, deadline, connections))
                for _ in range(args.threads)]
     for thread in threads:
         thread.start()

@@ -5,15 +5,22 @@ Baseline, same run: the same processes idle, once every worker process has said 
 (imports done, engine not yet connected). Then the apply bench's load (N payments spread over the
 fleet plus a hot-driver batch) is enqueued; RSS is sampled every 0.25 s while it is processed
 (peak) and read again once every row is processed (after). Target: under 150 MB per process.
+
+Then the same at 100,000 drivers: a database loaded set-based (``bench.reconcile``'s loader,
+100,000 drivers with their vehicles and accounts, a fare and a payout each), and N payments
+from uniformly random drivers of the 100,000 (each paying the company by their driver code),
+so every worker process meets tens of thousands of distinct drivers.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.apply import (
     connect,
+    vehicle_code,
     enqueue,
     fleet_template,
     preload_inbox,
@@ -49,10 +56,31 @@ def wait_ready(child: Child, processes: int, timeout_s: float = 90) -> None:
 
 def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     s = sizes(quick)
-    database = res.create_database("memory", template=fleet_template(res, s["drivers"]))
+    fleet = measure(res, s, database=res.create_database("memory", template=fleet_template(res, s["drivers"])),
+                    drivers=s["drivers"], code=vehicle_code)
+    from bench.reconcile import Shape, load_month_to_today
+
+    many = 5_000 if quick else 100_000
+    database, _, _ = load_month_to_today(res, "memory_many", Shape(many, 7))
+    large = measure(res, {**s, "spread_n": 2 * s["spread_n"], "hot_n": s["hot_n"]}, database=database, drivers=many,
+                    code=lambda i: f"D{i + 1:06d}")
+    return {
+        "sizes": {**s, "large_fleet_drivers": many},
+        "figures": {
+            **fleet["figures"],
+            "large_fleet": {"drivers": many, **large["figures"]},
+            "met": fleet["figures"]["met"] and large["figures"]["met"],
+        },
+        "workers": fleet["workers"],
+        "large_fleet_workers": large["workers"],
+        "main_process": fleet["main_process"],
+    }
+
+
+def measure(res: Resources, s: dict[str, Any], *, database: str, drivers: int, code: Callable[[int], str]) -> dict[str, Any]:
     res.reset_redis()
-    ids = preload_inbox(database, s["spread_n"], hot=False, tag=f"{res.run_id[:4]}ms", drivers=s["drivers"])
-    ids += preload_inbox(database, s["hot_n"], hot=True, tag=f"{res.run_id[:4]}mh", drivers=s["drivers"])
+    ids = preload_inbox(database, s["spread_n"], hot=False, tag=f"{res.run_id[:4]}ms", drivers=drivers, code=code)
+    ids += preload_inbox(database, s["hot_n"], hot=True, tag=f"{res.run_id[:4]}mh", drivers=drivers, code=code)
     n = len(ids)
     conn = connect(database)
     child = start_workers(res, database, processes=s["processes"], threads=s["threads"])
@@ -80,9 +108,8 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     max_after = max(p["rss_mb"] for p in after)
     max_idle = max(p["rss_mb"] for p in idle)
     max_peak = max(peak.values())
-    say(f"memory: after {n} payments worker RSS {[p['rss_mb'] for p in after]} MB (peak {max_peak})")
+    say(f"memory: after {n} payments to {drivers} drivers, worker RSS {[p['rss_mb'] for p in after]} MB (peak {max_peak})")
     return {
-        "sizes": s,
         "figures": {
             "payments_processed": n,
             "max_worker_rss_mb": max_after,

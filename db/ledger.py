@@ -151,7 +151,9 @@ _DRIVER_ACCOUNTS = select(Account.__table__.c.kind, Account.__table__.c.id).wher
     Account.__table__.c.driver_id == bindparam("driver_id")
 )
 _driver_accounts: dict[tuple[str, int], DriverAccounts] = {}
-DRIVER_ACCOUNTS_CACHED_MAX = 200_000
+# About 450 bytes a driver: bounded so that a worker stays small whatever the fleet (the batched
+# payment path reads accounts per batch and does not use this; payouts and single rows do).
+DRIVER_ACCOUNTS_CACHED_MAX = 20_000
 
 
 def driver_accounts(session: Session, driver_id: int) -> DriverAccounts:

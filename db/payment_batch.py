@@ -31,6 +31,7 @@ class DriverRow(NamedTuple):
 
     id: int
     code: str
+    msisdn: str
     daily_target_cents: int | None
     fare_percent: int | None
     target_sharing: bool | None
@@ -62,10 +63,12 @@ _DRIVERS_WITH_VEHICLE = text(
 # FOR NO KEY UPDATE, in id order: see ``db.fleet._LOCK_DRIVER``; one order for every batch, so
 # two batches sharing drivers wait for each other and never deadlock.
 _LOCK_DRIVERS = text(
-    "SELECT id, code, daily_target_cents, fare_percent, target_sharing, instant_payouts, consecutive_misses, "
+    "SELECT id, code, msisdn, daily_target_cents, fare_percent, target_sharing, instant_payouts, consecutive_misses, "
     "rollover_cents FROM drivers WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
 )
-_EXISTING_KEYS = text("SELECT idempotency_key FROM postings WHERE idempotency_key = ANY(CAST(:keys AS text[]))")
+_EXISTING_KEYS = text(
+    "SELECT idempotency_key, body_sha256 FROM postings WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
+)
 _NEW_DAYS = text(
     "INSERT INTO driver_days (driver_id, business_date, target_cents, carried_cents, misses_carried) "
     "SELECT * FROM unnest(CAST(:driver_ids AS bigint[]), CAST(:dates AS date[]), CAST(:targets AS bigint[]), "
@@ -78,10 +81,17 @@ _DAYS = text(
 )
 _ACCOUNTS = text("SELECT driver_id, kind, id FROM accounts WHERE driver_id = ANY(CAST(:ids AS bigint[]))")
 _INSERT_POSTINGS = text(
-    "INSERT INTO postings (idempotency_key, kind, body_sha256, business_date, driver_id, inbox_id) "
+    "INSERT INTO postings (idempotency_key, kind, body_sha256, business_date, driver_id, inbox_id, payout_id) "
     "SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:digests AS text[]), "
-    "CAST(:dates AS date[]), CAST(:driver_ids AS bigint[]), CAST(:inbox_ids AS bigint[])) "
+    "CAST(:dates AS date[]), CAST(:driver_ids AS bigint[]), CAST(:inbox_ids AS bigint[]), CAST(:payout_ids AS bigint[])) "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id"
+)
+_BALANCES = text("SELECT id, balance_cents FROM accounts WHERE id = ANY(CAST(:ids AS bigint[]))")
+# The columns ``money.payouts.create_payout`` sets; the rest are the table's defaults (``pending``).
+_INSERT_PAYOUTS = text(
+    "INSERT INTO payouts (originator_conversation_id, cause_key, driver_id, msisdn, amount_cents) "
+    "SELECT * FROM unnest(CAST(:ocids AS text[]), CAST(:cause_keys AS text[]), CAST(:driver_ids AS bigint[]), "
+    "CAST(:msisdns AS text[]), CAST(:amounts AS bigint[])) RETURNING cause_key, id"
 )
 _INSERT_ENTRIES = text(
     "INSERT INTO entries (posting_id, account_id, amount_cents) "
@@ -136,11 +146,12 @@ def lock_drivers(session: Session, driver_ids: Iterable[int]) -> dict[int, Drive
     return {row.id: row for row in (DriverRow(*found) for found in session.execute(_LOCK_DRIVERS, {"ids": ids}))}
 
 
-def existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
+def existing_keys(session: Session, keys: Iterable[str]) -> dict[str, str]:
+    """The keys already posted, with their postings' body digests."""
     wanted = list(keys)
     if not wanted:
-        return set()
-    return set(session.execute(_EXISTING_KEYS, {"keys": wanted}).scalars())
+        return {}
+    return dict(session.execute(_EXISTING_KEYS, {"keys": wanted}).all())
 
 
 def driver_days(session: Session, new: Sequence[tuple[int, date, int, int, int]]) -> dict[tuple[int, date], DayRow]:
@@ -172,8 +183,9 @@ class NewPosting(NamedTuple):
     body_sha256: str
     business_date: date
     driver_id: int | None
-    inbox_id: int
+    inbox_id: int | None
     legs: tuple[tuple[int, int], ...]  # normalised (``db.ledger.normalise_legs``)
+    payout_id: int | None = None
 
 
 def post_all(session: Session, postings: Sequence[NewPosting]) -> dict[str, int]:
@@ -181,16 +193,41 @@ def post_all(session: Session, postings: Sequence[NewPosting]) -> dict[str, int]
     posted (by a transaction that committed after the caller looked) is left out, with its entries."""
     if not postings:
         return {}
+    # In key order: two batches inserting some of the same keys wait for each other, never deadlock.
+    postings = sorted(postings, key=lambda posting: posting.key)
     columns = list(zip(*postings))
     ids = dict(session.execute(_INSERT_POSTINGS, {
         "keys": list(columns[0]), "kinds": list(columns[1]), "digests": list(columns[2]), "dates": list(columns[3]),
-        "driver_ids": list(columns[4]), "inbox_ids": list(columns[5])}).all())
+        "driver_ids": list(columns[4]), "inbox_ids": list(columns[5]), "payout_ids": list(columns[7])}).all())
     entries = sorted((account_id, ids[posting.key], cents)
                      for posting in postings if posting.key in ids for account_id, cents in posting.legs)
     if entries:
         account_ids, posting_ids, amounts = (list(column) for column in zip(*entries))
         session.execute(_INSERT_ENTRIES, {"posting_ids": posting_ids, "account_ids": account_ids, "amounts": amounts})
     return ids
+
+
+def balances(session: Session, account_ids: Iterable[int]) -> dict[int, int]:
+    """The cached balances of these driver accounts (read under their drivers' locks to rely on them)."""
+    ids = sorted(set(account_ids))
+    return dict(session.execute(_BALANCES, {"ids": ids}).all()) if ids else {}
+
+
+class NewPayout(NamedTuple):
+    originator_conversation_id: str
+    cause_key: str
+    driver_id: int
+    msisdn: str
+    amount_cents: int
+
+
+def add_payouts(session: Session, payouts: Sequence[NewPayout]) -> dict[str, int]:
+    """Write these ``pending`` payouts; the id of each by its cause key."""
+    if not payouts:
+        return {}
+    columns = [list(column) for column in zip(*payouts)]
+    return dict(session.execute(_INSERT_PAYOUTS, {"ocids": columns[0], "cause_keys": columns[1], "driver_ids": columns[2],
+                                                  "msisdns": columns[3], "amounts": columns[4]}).all())
 
 
 def add_contributions(session: Session, amounts: dict[tuple[int, date], int]) -> None:
@@ -214,6 +251,6 @@ def add_notices(session: Session, notices: Sequence[tuple[str, str, int, dict[st
     (``db.notifications.add`` for many at once); the ids of those new."""
     if not notices:
         return []
-    kinds, subjects, driver_ids, facts = (list(column) for column in zip(*notices))
+    kinds, subjects, driver_ids, facts = (list(column) for column in zip(*sorted(notices, key=lambda n: (n[0], n[1]))))
     return list(session.execute(_ADD_NOTICES, {"kinds": kinds, "subjects": subjects, "driver_ids": driver_ids,
                                                "facts": [json.dumps(f) for f in facts]}).scalars())

@@ -134,10 +134,20 @@ class BatchDone:
 RACED_ATTEMPTS_MAX = 3
 
 
-def _lost_connection(error: Exception) -> bool:
-    """PostgreSQL gone, or a deadlock or serialization failure: nothing to do with any one row."""
-    return isinstance(error, (OperationalError, InterfaceError)) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated)
+# SQLSTATE classes of a failure that is nobody's row's: the connection (08), a deadlock or a
+# serialization failure (40), the server short of resources (53), an operator's shutdown (57).
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+
+
+def _transient(error: Exception) -> bool:
+    """PostgreSQL gone or restarting, a deadlock, a serialization failure: nothing to do with any
+    one row, so the whole message is tried again. Any other error is a row's own."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, InterfaceError):
+        return True
+    code = getattr(error.orig, "pgcode", None)
+    return (code is None and isinstance(error, OperationalError)) or (code or "")[:2] in _TRANSIENT_CLASSES
 
 
 def apply_callbacks(sessions: sessionmaker[Session], inbox_ids: Sequence[int], settings: Settings) -> BatchDone:
@@ -147,7 +157,8 @@ def apply_callbacks(sessions: sessionmaker[Session], inbox_ids: Sequence[int], s
     A batch that fails for a reason of its own (a row the set-based path cannot take) is rolled
     back and its rows are applied one at a time instead, so one bad row never holds up the rest; a
     row that still fails alone is returned in ``alone``. A lost connection, a deadlock or a
-    serialization failure propagates: the whole batch is tried again (what was applied is not)."""
+    serialization failure (``_transient``) propagates: the whole batch is tried again (what was
+    applied is not)."""
     done = BatchDone()
     singles: list[int] = list(inbox_ids)
     for attempt in range(1, RACED_ATTEMPTS_MAX + 1):
@@ -158,7 +169,7 @@ def apply_callbacks(sessions: sessionmaker[Session], inbox_ids: Sequence[int], s
             log.warning("batch_raced", attempt=attempt, keys=raced.args[0])
             continue
         except Exception as error:  # a bug, or a row the batch cannot take: each row alone
-            if _lost_connection(error):
+            if _transient(error):
                 raise
             log.exception("batch_set_aside_rows_applied_alone", rows=len(inbox_ids))
         else:
@@ -175,7 +186,7 @@ def apply_callbacks(sessions: sessionmaker[Session], inbox_ids: Sequence[int], s
                 done.later.append(inbox_id)
                 continue
             except Exception as error:  # retried by a message of its own
-                if _lost_connection(error):
+                if _transient(error):
                     raise
                 log.exception("callback_failed_alone")
                 done.alone.append(inbox_id)

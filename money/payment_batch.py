@@ -4,8 +4,9 @@ The decisions are those of one payment (``money.payments.payment_split``: the pu
 payment), made in the order the receipts were acknowledged (inbox id) within each driver, each
 from the day's contribution as the earlier payments in the batch left it. Only the I/O is
 batched (``db.payment_batch``): the rows are taken with their locks, payees resolved together,
-the drivers locked in id order, then postings, entries, driver days, notices and the inbox
-written with one statement each, and each driver's payout reserved once for the batch.
+the drivers locked in id order, then postings, entries, driver days, notices, payouts and the
+inbox written with one statement each. A payout is reserved after each payment with a share, as
+for one payment (``money.payouts.payout_plan``), from what the driver is owed at that point.
 
 Exactly once, as for one row: a row is applied only while ``received`` under its lock; a receipt
 already posted (an earlier batch, another row) is a duplicate, checked under the drivers' locks;
@@ -28,11 +29,11 @@ from sqlalchemy.orm import Session
 
 from db import fleet, ledger, payment_batch
 from db.fleet import Payee
-from db.payment_batch import DriverRow, NewPosting
+from db.payment_batch import DriverRow, NewPayout, NewPosting
 from fleetpay.settings import Settings
 from money import notices
 from money.payments import payment_key, payment_split
-from money.payouts import reserve_payable
+from money.payouts import new_originator_conversation_id, payout_plan
 from schemas.callbacks import C2BPayment, InvalidCallback, parse_c2b
 from schemas.json_body import decode_json
 from schemas.parsing import AccountRef, business_date, classify_account_ref
@@ -104,12 +105,17 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
     # Locked before the check: a concurrent copy of a payment has committed, or not started.
     drivers = payment_batch.lock_drivers(session, [payee.driver_id for payee in payee_of.values() if payee])
     posted = payment_batch.existing_keys(session, [p.key for p in payments])
+    system = ledger.system_accounts(session)
     fresh = []
     for payment in payments:
-        if payment.key in posted:
-            outcomes.append((payment.inbox_id, "processed", f"duplicate:{payment.key}"))
-        else:
+        if payment.key not in posted:
             fresh.append(payment)
+        elif payee_of[payment.inbox_id] is None and posted[payment.key] != _unmatched(payment, system).body_sha256:
+            # As ``db.ledger.post`` finds it for one row: the same key with another body is kept for review.
+            log.error("callback_rejected", inbox_id=payment.inbox_id, reason=f"conflict:{payment.key}")
+            outcomes.append((payment.inbox_id, "rejected", f"conflict:{payment.key}"))
+        else:
+            outcomes.append((payment.inbox_id, "processed", f"duplicate:{payment.key}"))
 
     terms = {driver.id: fleet.driver_terms(driver, settings) for driver in drivers.values()}  # type: ignore[arg-type]
     days = payment_batch.driver_days(session, sorted({
@@ -117,18 +123,19 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
          driver.rollover_cents, driver.consecutive_misses)
         for p in fresh if (driver := _driver(payee_of[p.inbox_id], drivers)) is not None}))
     accounts = payment_batch.driver_accounts(session, drivers)
-    system = ledger.system_accounts(session)
 
     postings: list[NewPosting] = []
     day_moves: dict[tuple[int, date], int] = {}
     contributed = {key: day.contributed_cents for key, day in days.items()}
     told: list[tuple[str, int, dict[str, Any]]] = []
-    shares: dict[int, tuple[str, date]] = {}  # driver → the last payment in this batch with a share
+    # What each instantly paid driver is owed, as the batch moves it: the payout after each share is
+    # decided from it exactly as ``money.payouts.reserve_payable`` decides it after one payment.
+    payable = payment_batch.balances(session, [accounts[d]["payable"] for d in drivers if terms[d].instant_payouts])
+    reservations: list[tuple[NewPayout, date]] = []
     for p in fresh:  # inbox id order: within a driver, the order the receipts were acknowledged
         payee = payee_of[p.inbox_id]
         if payee is None:
-            legs = ledger.normalise_legs([(system.mpesa, -p.amount_cents), (system.suspense, p.amount_cents)])
-            postings.append(_posting(p, "unmatched", None, legs))
+            postings.append(_unmatched(p, system))
             outcomes.append((p.inbox_id, "unmatched", None))
             done.unmatched += 1
             continue
@@ -145,8 +152,15 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
         told.append((p.key, payee.driver_id, notices.payment_facts(
             key=p.key, amount_cents=p.amount_cents, vehicle_code=p.ref.code if p.ref.kind == "vehicle" else None,
             contributed_cents=contributed[day_key], target_cents=day.target_cents, share_cents=split.share_cents)))
-        if split.share_cents and terms[payee.driver_id].instant_payouts:
-            shares[payee.driver_id] = (p.key, p.business_date)
+        owed_at = accounts[payee.driver_id]["payable"]
+        if owed_at in payable:
+            payable[owed_at] += split.share_cents
+            if split.share_cents:
+                driver = drivers[payee.driver_id]
+                for cause_key, part_cents in payout_plan(payable[owed_at], settings, cause_key=f"share:{p.key}"):
+                    reservations.append((NewPayout(new_originator_conversation_id(), cause_key, driver.id, driver.msisdn,
+                                                   part_cents), p.business_date))
+                    payable[owed_at] -= part_cents
         outcomes.append((p.inbox_id, "processed", None))
         done.applied += 1
 
@@ -155,11 +169,11 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
         raise PostingRaced(sorted({p.key for p in postings} - set(written))[:5])
     payment_batch.add_contributions(session, day_moves)
     notices.payments_applied(session, told)
-    for driver_id, (key, day) in sorted(shares.items()):
-        # The ORM row ``reserve_payable`` takes; the lock is held already.
-        reserved = reserve_payable(session, fleet.lock_driver(session, driver_id), settings,
-                                   cause_key=f"share:{key}", business_date=day)
-        done.payout_ids.extend(payout.id for payout in reserved)
+    if reservations:  # as ``money.payouts.create_payout``: each reserved from payable, in flight
+        payout_ids = payment_batch.add_payouts(session, [payout for payout, _ in reservations])
+        payment_batch.post_all(session, [_reserve(payout, payout_ids[payout.cause_key], day, accounts, system)
+                                         for payout, day in reservations])
+        done.payout_ids.extend(payout_ids[payout.cause_key] for payout, _ in reservations)
     payment_batch.finish(session, outcomes)
     done.notice_ids = notices.written(session)
     done.duplicates = sum(1 for _, _, reason in outcomes if reason and reason.startswith("duplicate:"))
@@ -181,6 +195,20 @@ def _payee(ref: AccountRef, by_vehicle: dict[str, Payee], by_driver: dict[str, P
 
 def _driver(payee: Payee | None, drivers: dict[int, DriverRow]) -> DriverRow | None:
     return None if payee is None else drivers[payee.driver_id]
+
+
+def _reserve(payout: NewPayout, payout_id: int, day: date, accounts: dict[int, dict[str, int]],
+             system: ledger.SystemAccounts) -> NewPosting:
+    legs = ledger.normalise_legs([(accounts[payout.driver_id]["payable"], -payout.amount_cents),
+                                  (system.payouts_in_flight, payout.amount_cents)])
+    return NewPosting(f"payout:{payout_id}:reserve", "payout_reserve", ledger.body_sha256("payout_reserve", day, legs), day,
+                      payout.driver_id, None, legs, payout_id)
+
+
+def _unmatched(p: _Payment, system: ledger.SystemAccounts) -> NewPosting:
+    """Money nobody can be paid from: to suspense, until an operator assigns it."""
+    legs = ledger.normalise_legs([(system.mpesa, -p.amount_cents), (system.suspense, p.amount_cents)])
+    return _posting(p, "unmatched", None, legs)
 
 
 def _posting(p: _Payment, kind: str, driver_id: int | None, legs: tuple[tuple[int, int], ...]) -> NewPosting:

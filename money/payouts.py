@@ -93,6 +93,18 @@ def create_payout(
     return payout
 
 
+def payout_plan(payable_cents: int, settings: Settings, *, cause_key: str) -> list[tuple[str, int]]:
+    """Pure: the payouts (cause key, amount) that pay out what is payable: nothing below the B2C
+    minimum, whole shillings, in parts of at most the B2C maximum keyed ``<cause>``, ``<cause>#2`` …
+    Below zero after an overpayment: later shares pay the debt back before anything goes out."""
+    amount_cents = rules.payout_amount_cents(max(0, payable_cents), minimum_cents=settings.b2c_minimum_cents)
+    if amount_cents == 0:
+        return []
+    parts = rules.payout_parts_cents(amount_cents, maximum_cents=settings.b2c_maximum_cents,
+                                     minimum_cents=settings.b2c_minimum_cents)
+    return [(cause_key if number == 1 else f"{cause_key}#{number}", part) for number, part in enumerate(parts, start=1)]
+
+
 def reserve_payable(
     session: Session, driver: Driver, settings: Settings, *, cause_key: str, business_date: date
 ) -> list[Payout]:
@@ -101,17 +113,13 @@ def reserve_payable(
     out as several payouts, each with its own OriginatorConversationID, keyed ``<cause>``,
     ``<cause>#2`` … Call under the driver's lock."""
     payable_cents = ledger.balance_cents(session, ledger.driver_accounts(session, driver.id).payable)
-    # Below zero after an overpayment: later shares pay the debt back before anything goes out.
-    amount_cents = rules.payout_amount_cents(max(0, payable_cents), minimum_cents=settings.b2c_minimum_cents)
-    if amount_cents == 0:
-        return []
-    parts = rules.payout_parts_cents(amount_cents, maximum_cents=settings.b2c_maximum_cents,
-                                     minimum_cents=settings.b2c_minimum_cents)
     payouts = [
-        create_payout(session, driver=driver, amount_cents=part_cents, business_date=business_date,
-                      cause_key=cause_key if number == 1 else f"{cause_key}#{number}")
-        for number, part_cents in enumerate(parts, start=1)
+        create_payout(session, driver=driver, amount_cents=part_cents, business_date=business_date, cause_key=key)
+        for key, part_cents in payout_plan(payable_cents, settings, cause_key=cause_key)
     ]
+    if not payouts:
+        return []
+    amount_cents = sum(payout.amount_cents for payout in payouts)
     log.info("payout_reserved", payout_ids=[p.id for p in payouts], driver=driver.code, amount_cents=amount_cents)
     return payouts
 

@@ -105,7 +105,7 @@ class FailureRecorder(dramatiq.Middleware):
             if exception is None:
                 if reference and (message.options.get("retries") or message.options.get("dlq_requeues")):
                     # it had failed before: not any more
-                    self.client.delete(*[self.keys.failing(row) for row in row_references(reference)])
+                    release(self.client, self.keys, row_references(reference), message.message_id, keep_ms=None)
                 return
             record = {
                 "message_id": message.message_id,
@@ -165,12 +165,25 @@ def forget(client: redis.Redis, namespace: str, *, message_id: str, reference: s
     """A dead letter left the dead set: purged (``keep_failing_ms`` None: the row is the sweep's
     again, and the record goes) or requeued (the row stays its message's for ``keep_failing_ms``)."""
     keys = FailureKeys(namespace)
-    pipe = client.pipeline(transaction=False)
-    for row in row_references(reference):
-        if keep_failing_ms is None:
-            pipe.delete(keys.failing(row))
-        else:
-            pipe.pexpire(keys.failing(row), keep_failing_ms)
+    release(client, keys, row_references(reference), message_id, keep_ms=keep_failing_ms)
     if keep_failing_ms is None:
-        pipe.delete(keys.failure(message_id))
-    pipe.execute()
+        client.delete(keys.failure(message_id))
+
+
+# Only the message that holds a row lets it go: a row is named by its batch's message and, once
+# handed on alone, by a message of its own; neither may release the other's hold.
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+    if redis.call('get', key) == ARGV[1] then
+        if ARGV[2] == '' then redis.call('del', key) else redis.call('pexpire', key, ARGV[2]) end
+    end
+end
+return 0
+"""
+
+
+def release(client: redis.Redis, keys: FailureKeys, rows: Sequence[str], message_id: str, *, keep_ms: int | None) -> None:
+    """The rows ``message_id`` holds: free (``keep_ms`` None), or held ``keep_ms`` longer."""
+    if rows:
+        client.register_script(_RELEASE)(keys=[keys.failing(row) for row in rows],
+                                         args=[message_id, "" if keep_ms is None else keep_ms])

@@ -48,7 +48,7 @@ def store(sessions, bodies: list[object], *, kind: str = "c2b_confirmation") -> 
 
 
 def books_of(sessions, codes: list[str]) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    """What a driver's money came to: balances (payouts folded into what was payable), days, notices."""
+    """What a driver's money came to: balances, payouts (one after each share, as for one row), days, notices."""
     found = []
     with sessions() as session:
         for code in codes:
@@ -58,14 +58,14 @@ def books_of(sessions, codes: list[str]) -> list[dict[str, object]]:  # type: ig
                 "SELECT a.kind, coalesce(sum(e.amount_cents), 0) FROM accounts a LEFT JOIN entries e ON e.account_id = a.id "
                 "WHERE a.driver_id = :d GROUP BY a.kind"), {"d": driver.id}).all())
             assert balances == derived, f"{code}: cached balances differ from the ledger"
-            paid_out = session.execute(select(func.coalesce(func.sum(Payout.amount_cents), 0)).where(
-                Payout.driver_id == driver.id)).scalar_one()
+            payouts = [(p.cause_key[:6], p.cause_key.count("#"), p.amount_cents, p.state) for p in session.execute(
+                select(Payout).where(Payout.driver_id == driver.id).order_by(Payout.id)).scalars()]
             days = sorted(session.execute(select(DriverDay.business_date, DriverDay.contributed_cents).where(
                 DriverDay.driver_id == driver.id)).all())
             told = [{**n.facts, "receipt": None, "vehicle": n.facts["vehicle"] is not None} for n in session.execute(
                 select(Notification).where(Notification.driver_id == driver.id, Notification.kind == "payment")
                 .order_by(Notification.id)).scalars()]
-            found.append({"owed": balances["payable"] + paid_out, "deposit": balances["deposit"],
+            found.append({"payable": balances["payable"], "payouts": payouts, "deposit": balances["deposit"],
                           "target": balances["target"], "days": days, "told": told})
     return found
 
@@ -208,3 +208,13 @@ def test_duplicates_inside_and_across_batches_are_applied_once(sessions) -> None
     statuses = outcomes(sessions, ids + copies)
     assert {status for status, _ in statuses} == {"processed"}
     assert sum(1 for _, reason in statuses if reason == "duplicate") == 40
+
+
+def test_a_receipt_posted_unmatched_with_another_body_is_rejected_as_a_conflict(sessions) -> None:  # type: ignore[no-untyped-def]
+    """As ``db.ledger.post`` finds it for one row: the same key with another body is kept for review."""
+    receipt = next_receipt("K")
+    first = store(sessions, [c2b_body(receipt, "100.00", "999999")])
+    second = store(sessions, [c2b_body(receipt, "900.00", "999999")])  # the same receipt, another amount
+    apply_callbacks(sessions, first, CONFIG)
+    apply_callbacks(sessions, second, CONFIG)
+    assert outcomes(sessions, first + second) == [("unmatched", None), ("rejected", "conflict")]

@@ -18,7 +18,7 @@ LAYERS = ("fleetpay", "schemas", "db", "money", "workers", "ingest", "console", 
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 SIDE_BY_SIDE = ("ingest", "console", "launcher")  # none imports another
 RANK["console"] = RANK["launcher"] = RANK["ingest"]
-ACTOR_NAMES = ("process_callback", "send_payout", "check_payout_status", "sweep_inbox", "sweep_payouts",
+ACTOR_NAMES = ("apply_callbacks", "process_callback", "send_payout", "check_payout_status", "sweep_inbox", "sweep_payouts",
                "reconcile_books", "reconcile_mpesa", "close_day", "check_float", "send_notification",
                "sweep_notifications")
 
