@@ -193,8 +193,9 @@ def post_all(session: Session, postings: Sequence[NewPosting]) -> dict[str, int]
     posted (by a transaction that committed after the caller looked) is left out, with its entries."""
     if not postings:
         return {}
-    # In key order: two batches inserting some of the same keys wait for each other, never deadlock.
-    postings = sorted(postings, key=lambda posting: posting.key)
+    # In the order given (the receipts' order, which statements show): only copies of one receipt
+    # kept under two inbox ids, in two batches at once, could meet here in opposite orders, and a
+    # deadlock between them rolls one back to be retried.
     columns = list(zip(*postings))
     ids = dict(session.execute(_INSERT_POSTINGS, {
         "keys": list(columns[0]), "kinds": list(columns[1]), "digests": list(columns[2]), "dates": list(columns[3]),
@@ -251,6 +252,6 @@ def add_notices(session: Session, notices: Sequence[tuple[str, str, int, dict[st
     (``db.notifications.add`` for many at once); the ids of those new."""
     if not notices:
         return []
-    kinds, subjects, driver_ids, facts = (list(column) for column in zip(*sorted(notices, key=lambda n: (n[0], n[1]))))
+    kinds, subjects, driver_ids, facts = (list(column) for column in zip(*notices))  # ids in the payments' order
     return list(session.execute(_ADD_NOTICES, {"kinds": kinds, "subjects": subjects, "driver_ids": driver_ids,
                                                "facts": [json.dumps(f) for f in facts]}).scalars())

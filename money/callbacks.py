@@ -135,8 +135,9 @@ RACED_ATTEMPTS_MAX = 3
 
 
 # SQLSTATE classes of a failure that is nobody's row's: the connection (08), a deadlock or a
-# serialization failure (40), the server short of resources (53), an operator's shutdown (57).
-_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+# serialization failure (40), the server short of resources (53), an operator's shutdown or a
+# statement timeout (57), an I/O error (58).
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
 
 def _transient(error: Exception) -> bool:

@@ -82,6 +82,7 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
     outcomes: list[tuple[int, str, str | None]] = []
     payments: list[_Payment] = []
     seen: set[str] = set()
+    copies: list[_Payment] = []  # later rows of a receipt already in this batch
     for row in payment_batch.take_waiting(session, inbox_ids):
         if row.kind != C2B:
             done.others.append(row.id)
@@ -93,29 +94,25 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
             outcomes.append((row.id, "rejected", bad.reason))
             continue
         if payment.key in seen:  # the same receipt twice in this batch: the first is applied
-            outcomes.append((row.id, "processed", f"duplicate:{payment.key}"))
+            copies.append(payment)
             continue
         seen.add(payment.key)
         payments.append(payment)
 
     by_vehicle, by_driver = payment_batch.payees(
-        session, vehicle_codes=[p.ref.code for p in payments if p.ref.kind == "vehicle"],
-        driver_codes=[p.ref.code for p in payments if p.ref.kind == "driver"])
-    payee_of = {p.inbox_id: _payee(p.ref, by_vehicle, by_driver) for p in payments}
+        session, vehicle_codes=[p.ref.code for p in payments + copies if p.ref.kind == "vehicle"],
+        driver_codes=[p.ref.code for p in payments + copies if p.ref.kind == "driver"])
+    payee_of = {p.inbox_id: _payee(p.ref, by_vehicle, by_driver) for p in payments + copies}
     # Locked before the check: a concurrent copy of a payment has committed, or not started.
     drivers = payment_batch.lock_drivers(session, [payee.driver_id for payee in payee_of.values() if payee])
     posted = payment_batch.existing_keys(session, [p.key for p in payments])
     system = ledger.system_accounts(session)
     fresh = []
     for payment in payments:
-        if payment.key not in posted:
-            fresh.append(payment)
-        elif payee_of[payment.inbox_id] is None and posted[payment.key] != _unmatched(payment, system).body_sha256:
-            # As ``db.ledger.post`` finds it for one row: the same key with another body is kept for review.
-            log.error("callback_rejected", inbox_id=payment.inbox_id, reason=f"conflict:{payment.key}")
-            outcomes.append((payment.inbox_id, "rejected", f"conflict:{payment.key}"))
+        if payment.key in posted:
+            outcomes.append(_again(payment, posted[payment.key], payee_of, system))
         else:
-            outcomes.append((payment.inbox_id, "processed", f"duplicate:{payment.key}"))
+            fresh.append(payment)
 
     terms = {driver.id: fleet.driver_terms(driver, settings) for driver in drivers.values()}  # type: ignore[arg-type]
     days = payment_batch.driver_days(session, sorted({
@@ -167,13 +164,19 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
     written = payment_batch.post_all(session, postings)
     if len(written) != len(postings):
         raise PostingRaced(sorted({p.key for p in postings} - set(written))[:5])
+    digests = {**posted, **{posting.key: posting.body_sha256 for posting in postings}}
+    outcomes.extend(_again(copy, digests[copy.key], payee_of, system) for copy in copies)
     payment_batch.add_contributions(session, day_moves)
     notices.payments_applied(session, told)
     if reservations:  # as ``money.payouts.create_payout``: each reserved from payable, in flight
         payout_ids = payment_batch.add_payouts(session, [payout for payout, _ in reservations])
-        payment_batch.post_all(session, [_reserve(payout, payout_ids[payout.cause_key], day, accounts, system)
-                                         for payout, day in reservations])
+        reserved = payment_batch.post_all(session, [_reserve(payout, payout_ids[payout.cause_key], day, accounts, system)
+                                                    for payout, day in reservations])
+        assert len(reserved) == len(reservations), "a new payout's reservation key was taken"
         done.payout_ids.extend(payout_ids[payout.cause_key] for payout, _ in reservations)
+        for payout, _ in reservations:
+            log.info("payout_reserved", payout_id=payout_ids[payout.cause_key], driver=drivers[payout.driver_id].code,
+                     amount_cents=payout.amount_cents, cause=payout.cause_key)
     payment_batch.finish(session, outcomes)
     done.notice_ids = notices.written(session)
     done.duplicates = sum(1 for _, _, reason in outcomes if reason and reason.startswith("duplicate:"))
@@ -183,6 +186,16 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
                  duplicates=done.duplicates, rejected=done.rejected, payout_ids=done.payout_ids,
                  first_inbox_id=outcomes[0][0])
     return done
+
+
+def _again(p: _Payment, digest: str, payee_of: dict[int, Payee | None], system: ledger.SystemAccounts) -> tuple[int, str, str]:
+    """A receipt posted already (by an earlier batch, or an earlier row of this one): a duplicate;
+    as ``db.ledger.post`` finds it for one row, unmatched money under the same key with another
+    body is a conflict, kept for review."""
+    if payee_of[p.inbox_id] is None and digest != _unmatched(p, system).body_sha256:
+        log.error("callback_rejected", inbox_id=p.inbox_id, reason=f"conflict:{p.key}")
+        return (p.inbox_id, "rejected", f"conflict:{p.key}")
+    return (p.inbox_id, "processed", f"duplicate:{p.key}")
 
 
 def _payee(ref: AccountRef, by_vehicle: dict[str, Payee], by_driver: dict[str, Payee]) -> Payee | None:

@@ -8,6 +8,7 @@ at a time, and every driver's books must come out the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from datetime import date
@@ -22,15 +23,21 @@ from money.callbacks import apply_callback, apply_callbacks
 from tests.support import c2b_body, next_driver_code, next_receipt, next_vehicle_code
 
 CONFIG = Settings(database_url="postgresql://unused/x", daily_target_cents=100_000, b2c_minimum_cents=1_000)
+WIDE = CONFIG.model_copy(update={"vehicle_code_digits": 5})  # every hypothesis example has fleets of its own
 DAYS = ("20261124101500", "20261125083000")
 
 
-def add_fleet(sessions, tag: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    """Three drivers on three vehicles (the second with a substitute on it), and their codes."""
+_fleets = itertools.count(1)
+
+
+def add_fleet(sessions) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """Three drivers on three vehicles (the second with a substitute on it), and their codes: a
+    new fleet each time, in a database of the test's own."""
     drivers = []
+    tag = next(_fleets)
     with sessions.begin() as session:
         for number in range(3):
-            vehicle, code = f"{tag}{number}".zfill(3), f"D{tag}{number}".ljust(7, "0")
+            vehicle, code = f"{3 * tag + number:05d}", f"D{900000 + 3 * tag + number}"
             fleet.add_vehicle(session, vehicle)
             fleet.add_driver(session, code=code, name=code, msisdn=f"2547000000{number}")
             fleet.assign(session, driver_code=code, vehicle_code=vehicle, substitute=number == 1)
@@ -82,36 +89,43 @@ payment = st.one_of(
     st.tuples(st.sampled_from(["vehicle", "company"]), st.integers(0, 2), st.integers(1, 3_000), st.sampled_from(DAYS)),
     st.tuples(st.just("unknown"), st.just(0), st.integers(1, 3_000), st.sampled_from(DAYS)),
     st.tuples(st.just("bad"), st.just(0), st.just(0), st.sampled_from(DAYS)),
+    # An earlier receipt again (a copy kept under another id), to a driver or to nobody, maybe
+    # for another amount: a duplicate, or a conflict, in the batch or across batches.
+    st.tuples(st.just("again"), st.integers(0, 29), st.integers(1, 3_000), st.sampled_from(DAYS)),
 )
 
 
 def body_for(kind: str, number: int, shillings: int, day: str, drivers: list[dict[str, str]], receipt: str) -> object:
     if kind == "bad":
         return {"TransID": receipt, "TransAmount": "12.5.0", "BillRefNumber": drivers[0]["vehicle"]}
-    account = {"vehicle": drivers[number]["vehicle"], "company": drivers[number]["code"], "unknown": "999999"}[kind]
+    account = {"vehicle": drivers[number]["vehicle"], "company": drivers[number]["code"], "unknown": "9999999"}[kind]
     return c2b_body(receipt, f"{shillings}.00", account, at=day)
 
 
-@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payments=st.lists(payment, min_size=1, max_size=30), cuts=st.lists(st.integers(1, 30), max_size=4))
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payments=st.lists(payment, min_size=1, max_size=40), cuts=st.lists(st.integers(1, 30), max_size=4))
 def test_batches_keep_the_same_books_as_one_row_at_a_time(fresh_sessions, payments, cuts) -> None:  # type: ignore[no-untyped-def]
     sessions = fresh_sessions
-    if not hasattr(fresh_sessions, "fleets"):  # the two fleets live for the whole test, across examples
-        fresh_sessions.fleets = (add_fleet(sessions, "1"), add_fleet(sessions, "2"))
-    batched, alone = fresh_sessions.fleets
-    batched_ids, alone_ids = [], []
+    batched, alone = add_fleet(sessions), add_fleet(sessions)  # each example its own two fleets
+    batched_ids, alone_ids, receipts = [], [], []
     for kind, number, shillings, day in payments:
         receipt = next_receipt("Q")
+        if kind == "again" and receipts:
+            receipt = receipts[number % len(receipts)]
+            kind, number = ("unknown", 0) if shillings % 2 else ("vehicle", shillings % 3)
+        elif kind == "again":
+            kind, number = "vehicle", 0
+        receipts.append(receipt)
         batched_ids += store(sessions, [body_for(kind, number, shillings, day, batched, "A" + receipt[1:])])
         alone_ids += store(sessions, [body_for(kind, number, shillings, day, alone, "B" + receipt[1:])])
 
     start = 0
     for cut in sorted({min(c, len(batched_ids)) for c in cuts} | {len(batched_ids)}):
-        done = apply_callbacks(sessions, batched_ids[start:cut], CONFIG)
+        done = apply_callbacks(sessions, batched_ids[start:cut], WIDE)
         assert done.alone == [] and done.later == []
         start = cut
     for inbox_id in alone_ids:
-        apply_callback(sessions, inbox_id, CONFIG)
+        apply_callback(sessions, inbox_id, WIDE)
 
     assert outcomes(sessions, batched_ids) == outcomes(sessions, alone_ids)
     assert books_of(sessions, [d["code"] for d in batched]) == books_of(sessions, [d["code"] for d in alone])
@@ -140,9 +154,11 @@ def test_a_bad_row_is_set_aside_and_the_rest_of_its_batch_applied(sessions) -> N
     assert reasons[ids[1]] and reasons[ids[3]], "a rejected row keeps its reason"
 
 
-def test_a_row_the_batch_cannot_take_fails_alone(sessions) -> None:  # type: ignore[no-untyped-def]
+def test_a_row_the_batch_cannot_take_fails_alone(fresh_sessions) -> None:  # type: ignore[no-untyped-def]
     """A driver whose accounts are gone (a damaged database): the batch is rolled back, its rows
-    are applied one at a time, and only that driver's row is handed to a message of its own."""
+    are applied one at a time, and only that driver's row is handed to a message of its own. (A
+    database of its own: that row stays ``received``, and no other test's sweep may take it.)"""
+    sessions = fresh_sessions
     vehicles = [next_vehicle_code() for _ in range(2)]
     codes = [next_driver_code() for _ in range(2)]
     with sessions.begin() as session:
@@ -218,3 +234,9 @@ def test_a_receipt_posted_unmatched_with_another_body_is_rejected_as_a_conflict(
     apply_callbacks(sessions, first, CONFIG)
     apply_callbacks(sessions, second, CONFIG)
     assert outcomes(sessions, first + second) == [("unmatched", None), ("rejected", "conflict")]
+    # And both in one batch, as one row at a time would find them.
+    receipt = next_receipt("K")
+    both = store(sessions, [c2b_body(receipt, "100.00", "999999"), c2b_body(receipt, "900.00", "999999"),
+                            c2b_body(receipt, "100.00", "999999")])
+    apply_callbacks(sessions, both, CONFIG)
+    assert outcomes(sessions, both) == [("unmatched", None), ("rejected", "conflict"), ("processed", "duplicate")]
