@@ -246,7 +246,7 @@ def start_workers(res: Resources, database: str, *, processes: int, threads: int
     environment = fleetpay_env(res, database, **{"FLEETPAY_INSTANT_PAYOUTS": "false", **env})
     return res.start(
         f"worker-{database[-12:]}",
-        [PYTHON, "-m", "fleetpay", "worker", "--processes", str(processes), "--threads", str(threads),
+        [PYTHON, "-m", "cli", "worker", "--processes", str(processes), "--threads", str(threads),
          "--shutdown-timeout-s", "5", *(arg for queue in queues for arg in ("--queues", queue))],
         environment,
     )

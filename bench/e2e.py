@@ -3,7 +3,7 @@
 fleetpay side: a fresh database (a copy of the apply bench's fleet of 1,000 vehicles and
 drivers), the real ingest (``fleetpay ingest``), the workers as ``docker-compose.yml`` deploys
 them (``fleetpay worker --queues fleetpay``, 2 processes x 4 threads, for the money path; one
-process of 8 threads for the payouts and SMS queues), the scheduler (``fleetpay scheduler``) and
+process of 4 threads for the payouts and SMS queues), the scheduler (``fleetpay scheduler``) and
 the Daraja simulator, all with the product's defaults: instant payouts on, so every driver's
 share is paid out by B2C through the simulator (at most ``FLEETPAY_DARAJA_REQUESTS_PER_SECOND``,
 20 a second: the rest wait in the payouts queue), whose result callbacks come back through the
@@ -78,7 +78,7 @@ def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"reps": 1, "fixed_rates": [300], "search_from": 600, "search_steps": 1, "duration_s": 3.0,
                 "warmup_s": 1.0, "connections": 64, "drivers": 200, "limit_n": 2000}
-    return {"reps": 3, "fixed_rates": [500, 1000], "search_from": 1250, "search_steps": 5, "duration_s": 10.0,
+    return {"reps": 3, "fixed_rates": [500, 1000], "search_from": 750, "search_steps": 3, "duration_s": 10.0,
             "warmup_s": 2.0, "connections": 64, "drivers": 1000, "limit_n": 20000}
 
 
@@ -123,7 +123,7 @@ def offer(conn, port: int, tag: str, rate: float, s: dict[str, Any]) -> dict[str
     acks = result.summary()
     _, backlog, _, _ = step_rows(conn, tag)
     with contextlib.suppress(TimeoutError):  # a step that does not drain in time is reported, not raised
-        wait_until(lambda: step_rows(conn, tag)[1] == 0, timeout_s=60, what="the step's rows applied", poll_s=0.25)
+        wait_until(lambda: step_rows(conn, tag)[1] == 0, timeout_s=30, what="the step's rows applied", poll_s=0.25)
     total, waiting, latencies, span = step_rows(conn, tag)
     applied = {"p50_ms": rounded(percentile(latencies, 50), 1), "p99_ms": rounded(percentile(latencies, 99), 1),
                "max_ms": rounded(latencies[-1], 1) if latencies else None}
@@ -152,13 +152,13 @@ def run_fleetpay(res: Resources, sim_url: str, s: dict[str, Any], rep: int) -> d
     env = {"FLEETPAY_PUBLIC_BASE_URL": f"http://{HOST}:{port}", "FLEETPAY_DARAJA_BASE_URL": sim_url,
            "FLEETPAY_INSTANT_PAYOUTS": "true"}
     children: list[Child] = [
-        res.start(f"e2e-ingest-{rep}", [PYTHON, "-m", "fleetpay", "ingest", "--host", HOST, "--port", str(port)],
+        res.start(f"e2e-ingest-{rep}", [PYTHON, "-m", "cli", "ingest", "--host", HOST, "--port", str(port)],
                   fleetpay_env(res, database, **env)),
         # As docker-compose.yml deploys them: the money path's workers, and payouts and SMS on
         # workers of their own, so a Daraja that takes 20 requests a second never holds up a payment.
         start_workers(res, database, processes=2, threads=4, queues=("fleetpay",), **env),
-        start_workers(res, database, processes=1, threads=8, queues=("fleetpay_payouts", "fleetpay_notices"), **env),
-        res.start(f"e2e-scheduler-{rep}", [PYTHON, "-m", "fleetpay", "scheduler"], fleetpay_env(res, database, **env)),
+        start_workers(res, database, processes=1, threads=4, queues=("fleetpay_payouts", "fleetpay_notices"), **env),
+        res.start(f"e2e-scheduler-{rep}", [PYTHON, "-m", "cli", "scheduler"], fleetpay_env(res, database, **env)),
     ]
     conn = connect(database)
     steps: list[dict[str, Any]] = []
@@ -168,12 +168,17 @@ def run_fleetpay(res: Resources, sim_url: str, s: dict[str, Any], rep: int) -> d
         tags = (f"{res.run_id[:2]}{rep}{n}" for n in itertools.count())
 
         def step(rate: float, kind: str) -> dict[str, Any]:
+            cpu0, started = {c.name: c.cpu_seconds() for c in children}, time.monotonic()
             result = {"kind": kind, **offer(conn, port, next(tags)[:4], rate, s)}
+            elapsed = time.monotonic() - started
+            result["cpu_cores"] = {label: round((c.cpu_seconds() - cpu0[c.name]) / elapsed, 2)
+                                   for label, c in zip(("ingest", "workers", "payout_workers", "scheduler"), children)}
             steps.append(result)
             say(f"e2e: rep {rep + 1}/{s['reps']} {kind:6s} {rate:6.0f}/s: ack p50 {result['ack_p50_ms']} p99 "
                 f"{result['ack_p99_ms']} ms, applied p50 {result['applied_p50_ms']} p99 {result['applied_p99_ms']} ms, "
                 f"{result['applied_pps']} applied/s, backlog {result['backlog_at_end']}, errors {result['ack_errors']}, "
-                f"load {result['load_average_1m_before']} -> {'sustained' if result['sustained'] else 'NOT sustained'}")
+                f"load {result['load_average_1m_before']}, cores {result['cpu_cores']} -> "
+                f"{'sustained' if result['sustained'] else 'NOT sustained'}")
             return result
 
         for rate in s["fixed_rates"]:
@@ -221,7 +226,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     s = sizes(quick)
     sim_port = free_port()
     sim_url = f"http://{HOST}:{sim_port}"
-    simulator = res.start("e2e-simulator", [PYTHON, "-m", "fleetpay", "simulator", "--host", HOST, "--port", str(sim_port),
+    simulator = res.start("e2e-simulator", [PYTHON, "-m", "cli", "simulator", "--host", HOST, "--port", str(sim_port),
                                             "--result-delay-ms", "10"], fleetpay_env(res, fleet_template(res, s["drivers"])))
     wait_http(f"{sim_url}/healthz", simulator)
     (res.tmp / "simulator-cert.pem").write_bytes(httpx.get(f"{sim_url}/sim/cert.pem", timeout=10).content)

@@ -103,13 +103,13 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     say(f"ingest: starting the bare endpoint (:{bare_port}) and the real ingest (:{ingest_port})")
     bare = res.start("bare", [PYTHON, "-m", "bench.bare_app", "--host", HOST, "--port", str(bare_port)], env)
     ingest = res.start(
-        "ingest", [PYTHON, "-m", "fleetpay", "ingest", "--host", HOST, "--port", str(ingest_port)],
+        "ingest", [PYTHON, "-m", "cli", "ingest", "--host", HOST, "--port", str(ingest_port)],
         {**env, "FLEETPAY_PUBLIC_BASE_URL": f"http://{HOST}:{ingest_port}"},
     )
     # Diagnostic only: the same ingest without its per-request INFO log line.
     quiet_port = free_port()
     quiet = res.start(
-        "ingest-quiet", [PYTHON, "-m", "fleetpay", "ingest", "--host", HOST, "--port", str(quiet_port)],
+        "ingest-quiet", [PYTHON, "-m", "cli", "ingest", "--host", HOST, "--port", str(quiet_port)],
         {**env, "FLEETPAY_PUBLIC_BASE_URL": f"http://{HOST}:{quiet_port}", "FLEETPAY_LOG_LEVEL": "WARNING"},
     )
     wait_http(f"http://{HOST}:{bare_port}/healthz", bare)

@@ -121,7 +121,7 @@ def run_fleetpay(res: Resources, sim_url: str, s: dict[str, Any], rep: int) -> d
     ingest_port = free_port()
     ingest_url = f"http://{HOST}:{ingest_port}"
     env = {"FLEETPAY_PUBLIC_BASE_URL": ingest_url, "FLEETPAY_DARAJA_BASE_URL": sim_url}
-    ingest = res.start(f"ingest-payouts-{rep}", [PYTHON, "-m", "fleetpay", "ingest", "--host", HOST, "--port", str(ingest_port)],
+    ingest = res.start(f"ingest-payouts-{rep}", [PYTHON, "-m", "cli", "ingest", "--host", HOST, "--port", str(ingest_port)],
                        fleetpay_env(res, database, **env))
     workers = start_workers(res, database, processes=s["processes"], threads=s["threads"], **env)
     conn = connect(database)
@@ -232,7 +232,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
     sim_port, sink_port = free_port(), free_port()
     sim_url, sink_url = f"http://{HOST}:{sim_port}", f"http://{HOST}:{sink_port}"
     env = fleetpay_env(res, fleet_template(res, s["fleet"]))
-    simulator = res.start("simulator", [PYTHON, "-m", "fleetpay", "simulator", "--host", HOST, "--port", str(sim_port),
+    simulator = res.start("simulator", [PYTHON, "-m", "cli", "simulator", "--host", HOST, "--port", str(sim_port),
                                         "--result-delay-ms", str(RESULT_DELAY_MS)], env)
     sink = res.start("sink", [PYTHON, "-m", "bench.callback_sink", "--host", HOST, "--port", str(sink_port)], env)
     wait_http(f"{sim_url}/healthz", simulator)

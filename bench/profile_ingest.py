@@ -62,7 +62,7 @@ def main() -> None:
         database = res.create_database("profile_ingest")
         res.reset_redis()
         port = free_port()
-        child = res.start("ingest", [PYTHON, "-m", "fleetpay", "ingest", "--host", HOST, "--port", str(port)],
+        child = res.start("ingest", [PYTHON, "-m", "cli", "ingest", "--host", HOST, "--port", str(port)],
                           fleetpay_env(res, database))
         wait_http(f"http://{HOST}:{port}/readyz", child)
         raw = res.tmp / "ingest.raw"

@@ -108,9 +108,10 @@ _FINISH = text(
     "WHERE inbox.id = u.id"
 )
 _ADD_NOTICES = text(
-    "INSERT INTO notifications (kind, subject, driver_id, facts) "
-    "SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:subjects AS text[]), CAST(:driver_ids AS bigint[]), "
-    "CAST(:facts AS jsonb[])) ON CONFLICT (kind, subject) DO NOTHING RETURNING id"
+    "INSERT INTO notifications (kind, subject, driver_id, facts, state, last_error) "
+    "SELECT k, s, d, f, CASE WHEN CAST(:skipped AS text) IS NULL THEN 'pending' ELSE 'skipped' END, CAST(:skipped AS text) "
+    "FROM unnest(CAST(:kinds AS text[]), CAST(:subjects AS text[]), CAST(:driver_ids AS bigint[]), "
+    "CAST(:facts AS jsonb[])) AS n(k, s, d, f) ON CONFLICT (kind, subject) DO NOTHING RETURNING id"
 )
 
 
@@ -247,11 +248,13 @@ def finish(session: Session, outcomes: Sequence[tuple[int, str, str | None]]) ->
         session.execute(_FINISH, {"ids": ids, "statuses": statuses, "reasons": reasons})
 
 
-def add_notices(session: Session, notices: Sequence[tuple[str, str, int, dict[str, Any]]]) -> list[int]:
-    """Write these (kind, subject, driver id, facts) notices, due now, each once per event
-    (``db.notifications.add`` for many at once); the ids of those new."""
+def add_notices(session: Session, notices: Sequence[tuple[str, str, int, dict[str, Any]]], *,
+                skipped: str | None = None) -> list[int]:
+    """Write these (kind, subject, driver id, facts) notices, due now (or ``skipped`` already, with
+    that reason), each once per event (``db.notifications.add`` for many at once); the ids of
+    those new."""
     if not notices:
         return []
     kinds, subjects, driver_ids, facts = (list(column) for column in zip(*notices))  # ids in the payments' order
     return list(session.execute(_ADD_NOTICES, {"kinds": kinds, "subjects": subjects, "driver_ids": driver_ids,
-                                               "facts": [json.dumps(f) for f in facts]}).scalars())
+                                               "facts": [json.dumps(f) for f in facts], "skipped": skipped}).scalars())

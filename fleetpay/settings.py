@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     apply_batch_max: int = Field(
         default=100, ge=1, le=1_000, description="Most callbacks a worker applies in one transaction."
     )
+    enqueue_linger_ms: int = Field(
+        default=50, ge=0, le=1_000,
+        description="The ingest gathers acknowledged callbacks this long (or up to apply_batch_max) into one message.",
+    )
 
     # --- the queue -------------------------------------------------------------------------
     queue_name: str = "fleetpay"

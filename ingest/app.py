@@ -151,6 +151,8 @@ class Ingest:
             engine,
             on_committed=Enqueuer(broker, queue_name=settings.queue_name, batch_max=settings.apply_batch_max),
             batch_max=settings.group_commit_max_batch,
+            linger_s=settings.enqueue_linger_ms / 1000,
+            enqueue_max=settings.apply_batch_max,
         )
 
     # --- the four steps, shared by every callback route ---------------------------------

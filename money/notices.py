@@ -70,10 +70,15 @@ def payment_applied(session: Session, *, key: str, driver_id: int, **facts: Any)
     notify(session, "payment", key, driver_id, payment_facts(key=key, **facts))
 
 
-def payments_applied(session: Session, applied: Sequence[tuple[str, int, dict[str, Any]]]) -> None:
-    """The notices of a batch of payments, (key, driver id, ``payment_facts``) each, in one statement."""
-    written_ids = payment_batch.add_notices(session, [("payment", key, driver_id, facts) for key, driver_id, facts in applied])
-    session.info.setdefault(_WRITTEN, []).extend(written_ids)
+def payments_applied(session: Session, applied: Sequence[tuple[str, int, dict[str, Any]]], settings: Settings) -> None:
+    """The notices of a batch of payments, (key, driver id, ``payment_facts``) each, in one
+    statement. When none can be sent (``fleet_skip_reason``) they are written skipped, with the
+    reason, as a send would find them: kept for the record, and no message for each."""
+    skipped = fleet_skip_reason("payment", settings)
+    written_ids = payment_batch.add_notices(
+        session, [("payment", key, driver_id, facts) for key, driver_id, facts in applied], skipped=skipped)
+    if skipped is None:
+        session.info.setdefault(_WRITTEN, []).extend(written_ids)
 
 
 # A payout whose outcome is not known yet: no answer to the send, a failure to confirm, review.
@@ -130,6 +135,12 @@ def skip_reason(row: Notification, driver: Driver, settings: Settings) -> str | 
     if normalise_msisdn(driver.msisdn) is None:
         return "no_usable_number"
     return no_longer_true(row) or settings.sms_refusal()
+
+
+def fleet_skip_reason(kind: str, settings: Settings) -> str | None:
+    """Why no notice of ``kind`` is sent to anybody with these settings (its kind is off, or SMS
+    cannot be sent at all), or None: the part of ``skip_reason`` that needs no driver."""
+    return "turned_off" if not settings.notice_on(kind) else settings.sms_refusal()
 
 
 def no_longer_true(row: Notification) -> str | None:

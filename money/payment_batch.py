@@ -167,7 +167,7 @@ def apply_c2b_batch(session: Session, inbox_ids: Sequence[int], settings: Settin
     digests = {**posted, **{posting.key: posting.body_sha256 for posting in postings}}
     outcomes.extend(_again(copy, digests[copy.key], payee_of, system) for copy in copies)
     payment_batch.add_contributions(session, day_moves)
-    notices.payments_applied(session, told)
+    notices.payments_applied(session, told, settings)
     if reservations:  # as ``money.payouts.create_payout``: each reserved from payable, in flight
         payout_ids = payment_batch.add_payouts(session, [payout for payout, _ in reservations])
         reserved = payment_batch.post_all(session, [_reserve(payout, payout_ids[payout.cause_key], day, accounts, system)
