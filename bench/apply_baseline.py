@@ -14,17 +14,11 @@ the ledger triggers (PostgreSQL runs them for both), JSON decoding of the stored
 
 from __future__ import annotations
 
-import argparse
 import json
-import queue
-import sys
-import threading
-import time
 from datetime import date
 from decimal import Decimal
 
-import psycopg2
-
+from bench import sql_runner
 from db.ledger import body_sha256, normalise_legs
 from fleetpay import rules
 
@@ -111,65 +105,9 @@ def apply_one(cur, inbox_id: int, mpesa_account: int) -> str:  # type: ignore[no
     return "processed"
 
 
-def worker(dsn: str, ids: queue.Queue[int], counts: dict[str, int], lock: threading.Lock, deadline: float,
-           connections: list) -> None:  # type: ignore[type-arg]
-    conn = psycopg2.connect(dsn)
-    connections.append(conn)  # closed by main(), after the bench has read the backends' CPU time
-    cur = conn.cursor()
-    cur.execute("SELECT id FROM accounts WHERE driver_id IS NULL AND kind = 'mpesa'")
-    mpesa = cur.fetchone()[0]  # cached once, as db.ledger.system_accounts does
-    conn.commit()
-    while time.monotonic() < deadline:
-        try:
-            inbox_id = ids.get_nowait()
-        except queue.Empty:
-            return
-        try:
-            outcome = apply_one(cur, inbox_id, mpesa)
-            conn.commit()
-        except psycopg2.Error as error:  # deadlock / serialization: retry later, as dramatiq would
-            conn.rollback()
-            outcome = f"retried:{error.pgcode}"
-            ids.put(inbox_id)
-        with lock:
-            counts[outcome] = counts.get(outcome, 0) + 1
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--ids", required=True, help="FIRST-LAST inbox ids")
-    parser.add_argument("--modulo", type=int, default=1)
-    parser.add_argument("--remainder", type=int, default=0)
-    parser.add_argument("--timeout-s", type=float, default=600)
-    parser.add_argument("--hold-s", type=float, default=0,
-                        help="keep the connections open until stdin has a line (at most this long), so the "
-                        "bench can read the PostgreSQL backends' CPU time")
-    args = parser.parse_args()
-    first, last = (int(x) for x in args.ids.split("-"))
-    ids: queue.Queue[int] = queue.Queue()
-    for inbox_id in range(first, last + 1):
-        if inbox_id % args.modulo == args.remainder:
-            ids.put(inbox_id)
-    counts: dict[str, int] = {}
-    lock = threading.Lock()
-    deadline = time.monotonic() + args.timeout_s
-    connections: list = []  # type: ignore[type-arg]
-    threads = [threading.Thread(target=worker, args=(args.dsn, ids, counts, lock, deadline, connections))
-               for _ in range(args.threads)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if args.hold_s > 0:
-        waiter = threading.Thread(target=sys.stdin.readline, daemon=True)
-        waiter.start()
-        waiter.join(timeout=args.hold_s)
-    for conn in connections:
-        conn.close()
-    json.dump(counts, sys.stdout)
+def apply_unit(cur, inbox_id: int, mpesa_account: int) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    return apply_one(cur, inbox_id, mpesa_account), 1
 
 
 if __name__ == "__main__":
-    main()
+    sql_runner.main(apply_unit)

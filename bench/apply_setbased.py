@@ -14,19 +14,13 @@ The bench's fleet: vehicles each with a regular driver, default terms.
 
 from __future__ import annotations
 
-import argparse
 import json
-import queue
-import sys
-import threading
-import time
 from datetime import date
 from decimal import Decimal
 
-import psycopg2
-import psycopg2.errors
 from sqlalchemy.dialects import postgresql
 
+from bench import sql_runner
 from db import payment_batch as statements
 from db.ledger import body_sha256, normalise_legs
 from fleetpay import rules
@@ -112,67 +106,9 @@ def apply_batch(cur, ids: list[int], mpesa: int) -> int:  # type: ignore[no-unty
     return len(rows)
 
 
-def worker(dsn: str, batches: queue.Queue[list[int]], counts: dict[str, int], lock: threading.Lock, deadline: float,
-           connections: list) -> None:  # type: ignore[type-arg]
-    conn = psycopg2.connect(dsn)
-    connections.append(conn)  # closed by main(), after the bench has read the backends' CPU time
-    cur = conn.cursor()
-    cur.execute("SELECT id FROM accounts WHERE driver_id IS NULL AND kind = 'mpesa'")
-    mpesa = cur.fetchone()[0]
-    conn.commit()
-    while time.monotonic() < deadline:
-        try:
-            ids = batches.get_nowait()
-        except queue.Empty:
-            return
-        try:
-            done = apply_batch(cur, ids, mpesa)
-            conn.commit()
-            outcome = "processed"
-        except psycopg2.errors.TransactionRollbackError as error:  # deadlock / serialization: retry later
-            conn.rollback()
-            batches.put(ids)
-            done, outcome = len(ids), f"retried:{error.pgcode}"
-        with lock:
-            counts[outcome] = counts.get(outcome, 0) + done
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--ids", required=True, help="FIRST-LAST inbox ids")
-    parser.add_argument("--modulo", type=int, default=1)
-    parser.add_argument("--remainder", type=int, default=0)
-    parser.add_argument("--timeout-s", type=float, default=600)
-    parser.add_argument("--batch", type=int, default=100, help="rows per transaction (the workers' apply_batch_max)")
-    parser.add_argument("--hold-s", type=float, default=0,
-                        help="keep the connections open until stdin has a line (at most this long), so the "
-                        "bench can read the PostgreSQL backends' CPU time")
-    args = parser.parse_args()
-    first, last = (int(x) for x in args.ids.split("-"))
-    mine = [i for i in range(first, last + 1) if i % args.modulo == args.remainder]
-    batches: queue.Queue[list[int]] = queue.Queue()
-    for start in range(0, len(mine), args.batch):
-        batches.put(mine[start : start + args.batch])
-    counts: dict[str, int] = {}
-    lock = threading.Lock()
-    deadline = time.monotonic() + args.timeout_s
-    connections: list = []  # type: ignore[type-arg]
-    threads = [threading.Thread(target=worker, args=(args.dsn, batches, counts, lock, deadline, connections))
-               for _ in range(args.threads)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if args.hold_s > 0:
-        waiter = threading.Thread(target=sys.stdin.readline, daemon=True)
-        waiter.start()
-        waiter.join(timeout=args.hold_s)
-    for conn in connections:
-        conn.close()
-    json.dump(counts, sys.stdout)
+def apply_unit(cur, ids: list[int], mpesa_account: int) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    return "processed", apply_batch(cur, ids, mpesa_account)
 
 
 if __name__ == "__main__":
-    main()
+    sql_runner.main(apply_unit, batch=100)

@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bench.bare_app import ACK, healthz
 from bench.common import serve_main
 from db.engine import make_engine, make_sessionmaker
 from db.models import Inbox
 from fleetpay.settings import get_settings
 from money.callbacks import apply_callback
 
-ACK = {"ResultCode": 0, "ResultDesc": "Success"}
 settings = get_settings()
 sessions = make_sessionmaker(make_engine(settings.require_database_url(), pool_size=settings.database_pool_size))
 STORE = insert(Inbox).on_conflict_do_nothing(index_elements=["kind", "external_id"]).returning(Inbox.id)
@@ -46,10 +46,6 @@ def store_and_apply(body: bytes) -> None:
 async def confirm(request: Request) -> JSONResponse:
     await run_in_threadpool(store_and_apply, await request.body())
     return JSONResponse(ACK)
-
-
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
 
 
 app = Starlette(routes=[Route("/cb/{token}/c2b/confirm", confirm, methods=["POST"]), Route("/healthz", healthz)])

@@ -20,7 +20,7 @@ from db import fleet
 from db.models import Account, DriverDay, Inbox, Notification, Payout, Posting
 from fleetpay.settings import Settings
 from money.callbacks import apply_callback, apply_callbacks
-from tests.support import c2b_body, next_driver_code, next_receipt, next_vehicle_code
+from tests.support import add_driver_with_vehicle, c2b_body, next_driver_code, next_receipt
 
 CONFIG = Settings(database_url="postgresql://unused/x", daily_target_cents=100_000, b2c_minimum_cents=1_000)
 WIDE = CONFIG.model_copy(update={"vehicle_code_digits": 5})  # every hypothesis example has fleets of its own
@@ -132,11 +132,9 @@ def test_batches_keep_the_same_books_as_one_row_at_a_time(fresh_sessions, paymen
 
 
 def test_a_bad_row_is_set_aside_and_the_rest_of_its_batch_applied(sessions) -> None:  # type: ignore[no-untyped-def]
-    vehicle, code = next_vehicle_code(), next_driver_code()
+    code = next_driver_code()
     with sessions.begin() as session:
-        fleet.add_vehicle(session, vehicle)
-        fleet.add_driver(session, code=code, name=code, msisdn="254700000009")
-        fleet.assign(session, driver_code=code, vehicle_code=vehicle, substitute=False)
+        vehicle = add_driver_with_vehicle(session, driver_code=code)
     good = [next_receipt("G") for _ in range(3)]
     ids = store(sessions, [c2b_body(good[0], "100.00", vehicle), {"TransID": "BAD", "TransAmount": 100.5},
                            c2b_body(good[1], "200.00", vehicle), "not an object", c2b_body(good[2], "300.00", vehicle)])
@@ -159,13 +157,9 @@ def test_a_row_the_batch_cannot_take_fails_alone(fresh_sessions) -> None:  # typ
     are applied one at a time, and only that driver's row is handed to a message of its own. (A
     database of its own: that row stays ``received``, and no other test's sweep may take it.)"""
     sessions = fresh_sessions
-    vehicles = [next_vehicle_code() for _ in range(2)]
     codes = [next_driver_code() for _ in range(2)]
     with sessions.begin() as session:
-        for vehicle, code in zip(vehicles, codes):
-            fleet.add_vehicle(session, vehicle)
-            fleet.add_driver(session, code=code, name=code, msisdn="254700000008")
-            fleet.assign(session, driver_code=code, vehicle_code=vehicle, substitute=False)
+        vehicles = [add_driver_with_vehicle(session, driver_code=code) for code in codes]
         broken = fleet.get_driver(session, codes[1]).id
         session.execute(text("DELETE FROM accounts WHERE driver_id = :d"), {"d": broken})
     receipts = [next_receipt("F") for _ in range(3)]
@@ -179,11 +173,9 @@ def test_a_row_the_batch_cannot_take_fails_alone(fresh_sessions) -> None:  # typ
 
 
 def test_duplicates_inside_and_across_batches_are_applied_once(sessions) -> None:  # type: ignore[no-untyped-def]
-    vehicle, code = next_vehicle_code(), next_driver_code()
+    code = next_driver_code()
     with sessions.begin() as session:
-        fleet.add_vehicle(session, vehicle)
-        fleet.add_driver(session, code=code, name=code, msisdn="254700000007")
-        fleet.assign(session, driver_code=code, vehicle_code=vehicle, substitute=False)
+        vehicle = add_driver_with_vehicle(session, driver_code=code)
     receipts = [next_receipt("U") for _ in range(40)]
     # Each receipt stored twice (two rows, as a copy recovered under another id would be).
     ids = store(sessions, [c2b_body(r, "10.00", vehicle) for r in receipts])
