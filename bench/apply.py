@@ -141,14 +141,14 @@ def enqueue(res: Resources, ids: list[int]) -> float:
     """Put the ids on the queue as the ingest does (one ``apply_callbacks`` message per
     ``apply_batch_max`` rows); seconds taken."""
     from fleetpay.settings import Settings
-    from workers.broker import build_broker, enqueue_many
+    from workers.broker import build_broker, close, enqueue_many
     from workers.messages import apply_callbacks_messages
 
     settings = Settings(redis_url=res.redis_url(), database_url="postgresql://unused/x")
     broker = build_broker(settings)
     started = time.monotonic()
     enqueue_many(broker, apply_callbacks_messages(ids, queue_name=settings.queue_name, batch_max=settings.apply_batch_max))
-    broker.client.close()
+    close(broker)
     return time.monotonic() - started
 
 

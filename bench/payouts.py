@@ -72,9 +72,9 @@ def create_payouts(database: str, drivers: int, per_driver: int) -> list[int]:
     from sqlalchemy import select
 
     from db import fleet
-    from money import payouts
     from db.engine import make_engine, make_sessionmaker
     from db.models import Driver
+    from money import payouts
 
     today = datetime.now(ZoneInfo("Africa/Nairobi")).date()
     engine = make_engine(database_url(database), pool_size=1)
@@ -98,14 +98,14 @@ def enqueue_payouts(res: Resources, ids: list[int]) -> None:
     from dramatiq import Message
 
     from fleetpay.settings import Settings
-    from workers.broker import build_broker
+    from workers.broker import build_broker, close
     from workers.messages import SEND_PAYOUT
 
     settings = Settings(redis_url=res.redis_url(), database_url="postgresql://unused/x")
     broker = build_broker(settings)
     for payout_id in ids:
         broker.enqueue(Message(queue_name=settings.payout_queue_name, actor_name=SEND_PAYOUT, args=(payout_id,), kwargs={}, options={}))
-    broker.client.close()
+    close(broker)
 
 
 def paid_count(conn) -> int:  # type: ignore[no-untyped-def]

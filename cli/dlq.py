@@ -53,7 +53,7 @@ def _logs() -> None:
 @contextmanager
 def _dead_letters() -> Iterator[DeadLetters]:
     """The dead-letter sets of the configured broker; their errors as clear exits."""
-    from workers.broker import build_broker
+    from workers.broker import build_broker, close, redis_client
 
     current = context.settings()
     try:
@@ -61,13 +61,13 @@ def _dead_letters() -> Iterator[DeadLetters]:
     except RuntimeError as error:  # no Redis URL
         raise fail(str(error)) from error
     try:
-        yield DeadLetters.from_settings(current, broker)
+        yield DeadLetters.from_settings(current, broker, redis_client(current))
     except (InvalidId, DeadLetterNotFound) as error:
         raise fail(str(error), 2 if isinstance(error, InvalidId) else 1) from error
     except DeadLetterError as error:
         raise fail(str(error), 2) from error
     finally:
-        broker.client.close()
+        close(broker)
 
 
 def _local(moment: datetime | None) -> str:

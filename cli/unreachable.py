@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import dramatiq.errors
 import httpx
+import pika.exceptions
 import redis
 from sqlalchemy.exc import DBAPIError
 
@@ -29,6 +31,9 @@ def explain(error: BaseException, settings: Settings) -> str | None:
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
         return (f"Redis is not reachable at {_where(settings.redis_url)} (FLEETPAY_REDIS_URL): "
                 "start it, or run `fleetpay dev` in this folder")
+    if isinstance(error, pika.exceptions.AMQPConnectionError | dramatiq.errors.BrokerConnectionError):
+        return (f"RabbitMQ is not reachable at {_where(settings.broker_url)} (FLEETPAY_BROKER_URL): "
+                "start it, or unset FLEETPAY_BROKER_URL to use Redis")
     if isinstance(error, httpx.TransportError):
         return (f"Daraja is not reachable at {_where(settings.daraja_base_url)} (FLEETPAY_DARAJA_BASE_URL): "
                 "start the simulator (`fleetpay dev` or `fleetpay simulator`), or check the URL")

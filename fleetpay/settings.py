@@ -85,7 +85,14 @@ class Settings(BaseSettings):
         description="PostgreSQL URL. Unset under `fleetpay dev`: an embedded server is started.",
     )
     redis_url: str | None = Field(
-        default=None, description="Redis URL for the dramatiq broker and the shared OAuth token."
+        default=None,
+        description="Redis URL: shared state (the OAuth token, failure records), and the broker unless "
+        "FLEETPAY_BROKER_URL names another.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="The dramatiq broker: `redis://…` or `amqp://user:password@host:5672/vhost` (RabbitMQ, with "
+        "publisher confirms). Unset: FLEETPAY_REDIS_URL.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
     data_dir: str = Field(default=".fleetpay", description="Embedded servers' data (`fleetpay dev`).")

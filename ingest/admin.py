@@ -17,7 +17,8 @@ money: what it does is nobody's. The dead-letter documents are those of ``fleetp
 Errors are ``{"error": <code>, "detail": <text>}``: 401 ``unauthorized`` (missing or wrong token),
 403 ``forbidden`` (the user's role may not; the shared token on a money route),
 400 ``bad_request`` / ``invalid_id``, 404 ``not_found`` (with ``ids``; nothing was done), 409 ``gone``
-(another operator took some of them meanwhile; the rest was done), 503 ``redis_unavailable``.
+(another operator took some of them meanwhile; the rest was done), 503 ``redis_unavailable`` /
+``broker_unavailable`` (RabbitMQ, when it is the broker).
 Every input is bounded before it is parsed: a body with an overlong number or nested too deep
 (``schemas.json_body.decode_json``, as for callbacks), an overlong ``older_than`` or ``limit``,
 gets 400 ``bad_request``, never a 500.
@@ -30,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
+import dramatiq
 import redis
 import structlog
-from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -49,6 +50,7 @@ from ingest.bodies import BodyTooLarge, read_limited
 from ingest.callers import client_ip, token_matches
 from schemas.callbacks import InvalidCallback
 from schemas.json_body import decode_json
+from workers.broker import UNAVAILABLE as BROKER_UNAVAILABLE
 from workers.dead_letters import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
@@ -151,6 +153,9 @@ class AdminApi:
         except redis.RedisError as error:
             log.error("admin_redis_unavailable", error=str(error))
             return problem(503, "redis_unavailable", "Redis is not answering")
+        except BROKER_UNAVAILABLE as error:  # RabbitMQ: Redis is the broker's own error above
+            log.error("admin_broker_unavailable", error=str(error))
+            return problem(503, "broker_unavailable", "the message broker (RabbitMQ) is not answering")
         except SQLAlchemyError as error:  # recording a requeue or purge in operator_actions
             log.error("admin_database_unavailable", error=str(error))
             return problem(503, "database_unavailable", "PostgreSQL is not answering")
@@ -272,13 +277,14 @@ class AdminApi:
         return JSONResponse(document)
 
 
-def admin_routes(settings: Settings, broker: RedisBroker, sessions: sessionmaker[Session]) -> list[Route]:
+def admin_routes(settings: Settings, broker: dramatiq.Broker, shared: redis.Redis,
+                 sessions: sessionmaker[Session]) -> list[Route]:
     """The ``/admin…`` routes for ``settings`` on ``broker``. A placeholder or short admin token
     never gets this far: ``build_app`` refuses it (``Settings.require_strong_secrets``)."""
     from ingest.admin_openapi import openapi
     from ingest.admin_requests import request_routes
 
-    api = AdminApi(settings, DeadLetters.from_settings(settings, broker), sessions)
+    api = AdminApi(settings, DeadLetters.from_settings(settings, broker, shared), sessions)
     return [
         Route("/admin/openapi.json", openapi, methods=["GET"]),
         Route("/admin/dlq", api.endpoint(api.index), methods=["GET"]),
@@ -315,9 +321,9 @@ class DeadLetterDepth(Collector):
         return GaugeMetricFamily(DEPTH_METRIC, "Messages in the dead-letter queue, by queue.", labels=["queue"])
 
 
-def dlq_metrics(settings: Settings, broker: RedisBroker) -> CollectorRegistry:
+def dlq_metrics(settings: Settings, broker: dramatiq.Broker, shared: redis.Redis) -> CollectorRegistry:
     """A registry of the app's own, holding the depth gauge: each app reads its own broker, and
     building several apps in one process registers nothing twice."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(DeadLetterDepth(DeadLetters.from_settings(settings, broker)))
+    registry.register(DeadLetterDepth(DeadLetters.from_settings(settings, broker, shared)))
     return registry

@@ -39,8 +39,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio.to_thread
+import dramatiq
+import redis
 import structlog
-from dramatiq.brokers.redis import RedisBroker
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
@@ -53,10 +54,10 @@ from db import fleet
 from db.engine import make_engine, make_sessionmaker
 from fleetpay.settings import Settings
 from ingest import metrics
-from ingest.africas_talking import AfricasTalking
 from ingest.admin import admin_routes, dlq_metrics
-from ingest.books_metrics import books_metrics
+from ingest.africas_talking import AfricasTalking
 from ingest.bodies import BodyTooLarge, body_text, is_json_content_type, read_limited
+from ingest.books_metrics import books_metrics
 from ingest.callers import client_ip, ip_allowed, token_accepted
 from ingest.enqueuer import Enqueuer
 from ingest.inbox_writer import DatabaseUnavailable, InboxRecord, InboxWriter
@@ -65,6 +66,7 @@ from schemas import callbacks
 from schemas.callbacks import InvalidCallback
 from schemas.json_body import decode_json
 from schemas.parsing import classify_account_ref
+from workers.broker import broker_kind, reachable
 
 log = structlog.get_logger("fleetpay.ingest")
 
@@ -141,10 +143,11 @@ def rejected_record(kind: str, raw: bytes, reason: str, source_ip: str | None) -
 class Ingest:
     """The state behind the routes: settings, the inbox writer and the database for lookups."""
 
-    def __init__(self, settings: Settings, engine: Engine, broker: RedisBroker) -> None:
+    def __init__(self, settings: Settings, engine: Engine, broker: dramatiq.Broker, shared: redis.Redis) -> None:
         self.settings = settings
         self.engine = engine
         self.broker = broker
+        self.shared = shared
         self.tz = ZoneInfo(settings.timezone)
         self.metric_registries: list[CollectorRegistry] = [REGISTRY]
         self.writer = InboxWriter(
@@ -289,7 +292,9 @@ class Ingest:
     async def readyz(self, request: Request) -> Response:
         checks = {"postgres": await anyio.to_thread.run_sync(self._postgres_ok)}
         checks["redis"] = await anyio.to_thread.run_sync(self._redis_ok)
-        # Redis down does not stop callbacks from being accepted, but it is reported.
+        if (kind := broker_kind(self.broker)) != "redis":
+            checks[kind] = await anyio.to_thread.run_sync(reachable, self.broker)
+        # A broker or Redis down does not stop callbacks from being accepted, but it is reported.
         ready = checks["postgres"]
         return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
@@ -303,7 +308,7 @@ class Ingest:
 
     def _redis_ok(self) -> bool:
         try:
-            return bool(self.broker.client.ping())
+            return bool(self.shared.ping())
         except Exception:  # noqa: BLE001
             return False
 
@@ -332,19 +337,20 @@ def outcome(response: Response) -> str:
     )
 
 
-def build_app(settings: Settings, *, engine: Engine | None = None, broker: RedisBroker | None = None) -> Starlette:
+def build_app(settings: Settings, *, engine: Engine | None = None, broker: dramatiq.Broker | None = None) -> Starlette:
     """The ingest app for ``settings``; tests pass their own engine and broker.
 
     ``WeakSecrets`` (before anything is connected) when a token is a placeholder or too short,
     unless under ``fleetpay dev``."""
-    from workers.broker import build_broker
+    from workers.broker import build_broker, redis_client
 
     settings.require_strong_secrets()
     if settings.dev_mode and (weak := settings.weak_secrets()):
         log.warning("weak_tokens_served_under_fleetpay_dev", problems=weak)
     engine = engine or make_engine(settings.require_database_url(), pool_size=settings.database_pool_size)
     broker = broker or build_broker(settings)
-    ingest = Ingest(settings, engine, broker)
+    shared = redis_client(settings)
+    ingest = Ingest(settings, engine, broker, shared)
 
     routes = [
         CallbackPath(f"/cb/{{token}}/{r.path}", measured(r.path, ingest.callback_endpoint(r)))
@@ -360,8 +366,8 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: Redis
         Route("/readyz", ingest.readyz),
         Route("/metrics", ingest.metrics),
     ]
-    routes += admin_routes(settings, broker, make_sessionmaker(engine))
-    ingest.metric_registries.append(dlq_metrics(settings, broker))
+    routes += admin_routes(settings, broker, shared, make_sessionmaker(engine))
+    ingest.metric_registries.append(dlq_metrics(settings, broker, shared))
     ingest.metric_registries.append(books_metrics(engine, settings.timezone))
 
     @contextlib.asynccontextmanager

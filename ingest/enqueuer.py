@@ -15,8 +15,8 @@ from __future__ import annotations
 import threading
 import time
 
+import dramatiq
 import structlog
-from dramatiq.brokers.redis import RedisBroker
 
 from workers.broker import enqueue_many
 from workers.messages import apply_callbacks_messages
@@ -25,7 +25,7 @@ log = structlog.get_logger("fleetpay.ingest")
 
 
 class Enqueuer:
-    def __init__(self, broker: RedisBroker, *, queue_name: str, batch_max: int = 100, pause_s: float = 5.0) -> None:
+    def __init__(self, broker: dramatiq.Broker, *, queue_name: str, batch_max: int = 100, pause_s: float = 5.0) -> None:
         self.broker = broker
         self.queue_name = queue_name
         self.batch_max = batch_max

@@ -1,12 +1,10 @@
 """The dead-letter queue: messages dramatiq gave up on, for operators to read, requeue or purge.
 
-Where dramatiq keeps them (``dramatiq/brokers/redis/dispatch.lua``, ``nack``): when a worker rejects
-a message after its last retry, ``<namespace>:<queue>.XQ`` (a sorted set) gets the message's Redis
-id scored by the dead-letter time in ms, and ``<namespace>:<queue>.XQ.msgs`` (a hash) the message.
-Broker maintenance deletes both after ``dead_message_ttl`` (30 days, ``workers.broker``).
+Where each broker keeps them is ``workers.broker``'s business (``RedisDeadSets``,
+``RabbitDeadQueues``); this module is the same on both. Both keep them 30 days.
 
-What is recorded, exactly: the hash keeps the message *as it was last enqueued*; the options the
-``Retries`` middleware sets on the final failure never reach Redis. So ``retries`` is the number
+What is recorded, exactly: the broker keeps the message *as it was last enqueued*; the options the
+``Retries`` middleware sets on the final failure never reach the broker. So ``retries`` is the number
 of retries made (0: it failed on its only attempt), and the message's own ``traceback`` /
 ``requeue_timestamp`` are those of the last failure that was *retried*. The final error and its
 traceback are kept beside it by ``workers.failures.FailureRecorder``; ``last_error`` and
@@ -18,9 +16,9 @@ always exist. dramatiq overwrites the failure time on each retry, so ``first_fai
 only when ``retries <= 1`` and ``None`` otherwise (it then lies after ``enqueued_at``).
 
 Ids: operators name a dead letter by dramatiq's ``message_id``, the id the worker logs print. It is
-stable across retries and across a requeue; the Redis member id is an internal detail.
+stable across retries and across a requeue; the broker's own name for the entry is an internal detail.
 
-Requeue: one atomic script removes the entry from the dead set and returns it, so of two operators
+Requeue: the broker removes the entry atomically and returns it, so of two operators
 requeuing the same id only one gets it, and it is enqueued once; the copy goes back on its queue
 with ``retries``, ``traceback`` and the delay options removed (the message id and the sender's
 options are kept). Every actor is idempotent by the key its docstring names, so a requeued message
@@ -35,42 +33,33 @@ import builtins
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import dramatiq
+import redis
 import structlog
 from dramatiq import Message
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import q_name
 from dramatiq.errors import DecodeError
 
 from fleetpay.settings import Settings
 from workers import failures
+from workers.broker import NAMESPACE, DeadEntry, dead_store, redis_client
 
 log = structlog.get_logger("fleetpay.dlq")
 
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 10_000  # also the most one requeue --all / purge --older-than moves
 SCAN_MAX = 100_000  # dead entries examined per queue by one read
-PAGE_SIZE = 500
 LAST_ERROR_MAX_CHARS = 300
 
 # Options a requeue drops: the failure record (Retries) and the delay and Redis bookkeeping the
 # broker sets again when it enqueues.
 RESET_OPTIONS = frozenset({"retries", "traceback", "requeue_timestamp", "eta", "redis_message_id"})
 
-# Take an entry out of the dead set; only the caller that removed it gets its data.
-CLAIM_SCRIPT = """
-if redis.call("zrem", KEYS[1], ARGV[1]) == 1 then
-    local data = redis.call("hget", KEYS[2], ARGV[1])
-    redis.call("hdel", KEYS[2], ARGV[1])
-    return data or false
-end
-return false
-"""
-MESSAGE_ID_PATTERN = re.compile(rb'"message_id"\s*:\s*"([^"]{1,64})"')
 DURATION_PATTERN = re.compile(r"(\d{1,6})([smhdw])")
 DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -125,7 +114,7 @@ class DeadLetter:
 
     message: Message[Any]
     queue: str  # the canonical queue whose dead set holds it
-    redis_id: str  # the member of the dead set (internal)
+    entry: DeadEntry  # as the broker keeps it (internal)
     dead_lettered_at: datetime
     # The final failure as ``workers.failures`` recorded it (None for an older dead letter).
     failure: dict[str, Any] | None = None
@@ -208,38 +197,29 @@ class Moved:
 
 
 class DeadLetters:
-    """Dramatiq's dead-letter sets of some queues, on one Redis broker.
+    """dramatiq's dead letters of some queues, on one broker (Redis or RabbitMQ).
 
     Parameters:
-      broker: the Redis broker; its namespace and client are used, and requeues go through its
-        ``enqueue`` (so middleware sees them as any other enqueue).
-      queues: the queues whose dead sets are read by default (canonical names; ``.DQ`` and
+      broker: the broker; requeues go through its ``enqueue`` (so middleware sees them as any
+        other enqueue).
+      shared: the shared Redis, where ``workers.failures`` keeps each failure's record.
+      queues: the queues whose dead letters are read by default (canonical names; ``.DQ`` and
         ``.XQ`` suffixes are dropped).
     """
 
-    def __init__(self, broker: RedisBroker, *, queues: Iterable[str]) -> None:
-        if not isinstance(broker, RedisBroker):
-            raise TypeError("dead letters are read from dramatiq's Redis broker")
+    def __init__(self, broker: dramatiq.Broker, *, shared: redis.Redis, queues: Iterable[str]) -> None:
         self.broker = broker
-        self.client = broker.client
-        self.namespace = broker.namespace
+        self.store = dead_store(broker)
+        self.shared = shared
         self.queues = tuple(dict.fromkeys(q_name(queue) for queue in queues))
         assert self.queues, "at least one queue"
-        self._claim = self.client.register_script(CLAIM_SCRIPT)
 
     @classmethod
-    def from_settings(cls, settings: Settings, broker: RedisBroker) -> DeadLetters:
+    def from_settings(cls, settings: Settings, broker: dramatiq.Broker, shared: redis.Redis | None = None) -> DeadLetters:
         """The queues of ``settings`` and any other queue ``broker`` has declared."""
         declared = sorted(q_name(queue) for queue in broker.get_declared_queues())
-        return cls(broker, queues=[settings.queue_name, settings.payout_queue_name, settings.notice_queue_name, *declared])
-
-    # --- keys -----------------------------------------------------------------------------
-
-    def _dead_set(self, queue: str) -> str:
-        return f"{self.namespace}:{queue}.XQ"
-
-    def _dead_messages(self, queue: str) -> str:
-        return f"{self.namespace}:{queue}.XQ.msgs"
+        return cls(broker, shared=shared or redis_client(settings),
+                   queues=[settings.queue_name, settings.payout_queue_name, settings.notice_queue_name, *declared])
 
     def _queues(self, queue: str | None) -> tuple[str, ...]:
         if queue is None:
@@ -252,10 +232,7 @@ class DeadLetters:
 
     def depth(self) -> dict[str, int]:
         """How many dead letters each queue holds."""
-        pipe = self.client.pipeline(transaction=False)
-        for queue in self.queues:
-            pipe.zcard(self._dead_set(queue))
-        return {queue: int(count) for queue, count in zip(self.queues, pipe.execute())}
+        return {queue: self.store.count(queue) for queue in self.queues}
 
     def list(
         self,
@@ -269,12 +246,13 @@ class DeadLetters:
         dead-lettered more than ``older_than`` ago; at most ``limit``."""
         if not 1 <= limit <= LIST_LIMIT_MAX:
             raise DeadLetterError(f"the limit is between 1 and {LIST_LIMIT_MAX}")
-        newest_ms = "+inf" if older_than is None else (time.time() - older_than.total_seconds()) * 1000
+        before_ms = None if older_than is None else (time.time() - older_than.total_seconds()) * 1000
         found: list[DeadLetter] = []
         for name in self._queues(queue):
             matched = 0
-            for letter in self._scan(name, newest_ms):
-                if actor is None or letter.actor == actor:
+            for entry in self.store.newest(name, before_ms=before_ms, scan_max=SCAN_MAX):
+                letter = self._decode(entry)
+                if letter is not None and (actor is None or letter.actor == actor):
                     found.append(letter)
                     matched += 1
                     if matched == limit:
@@ -283,35 +261,16 @@ class DeadLetters:
         return self._with_failures(found[:limit])
 
     def _with_failures(self, letters: builtins.list[DeadLetter]) -> builtins.list[DeadLetter]:
-        recorded = failures.failures(self.client, self.namespace, [letter.id for letter in letters])
+        recorded = failures.failures(self.shared, NAMESPACE, [letter.id for letter in letters])
         return [replace(letter, failure=recorded.get(letter.id)) for letter in letters]
 
-    def _scan(self, queue: str, newest_ms: float | str) -> Iterator[DeadLetter]:
-        """The entries of one dead set, newest first, in pages; at most ``SCAN_MAX``."""
-        for start in range(0, SCAN_MAX, PAGE_SIZE):
-            members = self.client.zrevrangebyscore(
-                self._dead_set(queue), newest_ms, "-inf", start=start, num=PAGE_SIZE, withscores=True
-            )
-            if not members:
-                return
-            datas = self.client.hmget(self._dead_messages(queue), [member for member, _ in members])
-            for (member, score), data in zip(members, datas):
-                letter = self._decode(queue, member, score, data)
-                if letter is not None:
-                    yield letter
-            if len(members) < PAGE_SIZE:
-                return
-
-    def _decode(self, queue: str, member: bytes | str, score: float, data: bytes | None) -> DeadLetter | None:
-        redis_id = member.decode() if isinstance(member, bytes) else member
-        if data is None:  # expired between the two reads
-            return None
+    def _decode(self, entry: DeadEntry) -> DeadLetter | None:
         try:
-            message = Message.decode(data)
+            message = Message.decode(entry.data)
         except DecodeError:
-            log.warning("dead_letter_undecodable", queue=queue, redis_id=redis_id)
+            log.warning("dead_letter_undecodable", queue=entry.queue, member=entry.member)
             return None
-        return DeadLetter(message, queue, redis_id, _utc_from_ms(score))  # type: ignore[arg-type]
+        return DeadLetter(message, entry.queue, entry, _utc_from_ms(entry.dead_ms))  # type: ignore[arg-type]
 
     def get(self, message_id: str) -> DeadLetter:
         """The newest dead entry of this message; ``InvalidId`` or ``DeadLetterNotFound``."""
@@ -325,15 +284,11 @@ class DeadLetters:
             raise DeadLetterError("no message ids given")
         by_id: dict[str, dict[tuple[str, str], DeadLetter]] = {message_id: {} for message_id in wanted}
         for queue in self.queues:
-            for member, data in self._entries(queue):
-                match = MESSAGE_ID_PATTERN.search(data)  # cheap, before decoding the message
-                if match is None or match.group(1).decode() not in by_id:
-                    continue
-                score = self.client.zscore(self._dead_set(queue), member)
-                letter = None if score is None else self._decode(queue, member, score, data)
+            for entry in self.store.matching(queue, set(by_id), scan_max=SCAN_MAX):
+                letter = self._decode(entry)
                 if letter is not None and letter.id in by_id:
-                    # HSCAN may return an entry twice; key by (queue, member).
-                    by_id[letter.id][(queue, letter.redis_id)] = letter
+                    # a scan may return an entry twice; key by (queue, member).
+                    by_id[letter.id][(queue, entry.member)] = letter
         missing = [message_id for message_id, letters in by_id.items() if not letters]
         if missing:
             raise DeadLetterNotFound(missing)
@@ -367,15 +322,6 @@ class DeadLetters:
             return self.find(ids)
         return self.list(queue=queue, actor=actor, older_than=older_than, limit=LIST_LIMIT_MAX)
 
-    def _entries(self, queue: str) -> Iterator[tuple[bytes, bytes]]:
-        for count, (member, data) in enumerate(
-            self.client.hscan_iter(self._dead_messages(queue), count=PAGE_SIZE), start=1
-        ):
-            if count > SCAN_MAX:
-                log.warning("dead_letter_scan_truncated", queue=queue, scan_max=SCAN_MAX)
-                return
-            yield member, data
-
     # --- writes ---------------------------------------------------------------------------
 
     def requeue(self, letters: Iterable[DeadLetter]) -> Moved:
@@ -408,7 +354,7 @@ class DeadLetters:
             except Exception:
                 self._restore(letter, data)  # never lose a message between the two steps
                 raise
-            failures.forget(self.client, self.namespace, message_id=letter.id, reference=letter.reference,
+            failures.forget(self.shared, NAMESPACE, message_id=letter.id, reference=letter.reference,
                             keep_failing_ms=failures.REQUEUE_GRACE_MS)
             log.info("dead_letter_requeued", message_id=letter.id, actor=letter.actor, queue=letter.queue,
                      reference=letter.reference, retries=letter.retries)
@@ -423,7 +369,7 @@ class DeadLetters:
             if self._take(letter) is None:
                 gone.append(letter.id)
                 continue
-            failures.forget(self.client, self.namespace, message_id=letter.id, reference=letter.reference,
+            failures.forget(self.shared, NAMESPACE, message_id=letter.id, reference=letter.reference,
                             keep_failing_ms=None)
             log.info("dead_letter_purged", message_id=letter.id, actor=letter.actor, queue=letter.queue,
                      reference=letter.reference)
@@ -432,13 +378,7 @@ class DeadLetters:
         return Moved(done=done, gone=[message_id for message_id in gone if message_id not in done])
 
     def _take(self, letter: DeadLetter) -> bytes | None:
-        keys = [self._dead_set(letter.queue), self._dead_messages(letter.queue)]
-        data = self._claim(keys=keys, args=[letter.redis_id])
-        return data or None
+        return self.store.take(letter.entry)
 
     def _restore(self, letter: DeadLetter, data: bytes) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._dead_messages(letter.queue), letter.redis_id, data)
-        pipe.zadd(self._dead_set(letter.queue), {letter.redis_id: letter.dead_lettered_at.timestamp() * 1000})
-        pipe.execute()
-
+        self.store.restore(letter.entry)

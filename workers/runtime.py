@@ -1,4 +1,4 @@
-"""The worker process's context: settings, dramatiq's broker and one database engine.
+"""The worker process's context: settings, dramatiq's broker, the shared Redis and one database engine.
 
 dramatiq binds actors to the global broker when their module is imported, so this module sets
 the broker up on import; every actor module imports it first. The engine opens lazily.
@@ -15,19 +15,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, make_sessionmaker
 from fleetpay.logs import configure_logging
 from fleetpay.settings import get_settings
-from workers.broker import DEAD_MESSAGE_TTL_MS, build_broker
-from workers.failures import FailureRecorder
+from workers.broker import DEAD_MESSAGE_TTL_MS, NAMESPACE, build_broker, redis_client
 from workers.daraja.client import DarajaClient
+from workers.failures import FailureRecorder
 
 settings = get_settings()
 configure_logging(level=settings.log_level, json=settings.log_json)
 broker = build_broker(settings)
+shared = redis_client(settings)  # failure records and the OAuth token, whichever the broker
 if settings.worker_metrics_enabled:
     # dramatiq's own: messages, errors, retries, durations; served on dramatiq_prom_port (9191).
     broker.add_middleware(Prometheus())
 # The final error of every failure, and which rows have a message retrying or dead (the sweeps
 # leave those alone): workers.failures.
-broker.add_middleware(FailureRecorder(broker.client, namespace=broker.namespace, retention_ms=DEAD_MESSAGE_TTL_MS))
+broker.add_middleware(FailureRecorder(shared, namespace=NAMESPACE, retention_ms=DEAD_MESSAGE_TTL_MS))
 dramatiq.set_broker(broker)
 
 RETRY_OPTIONS = {
@@ -44,4 +45,4 @@ def sessions() -> sessionmaker[Session]:
 
 @lru_cache(maxsize=1)
 def daraja() -> DarajaClient:
-    return DarajaClient.from_settings(settings, broker.client)
+    return DarajaClient.from_settings(settings, shared)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import inbox
 from fleetpay.settings import Settings
 from workers import runtime
-from workers.broker import enqueue_many
+from workers.broker import NAMESPACE, enqueue_many
 from workers.failures import failing
 from workers.messages import SWEEP_INBOX, apply_callbacks_messages
 
@@ -31,7 +31,7 @@ def enqueue_stale_inbox_rows(sessions: sessionmaker[Session], settings: Settings
             older_than_s=settings.inbox_sweep_after_s if older_than_s is None else older_than_s,
             limit=settings.sweep_batch_max,
         )
-    held = failing(runtime.broker.client, runtime.broker.namespace, "inbox", ids)
+    held = failing(runtime.shared, NAMESPACE, "inbox", ids)
     ids = [inbox_id for inbox_id in ids if inbox_id not in held]
     enqueue_many(runtime.broker, apply_callbacks_messages(ids, queue_name=settings.queue_name,
                                                           batch_max=settings.apply_batch_max))

@@ -22,6 +22,7 @@ from db import notifications
 from fleetpay.settings import Settings
 from money.notices import give_up_stale_send
 from workers import runtime
+from workers.broker import NAMESPACE
 from workers.failures import failing
 from workers.messages import SWEEP_NOTIFICATIONS
 from workers.send_notification import RETRY_IN_S, send_notification
@@ -38,7 +39,7 @@ def send_due_notices(sessions: sessionmaker[Session], settings: Settings) -> dic
             give_up_stale_send(session, notification_id, attempt)
     with sessions.begin() as session:
         due = notifications.take_due(session, redo_after_s=RETRY_IN_S, limit=limit)
-    held = failing(runtime.broker.client, runtime.broker.namespace, "notification", due)
+    held = failing(runtime.shared, NAMESPACE, "notification", due)
     due = [notification_id for notification_id in due if notification_id not in held]
     for notification_id in due:
         send_notification.send(notification_id)

@@ -30,8 +30,9 @@ from db import payouts
 from fleetpay.settings import Settings
 from money.payouts import escalate, give_up_stale_claim
 from workers import runtime
-from workers.failures import failing
+from workers.broker import NAMESPACE
 from workers.check_payout_status import check_payout_status
+from workers.failures import failing
 from workers.messages import SWEEP_PAYOUTS
 from workers.send_payout import send_payout
 
@@ -67,7 +68,7 @@ def advance_open_payouts(sessions: sessionmaker[Session], settings: Settings, *,
     for payout_id, queries in exhausted:
         with sessions.begin() as session:
             escalate(session, payout_id, f"status_queries_exhausted:{queries}")
-    held = failing(runtime.broker.client, runtime.broker.namespace, "payout", pending)
+    held = failing(runtime.shared, NAMESPACE, "payout", pending)
     pending = [payout_id for payout_id in pending if payout_id not in held]
     for payout_id in pending:
         send_payout.send(payout_id)

