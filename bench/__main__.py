@@ -133,6 +133,9 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
         sp, hot = apply["spread"], apply["hot"]
         row(f"apply (workers only), spread over {sp['drivers']} drivers, payments/s ({apply['workers']})",
             sp["workers_pps"], sp["limit_pps"], sp["ratio_to_limit"], "ratio to the plain-SQL limit >= 0.50", sp["met"])
+        if sp.get("workers_rabbitmq_pps") is not None:
+            row("apply (workers only), spread, RabbitMQ as the broker, payments/s", sp["workers_rabbitmq_pps"],
+                sp["workers_pps"], sp["rabbitmq_ratio_to_redis"], "- (context: baseline is Redis)", None)
         row("apply (workers only), instant payouts on, payments/s", sp["workers_payouts_on_pps"], sp["limit_pps"],
             sp["payouts_on_ratio_to_limit"], "- (context)", None)
         row("apply (workers only), one hot driver, payments/s", hot["workers_pps"], sp["workers_pps"],

@@ -8,7 +8,11 @@ body). Then one of
 - ``workers``: the ids are enqueued in Redis as the ingest enqueues them (one ``apply_callbacks``
   message per ``apply_batch_max`` rows), then ``fleetpay worker --processes W --threads T`` starts
   with instant payouts off (applying payments only);
-- ``workers_payouts``: the same with instant payouts on, the product's default: every batch also
+- ``workers_rabbitmq``: the same as ``workers`` with RabbitMQ as the broker
+  (``FLEETPAY_BROKER_URL=amqp://…``, publisher confirms), on a node of the bench's own
+  (``launcher.rabbitmq_node``), a virtual host per measurement; left out where RabbitMQ is not
+  installed;
+- ``workers_payouts``: the same as ``workers`` with instant payouts on, the product's default: every batch also
   reserves its drivers' payouts and enqueues them (sending them is the payouts bench's; here the
   workers consume only the callback queue);
 - ``limit``: W processes of ``bench.apply_setbased`` with T threads (one connection each) run the
@@ -51,6 +55,8 @@ from bench.common import (
     say,
     steady_rates,
 )
+from launcher import rabbitmq_node
+from launcher.rabbitmq_node import RabbitNode
 
 DRIVERS = 1000
 AMOUNT = "200.00"
@@ -137,14 +143,14 @@ def preload_inbox(database: str, n: int, *, hot: bool, tag: str, drivers: int, s
     return sorted(i for (i,) in ids)
 
 
-def enqueue(res: Resources, ids: list[int]) -> float:
+def enqueue(res: Resources, ids: list[int], broker_url: str | None = None) -> float:
     """Put the ids on the queue as the ingest does (one ``apply_callbacks`` message per
-    ``apply_batch_max`` rows); seconds taken."""
+    ``apply_batch_max`` rows), on Redis or ``broker_url``; seconds taken."""
     from fleetpay.settings import Settings
     from workers.broker import build_broker, close, enqueue_many
     from workers.messages import apply_callbacks_messages
 
-    settings = Settings(redis_url=res.redis_url(), database_url="postgresql://unused/x")
+    settings = Settings(redis_url=res.redis_url(), broker_url=broker_url, database_url="postgresql://unused/x")
     broker = build_broker(settings)
     started = time.monotonic()
     enqueue_many(broker, apply_callbacks_messages(ids, queue_name=settings.queue_name, batch_max=settings.apply_batch_max))
@@ -279,18 +285,22 @@ def rss_mb(procs: list[psutil.Process]) -> list[dict[str, float]]:
     return out
 
 
-def run_workers(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: int, *, payouts: bool = False) -> dict[str, Any]:
-    database = res.create_database(f"apply_{scenario}_w{rep}{'p' if payouts else ''}", template=fleet_template(res, s["drivers"]))
+def run_workers(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: int, *, payouts: bool = False,
+                rabbit: RabbitNode | None = None) -> dict[str, Any]:
+    label = f"{scenario}_w{rep}{'p' if payouts else ''}{'r' if rabbit else ''}"
+    database = res.create_database(f"apply_{label}", template=fleet_template(res, s["drivers"]))
     res.reset_redis()
+    broker_url = rabbit.add_vhost(f"{res.run_id}_{label}") if rabbit else None
+    broker_env = {"FLEETPAY_BROKER_URL": broker_url} if broker_url else {}
     ids = preload_inbox(database, n, hot=scenario == "hot", tag=f"{res.run_id[:4]}w{rep}", drivers=s["drivers"])
-    enqueue_s = enqueue(res, ids)
+    enqueue_s = enqueue(res, ids, broker_url)
     conn = connect(database)
     try:
         started = time.monotonic()
         # With payouts on, the workers reserve and enqueue them; sending them is the payouts bench's.
         child = (start_workers(res, database, processes=s["processes"], threads=s["threads"], queues=("fleetpay",),
                                FLEETPAY_INSTANT_PAYOUTS="true")
-                 if payouts else start_workers(res, database, processes=s["processes"], threads=s["threads"]))
+                 if payouts else start_workers(res, database, processes=s["processes"], threads=s["threads"], **broker_env))
         measured = measure_until_done(conn, n, timeout_s=max(90.0, n / 40), alive=child.alive,
                                       python_cpu=lambda: tree_cpu(child), database=database)
         memory = rss_mb(worker_processes(child))
@@ -364,8 +374,19 @@ def run_baseline(res: Resources, scenario: str, n: int, s: dict[str, Any], rep: 
 
 
 def run(res: Resources, *, quick: bool) -> dict[str, Any]:
+    if not rabbitmq_node.available():
+        say(f"apply: {rabbitmq_node.MISSING}")
+        return measure(res, quick=quick, rabbit=None)
+    rabbit = RabbitNode(res.tmp / "rabbitmq").start()
+    try:
+        return measure(res, quick=quick, rabbit=rabbit)
+    finally:
+        rabbit.stop()
+
+
+def measure(res: Resources, *, quick: bool, rabbit: RabbitNode | None) -> dict[str, Any]:
     s = sizes(quick)
-    sides = ("workers", "workers_payouts", "limit", "per_payment_sql")
+    sides = ("workers", *(("workers_rabbitmq",) if rabbit else ()), "workers_payouts", "limit", "per_payment_sql")
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {sc: {side: [] for side in sides} for sc in ("spread", "hot")}
     for scenario in ("spread", "hot"):
         n = s[f"{scenario}_n"]
@@ -373,7 +394,8 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
             for side in sides:
                 load0 = os.getloadavg()[0]
                 if side.startswith("workers"):
-                    result = run_workers(res, scenario, n, s, rep, payouts=side == "workers_payouts")
+                    result = run_workers(res, scenario, n, s, rep, payouts=side == "workers_payouts",
+                                         rabbit=rabbit if side == "workers_rabbitmq" else None)
                 else:
                     module = "bench.apply_setbased" if side == "limit" else "bench.apply_baseline"
                     result = run_baseline(res, scenario, n, s, rep, module=module)
@@ -396,6 +418,8 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
             "drivers": s["drivers"],
             "workers_pps": rounded(spread_w),
             "workers_payouts_on_pps": rounded(med("spread", "workers_payouts")),
+            "workers_rabbitmq_pps": rounded(med("spread", "workers_rabbitmq")) if rabbit else None,
+            "rabbitmq_ratio_to_redis": ratio(med("spread", "workers_rabbitmq"), spread_w) if rabbit else None,
             "limit_pps": rounded(spread_l),
             "ratio_to_limit": ratio(spread_w, spread_l),
             "payouts_on_ratio_to_limit": ratio(med("spread", "workers_payouts"), spread_l),
@@ -409,6 +433,7 @@ def run(res: Resources, *, quick: bool) -> dict[str, Any]:
             "drivers": 1,
             "workers_pps": rounded(hot_w),
             "workers_payouts_on_pps": rounded(med("hot", "workers_payouts")),
+            "workers_rabbitmq_pps": rounded(med("hot", "workers_rabbitmq")) if rabbit else None,
             "limit_pps": rounded(med("hot", "limit")),
             "ratio_to_spread": ratio(hot_w, spread_w),
             "limit_ratio_to_spread": ratio(med("hot", "limit"), spread_l),

@@ -38,7 +38,7 @@ from db.models import Account, Driver, Entry, Inbox, Payout, Posting
 from db.reconcile import check
 from launcher.dev import wait_http
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis
-from tests.rabbitmq_node import RabbitNode
+from launcher.rabbitmq_node import RabbitNode
 from tests.support import SAMPLES, c2b_body, fleetpay_argv, free_port
 
 # 32+ characters: the ingest refuses to serve shorter tokens (or the placeholders).

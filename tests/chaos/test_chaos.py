@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import rabbitmq_node
+from launcher import rabbitmq_node
 from tests.chaos.harness import ChaosConfig, chaos
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from db.models import Inbox, Posting
 from fleetpay.settings import Settings
-from tests import rabbitmq_node
+from launcher import rabbitmq_node
 from tests.support import (
     ADMIN_TOKEN,
     TOKEN,

@@ -1,21 +1,20 @@
-"""A private RabbitMQ node for tests and the chaos run: Debian's ``rabbitmq-server`` started on free
-ports with its data, logs and Erlang cookie in a folder of its own, so it can be stopped and
-restarted at will and never touches the machine's shared node (or its queues). Where the server is
-not installed, ``available()`` says so and the callers skip, naming the package."""
+"""A private RabbitMQ node for the tests, the chaos run and the benches: Debian's ``rabbitmq-server``
+started on free ports with its data, logs and Erlang cookie in a folder of its own, so it can be
+stopped and restarted at will and never touches the machine's shared node (or its queues). Where
+the server is not installed, ``available()`` says so and the callers skip, naming the package."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pika
-
-from tests.support import free_port
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
@@ -32,7 +31,7 @@ class RabbitNode:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port, self.dist_port = free_port(), free_port()
+        self.port, self.dist_port = _two_free_ports()
         self.name = f"fleetpay-test-{uuid.uuid4().hex[:8]}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
         (folder / "home").mkdir(parents=True, exist_ok=True)
@@ -89,3 +88,11 @@ class RabbitNode:
             subprocess.run([str(CTL), "-n", self.name, *args], env=self.env, check=True, capture_output=True,
                            timeout=60)
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
+
+
+def _two_free_ports() -> tuple[int, int]:
+    """Two loopback ports nobody listens on (both held while choosing, so they differ)."""
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return first.getsockname()[1], second.getsockname()[1]
