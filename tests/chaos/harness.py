@@ -112,7 +112,7 @@ class System:
             **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPAY_")},
             "FLEETPAY_DATABASE_URL": self.postgres.url,
             "FLEETPAY_REDIS_URL": self.redis.url,
-            **({"FLEETPAY_BROKER_URL": self.rabbit.url} if self.rabbit else {}),
+            **({"FLEETPAY_BROKER_URL": self.rabbit.add_vhost("fleetpay")} if self.rabbit else {}),
             "FLEETPAY_CALLBACK_TOKEN": TOKEN,
             "FLEETPAY_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLEETPAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.ingest_port}",
