@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from fleetpay.settings import sqlalchemy_url
+from fleetpay.settings import Settings, sqlalchemy_url
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
@@ -19,6 +21,20 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "fleetpay"},
     )
+
+
+def lock_engine(settings: Settings, engine: Engine) -> Engine:
+    """Where session-level advisory locks are taken: ``engine``, unless ``database_direct_url`` says
+    it goes through PgBouncer in transaction mode. There a lock would stay on the server connection
+    the pooler hands to whichever client comes next (which then holds it too), and survive its
+    holder's death; so it is taken on PostgreSQL itself."""
+    return _direct_engine(settings.database_direct_url) if settings.database_direct_url else engine
+
+
+@lru_cache(maxsize=4)
+def _direct_engine(database_url: str) -> Engine:
+    """One per process and URL, small: it only holds a lock or two (the leader's, a close's)."""
+    return make_engine(database_url, pool_size=2)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -1,5 +1,7 @@
 """PostgreSQL advisory locks held for a whole job that runs many transactions (the daily close,
-undoing one), on a connection of their own in autocommit: no transaction stays open meanwhile."""
+undoing one), on a connection of their own in autocommit: no transaction stays open meanwhile.
+That connection must be PostgreSQL's own session, never one PgBouncer shares out per transaction
+(``db.engine.lock_engine`` picks the engine)."""
 
 from __future__ import annotations
 

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL URL. Unset under `fleetpay dev`: an embedded server is started.",
     )
+    database_direct_url: str | None = Field(
+        default=None,
+        description="PostgreSQL itself, the same database, when FLEETPAY_DATABASE_URL goes through PgBouncer in "
+        "transaction mode: only the session-level locks (the scheduler's leadership, the daily close's) use it. "
+        "Unset: FLEETPAY_DATABASE_URL.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL: shared state (the OAuth token, failure records), and the broker unless "
@@ -317,7 +323,7 @@ class Settings(BaseSettings):
             raise ValueError("FLEETPAY_SMS_API_KEY must be printable ASCII")
         return SecretStr(value)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
     def _psycopg2(cls, url: str | None) -> str | None:
         return None if url is None else sqlalchemy_url(url)

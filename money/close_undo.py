@@ -165,7 +165,7 @@ def undo_close(sessions: sessionmaker[Session], day: date, settings: Settings, *
         operator = operator_name(operator)
     except BadName as error:
         raise CloseRefused(str(error)) from error
-    with one_close_at_a_time(sessions, wait=False):
+    with one_close_at_a_time(sessions, settings, wait=False):
         return _undo_close(sessions, day, settings, operator=operator, reason=reason, close_ran_at=close_ran_at,
                            drivers=drivers)
 

@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import fleet, ledger
+from db.engine import lock_engine
 from db.locks import LockBusy, advisory_lock
 from db.models import DailyClose, Driver, DriverDay, Posting, Vehicle
 from fleetpay import rules
@@ -166,10 +167,11 @@ CLOSE_LOCK_ID = int.from_bytes(b"fp-close", "big") >> 1
 
 
 @contextmanager
-def one_close_at_a_time(sessions: sessionmaker[Session], *, wait: bool) -> Iterator[None]:
-    """Hold the close lock: wait for it (a close), or refuse at once (an undo: a person asked)."""
+def one_close_at_a_time(sessions: sessionmaker[Session], settings: Settings, *, wait: bool) -> Iterator[None]:
+    """Hold the close lock: wait for it (a close), or refuse at once (an undo: a person asked). It is
+    a session lock, on PostgreSQL itself when the sessions go through PgBouncer (``lock_engine``)."""
     try:
-        with advisory_lock(sessions.kw["bind"], CLOSE_LOCK_ID, wait=wait):
+        with advisory_lock(lock_engine(settings, sessions.kw["bind"]), CLOSE_LOCK_ID, wait=wait):
             yield
     except LockBusy:
         raise CloseRefused("a daily close or an undo is running now: try again when it has finished "
@@ -211,7 +213,7 @@ def close_business_day(
     close fails does not stop the others; drivers in ``hold`` are left for later (their earlier
     day failed). The day is recorded as closed only when every driver is. ``after_each(driver_id)``
     is called after each driver (progress bars, tests). Waits for a close or undo already running."""
-    with one_close_at_a_time(sessions, wait=True):
+    with one_close_at_a_time(sessions, settings, wait=True):
         return _close_business_day(sessions, day, settings, forced_reason=forced_reason, after_each=after_each,
                                    hold=hold)
 

@@ -27,7 +27,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from db.migrate import upgrade
 from launcher.embedded import EmbeddedServer, start_postgres, start_redis, tcp_reachable
 from fleetpay.settings import sqlalchemy_url
-from tests.support import ADMIN_TOKEN, AT_TOKEN, SMS_API_KEY, TOKEN, free_port
+from tests.support import ADMIN_TOKEN, AT_TOKEN, SMS_API_KEY, TOKEN, claim_empty_redis_db, free_port
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -100,25 +100,6 @@ class Servers:
         for server in self.embedded:
             server.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-REDIS_CLAIM_KEY = "fleetpay:test-run"
-REDIS_CLAIM_TTL_S = 6 * 3600  # a whole run takes minutes
-
-
-def claim_empty_redis_db(url: str, *, owner: str) -> str:
-    """The URL of an empty db on this Redis, claimed for this run: the claim key is set only if
-    absent (atomic), so two runs never take the same db; a db holding anything else is left alone."""
-    parts = urlsplit(url)
-    for number in range(15, 0, -1):
-        candidate = urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
-        client = redis.Redis.from_url(candidate)
-        # The claim expires: a run killed outright (no teardown) does not hold the db for ever.
-        if client.set(REDIS_CLAIM_KEY, owner, nx=True, ex=REDIS_CLAIM_TTL_S):
-            if client.dbsize() == 1:
-                return candidate
-            client.delete(REDIS_CLAIM_KEY)  # someone else's data
-    raise RuntimeError(f"no empty Redis db on {url}")
 
 
 _servers: Servers | None = None

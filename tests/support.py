@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import redis
 import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -153,6 +155,34 @@ def approve_request(asked: subprocess.CompletedProcess[str], approver: str, data
     found = re.search(r'request"?:? (\d+)', asked.stdout)
     assert found, asked.stdout
     return fleetpay("requests", "approve", found.group(1), "--user", approver, database_url=database_url, check=check)
+
+
+REDIS_CLAIM_KEY = "fleetpay:test-run"
+REDIS_CLAIM_TTL_S = 6 * 3600  # a whole run takes minutes
+
+
+def claim_empty_redis_db(url: str, *, owner: str) -> str:
+    """The URL of an empty db on this Redis, claimed for ``owner``: the claim key is set only if
+    absent (atomic), so two runs never take the same db; a db holding anything else is left alone."""
+    for number in range(15, 0, -1):
+        candidate = redis_db_url(url, number)
+        client = redis.Redis.from_url(candidate)
+        # The claim expires: a run killed outright (no teardown) does not hold the db for ever.
+        if client.set(REDIS_CLAIM_KEY, owner, nx=True, ex=REDIS_CLAIM_TTL_S):
+            if client.dbsize() == 1:
+                return candidate
+            client.delete(REDIS_CLAIM_KEY)  # someone else's data
+    raise RuntimeError(f"no empty Redis db on {url}")
+
+
+def redis_db_url(url: str, number: int) -> str:
+    """``url`` naming db ``number``: its path (``redis://host:6379/3``), or ``?db=`` on a unix socket
+    (the embedded Redis's ``unix:///…/redis.socket?db=0``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = urlencode({**dict(parse_qsl(parts.query)), "db": str(number)})
+        return f"unix://{parts.netloc}{parts.path}?{query}"  # urlunsplit would drop the // of an empty host
+    return urlunsplit((parts.scheme, parts.netloc, f"/{number}", parts.query, parts.fragment))
 
 
 def next_receipt(prefix: str = "T") -> str:

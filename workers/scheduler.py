@@ -7,9 +7,10 @@ decides *when*; the actors do the work, on the queue, with dramatiq's retries.
 
 Exactly one scheduler is active: it holds a PostgreSQL advisory lock on a connection of its own
 for as long as it lives. Others wait as standbys and take over when that connection dies (the
-process was killed, the host vanished). Each firing is also recorded under a unique (job, period)
-key before its message is sent, so a period fires once even if two instances ever overlapped;
-and every scheduled actor is idempotent anyway.
+process was killed, the host vanished). The lock is a session's: behind PgBouncer in transaction
+mode it is taken on ``database_direct_url`` (``db.engine.lock_engine``), PostgreSQL itself. Each
+firing is also recorded under a unique (job, period) key before its message is sent, so a period
+fires once even if two instances ever overlapped; and every scheduled actor is idempotent anyway.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from db.engine import lock_engine
 from db.models import SchedulerFiring
 from fleetpay.settings import Settings
 from workers.messages import (
@@ -78,13 +80,14 @@ def jobs(settings: Settings) -> list[Job]:
 class Scheduler:
     """Parameters:
       settings: intervals, close time and time zone.
-      engine: the database (the leader lock and the firing records).
+      engine: the database (the firing records; the leader lock too unless ``database_direct_url``).
       send: enqueues the actor named by a job (``broker.get_actor(name).send()`` in production).
     """
 
     def __init__(self, settings: Settings, engine: Engine, send: Callable[[str], None]) -> None:
         self.settings = settings
         self.engine = engine
+        self.lock_engine = lock_engine(settings, engine)
         self.send = send
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = threading.Event()
@@ -93,7 +96,7 @@ class Scheduler:
         """Wait to lead, lead until the lock's connection is lost or ``stop()``, and repeat."""
         while not self.stopping.is_set():
             try:
-                with self.engine.connect() as leader:
+                with self.lock_engine.connect() as leader:
                     if leader.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LEADER_LOCK_ID}).scalar_one():
                         leader.commit()
                         self._lead(leader)
