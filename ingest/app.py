@@ -42,7 +42,7 @@ import anyio.to_thread
 import dramatiq
 import redis
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
@@ -149,7 +149,7 @@ class Ingest:
         self.broker = broker
         self.shared = shared
         self.tz = ZoneInfo(settings.timezone)
-        self.metric_registries: list[CollectorRegistry] = [REGISTRY]
+        self.metric_registries: list[CollectorRegistry] = [metrics.edge_registry()]
         self.writer = InboxWriter(
             engine,
             on_committed=Enqueuer(broker, queue_name=settings.queue_name, batch_max=settings.apply_batch_max),

@@ -22,6 +22,10 @@
   reconciliation check.
 
 Each query is indexed and bounded by a statement timeout; a scrape never fails for them.
+
+They are read by the process that answers the scrape, once, never counted into the multiprocess
+files of ``fleetpay ingest --workers N`` (``ingest.metrics``): each value is the database's, so every
+ingest instance reports the same one. Aggregate them across instances with ``max``, never ``sum``.
 """
 
 from __future__ import annotations

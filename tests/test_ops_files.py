@@ -1,5 +1,6 @@
 """The dashboard and alert rules kept as files (``ops/``) stay true to the metrics fleetpay serves
-and to the thresholds docs/operations.md names; ``promtool check rules`` accepts the rules."""
+and to the thresholds docs/operations.md names; ``promtool check rules`` accepts the rules, and
+their unit tests (``promtool test rules``) pass."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
+RULE_TESTS = ROOT / "ops" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "fleetpay.json"
 METRIC = re.compile(r"\bfleetpay_[a-z_]+")
 
@@ -57,10 +59,20 @@ def test_alerts_and_panels_name_only_metrics_fleetpay_serves() -> None:
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
 
 
-def test_promtool_accepts_the_rules() -> None:
+def promtool() -> str:
     beside = Path(sys.executable).with_name("promtool")  # where .ci/run puts it
-    promtool = shutil.which("promtool") or (str(beside) if beside.exists() else None)
-    if promtool is None:
+    found = shutil.which("promtool") or (str(beside) if beside.exists() else None)
+    if found is None:
         pytest.skip("promtool is not installed (Debian's prometheus package ships it): the rules are only parsed")
-    checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    return found
+
+
+def test_promtool_accepts_the_rules() -> None:
+    checked = subprocess.run([promtool(), "check", "rules", str(RULES)], check=False, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_alerts_fire_once_for_several_ingest_instances() -> None:
+    """``ops/prometheus/alerts_test.yml``: two instances' counters add up, their shared gauges do not."""
+    tested = subprocess.run([promtool(), "test", "rules", str(RULE_TESTS)], check=False, capture_output=True, text=True, timeout=60)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
