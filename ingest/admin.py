@@ -67,6 +67,7 @@ log = structlog.get_logger("fleetpay.admin")
 
 ADMIN_BODY_MAX_BYTES = 256 * 1024  # up to LIST_LIMIT_MAX ids
 DEPTH_METRIC = "fleetpay_dlq_depth"
+QUEUE_METRIC = "fleetpay_queue_messages"
 DURATION_MAX_CHARS = 32  # "older_than": "30m", "1d12h"; nothing an operator types is longer
 LIMIT_MAX_CHARS = 6  # "limit": up to LIST_LIMIT_MAX
 
@@ -295,35 +296,41 @@ def admin_routes(settings: Settings, broker: dramatiq.Broker, shared: redis.Redi
     ]
 
 
-class DeadLetterDepth(Collector):
-    """``fleetpay_dlq_depth{queue}``, read from Redis at each scrape. When Redis does not answer
-    the gauge has no samples and the rest of ``/metrics`` is served as usual."""
+class BrokerDepth(Collector):
+    """``fleetpay_dlq_depth{queue}`` and ``fleetpay_queue_messages{queue,state}``, read from the
+    broker at each scrape. When it does not answer a gauge has no samples and the rest of
+    ``/metrics`` is served as usual."""
 
     def __init__(self, dead_letters: DeadLetters) -> None:
         self.dead_letters = dead_letters
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield self._family()
+        yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = self._family()
+        dead, waiting = self._families()
         try:
-            depth = self.dead_letters.depth()
-        except Exception as error:  # noqa: BLE001 — a scrape must never fail for this gauge
-            log.warning("dlq_depth_unavailable", error=str(error))
-            depth = {}
-        for queue, count in depth.items():
-            family.add_metric([queue], count)
-        yield family
+            for queue, count in self.dead_letters.depth().items():
+                dead.add_metric([queue], count)
+            for queue, states in self.dead_letters.waiting().items():
+                for state, count in states.items():
+                    waiting.add_metric([queue, state], count)
+        except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
+            log.warning("broker_depth_unavailable", error=str(error))
+            dead, waiting = self._families()
+        yield dead
+        yield waiting
 
     @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(DEPTH_METRIC, "Messages in the dead-letter queue, by queue.", labels=["queue"])
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily(DEPTH_METRIC, "Messages in the dead-letter queue, by queue.", labels=["queue"]),
+                GaugeMetricFamily(QUEUE_METRIC, "Messages waiting for a worker, by queue and state (ready, delayed "
+                                  "for a retry).", labels=["queue", "state"]))
 
 
-def dlq_metrics(settings: Settings, broker: dramatiq.Broker, shared: redis.Redis) -> CollectorRegistry:
-    """A registry of the app's own, holding the depth gauge: each app reads its own broker, and
+def broker_metrics(settings: Settings, broker: dramatiq.Broker, shared: redis.Redis) -> CollectorRegistry:
+    """A registry of the app's own, holding the depth gauges: each app reads its own broker, and
     building several apps in one process registers nothing twice."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(DeadLetterDepth(DeadLetters.from_settings(settings, broker, shared)))
+    registry.register(BrokerDepth(DeadLetters.from_settings(settings, broker, shared)))
     return registry

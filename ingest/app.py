@@ -54,7 +54,7 @@ from db import fleet
 from db.engine import make_engine, make_sessionmaker
 from fleetpay.settings import Settings
 from ingest import metrics
-from ingest.admin import admin_routes, dlq_metrics
+from ingest.admin import admin_routes, broker_metrics
 from ingest.africas_talking import AfricasTalking
 from ingest.bodies import BodyTooLarge, body_text, is_json_content_type, read_limited
 from ingest.books_metrics import books_metrics
@@ -367,7 +367,7 @@ def build_app(settings: Settings, *, engine: Engine | None = None, broker: drama
         Route("/metrics", ingest.metrics),
     ]
     routes += admin_routes(settings, broker, shared, make_sessionmaker(engine))
-    ingest.metric_registries.append(dlq_metrics(settings, broker, shared))
+    ingest.metric_registries.append(broker_metrics(settings, broker, shared))
     ingest.metric_registries.append(books_metrics(engine, settings.timezone))
 
     @contextlib.asynccontextmanager

@@ -36,7 +36,7 @@ from dramatiq import Message
 from dramatiq.brokers import rabbitmq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis, xq_name
+from dramatiq.common import current_millis, dq_name, xq_name
 
 from fleetpay.settings import Settings
 
@@ -140,6 +140,36 @@ def _dispatch_args(broker: RedisBroker, message: Message) -> list[bytes | str | 
         message.options["redis_message_id"],
         message.encode(),
     ]
+
+
+def queue_lengths(broker: dramatiq.Broker, queue: str) -> dict[str, int]:
+    """Messages waiting on ``queue``: ``ready`` to be taken, ``delayed`` (retries waiting out their
+    backoff). Not counted: those a worker holds now. Redis keeps each as a list of message ids
+    (``dispatch.lua``); RabbitMQ's count is the queue's own (a passive declare)."""
+    names = {"ready": queue, "delayed": dq_name(queue)}
+    if isinstance(broker, RedisBroker):
+        pipe = broker.client.pipeline(transaction=False)
+        for name in names.values():
+            pipe.llen(f"{broker.namespace}:{name}")
+        return dict(zip(names, (int(length) for length in pipe.execute()), strict=True))
+    connection = pika.BlockingConnection(broker.parameters)
+    try:
+        return {state: _message_count(connection, name) for state, name in names.items()}
+    finally:
+        _close_connection(connection)
+
+
+def _message_count(connection: Any, queue: str) -> int:
+    channel = connection.channel()
+    try:
+        return int(channel.queue_declare(queue, passive=True).method.message_count)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code == 404:  # not declared yet: nothing was ever sent there
+            return 0
+        raise
+    finally:
+        if channel.is_open:
+            channel.close()
 
 
 # --- dead letters ---------------------------------------------------------------------------
@@ -347,7 +377,11 @@ def _dead_ms(properties: Any) -> float:
 
 
 def _close(channel: Any) -> None:
+    _close_connection(channel.connection)
+
+
+def _close_connection(connection: Any) -> None:
     try:
-        channel.connection.close()
+        connection.close()
     except Exception:  # noqa: BLE001, S110 — already closed by the broker
         pass

@@ -47,7 +47,7 @@ from dramatiq.errors import DecodeError
 
 from fleetpay.settings import Settings
 from workers import failures
-from workers.broker import NAMESPACE, DeadEntry, dead_store, redis_client
+from workers.broker import NAMESPACE, DeadEntry, dead_store, queue_lengths, redis_client
 
 log = structlog.get_logger("fleetpay.dlq")
 
@@ -233,6 +233,10 @@ class DeadLetters:
     def depth(self) -> dict[str, int]:
         """How many dead letters each queue holds."""
         return {queue: self.store.count(queue) for queue in self.queues}
+
+    def waiting(self) -> dict[str, dict[str, int]]:
+        """How many messages each queue has waiting for a worker (``ready``, ``delayed``)."""
+        return {queue: queue_lengths(self.broker, queue) for queue in self.queues}
 
     def list(
         self,

@@ -15,6 +15,8 @@ def test_metrics_show_the_edge_and_the_books(ingest_url, http, worker) -> None: 
         "fleetpay_postings_created",
         "fleetpay_driver_days_left_open",
         "fleetpay_dlq_depth",
+        'fleetpay_queue_messages{queue="fleetpay",state="ready"}',
+        'fleetpay_queue_messages{queue="fleetpay",state="delayed"}',
     ):
         assert name in body, name
     assert httpx.get(f"{ingest_url}/healthz", timeout=10).json() == {"status": "ok"}

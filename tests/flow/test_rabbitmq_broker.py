@@ -36,13 +36,7 @@ from tests.support import (
     free_port,
     wait_until,
 )
-from workers.broker import (
-    DEAD_MESSAGE_TTL_MS,
-    build_broker,
-    close,
-    enqueue_many,
-    reachable,
-)
+from workers.broker import DEAD_MESSAGE_TTL_MS, build_broker, close, enqueue_many, queue_lengths, reachable
 from workers.dead_letters import DeadLetters
 from workers.messages import apply_callbacks_messages
 
@@ -83,6 +77,8 @@ def test_confirmed_messages_survive_a_broker_restart(rabbit: rabbitmq_node.Rabbi
     try:
         ready, delayed, dead = broker.get_queue_message_counts(amqp_settings.queue_name)
         assert (ready, delayed, dead) == (3, 0, 0)  # 100 + 100 + 50 ids
+        assert queue_lengths(broker, amqp_settings.queue_name) == {"ready": 3, "delayed": 0}
+        assert queue_lengths(broker, "never_declared") == {"ready": 0, "delayed": 0}
     finally:
         close(broker)
 
