@@ -53,21 +53,21 @@ def _logs() -> None:
 @contextmanager
 def _dead_letters() -> Iterator[DeadLetters]:
     """The dead-letter sets of the configured broker; their errors as clear exits."""
-    from workers.broker import build_broker, close, redis_client
+    from workers.broker import build_broker, redis_client
 
     current = context.settings()
     try:
-        broker = build_broker(current)
+        dead = DeadLetters.from_settings(current, build_broker(current), redis_client(current))
     except RuntimeError as error:  # no Redis URL
         raise fail(str(error)) from error
     try:
-        yield DeadLetters.from_settings(current, broker, redis_client(current))
+        yield dead
     except (InvalidId, DeadLetterNotFound) as error:
         raise fail(str(error), 2 if isinstance(error, InvalidId) else 1) from error
     except DeadLetterError as error:
         raise fail(str(error), 2) from error
     finally:
-        close(broker)
+        dead.close()
 
 
 def _local(moment: datetime | None) -> str:

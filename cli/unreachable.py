@@ -33,7 +33,7 @@ def explain(error: BaseException, settings: Settings) -> str | None:
                 "start it, or run `fleetpay dev` in this folder")
     if isinstance(error, pika.exceptions.AMQPConnectionError | dramatiq.errors.BrokerConnectionError):
         return (f"RabbitMQ is not reachable at {_where(settings.broker_url)} (FLEETPAY_BROKER_URL): "
-                "start it, or unset FLEETPAY_BROKER_URL to use Redis")
+                "start it, or check the URL's host, user, password and vhost")
     if isinstance(error, httpx.TransportError):
         return (f"Daraja is not reachable at {_where(settings.daraja_base_url)} (FLEETPAY_DARAJA_BASE_URL): "
                 "start the simulator (`fleetpay dev` or `fleetpay simulator`), or check the URL")

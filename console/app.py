@@ -506,10 +506,12 @@ class Console:
     async def dlq(self, request: Request, viewer: Viewer) -> Response:
         try:
             dead = self._dead_letters()
-            letters, depth, error = dead.list(limit=PAGE_ROWS), dead.depth(), None
-            dead.client.close()
-        except Exception as unreachable:  # noqa: BLE001 — Redis down: say so, the rest of the console works
-            letters, depth, error = [], {}, f"Redis cannot be reached ({unreachable.__class__.__name__})"
+            try:
+                letters, depth, error = dead.list(limit=PAGE_ROWS), dead.depth(), None
+            finally:
+                dead.close()
+        except Exception as unreachable:  # noqa: BLE001 — the broker down: say so, the rest of the console works
+            letters, depth, error = [], {}, f"The broker cannot be reached ({unreachable.__class__.__name__})"
         return self.render(request, "dlq.html", "Dead letters", viewer, letters=letters, depth=depth, error=error)
 
     async def dlq_act(self, request: Request, viewer: Viewer, form: Any) -> Response:
@@ -526,7 +528,7 @@ class Console:
             self.flash(request, f"Not done: {error}", "error")
             return RedirectResponse(path_of(request, "dlq"), status_code=303)
         finally:
-            dead.client.close()
+            dead.close()
         with self.sessions.begin() as session:
             record_action(session, action={"requeue": "dead_letter_requeued", "purge": "dead_letter_purged"}[act],
                           subject=str(request.path_params["message_id"]), operator=viewer.username, reason="console",

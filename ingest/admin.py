@@ -310,11 +310,10 @@ class BrokerDepth(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         dead, waiting = self._families()
         try:
-            for queue, count in self.dead_letters.depth().items():
-                dead.add_metric([queue], count)
-            for queue, states in self.dead_letters.waiting().items():
-                for state, count in states.items():
-                    waiting.add_metric([queue, state], count)
+            for queue, counts in self.dead_letters.depths().items():
+                dead.add_metric([queue], counts["dead"])
+                for state in ("ready", "delayed"):
+                    waiting.add_metric([queue, state], counts[state])
         except Exception as error:  # noqa: BLE001 — a scrape must never fail for these gauges
             log.warning("broker_depth_unavailable", error=str(error))
             dead, waiting = self._families()

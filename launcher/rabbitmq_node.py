@@ -20,6 +20,11 @@ SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 MISSING = "RabbitMQ is not installed (apt-get install rabbitmq-server): the RabbitMQ broker tests skip"
 START_TIMEOUT_S = 90
+START_ATTEMPTS = 3
+
+
+class NodeExited(RuntimeError):
+    """The server stopped while booting (most often: a port it was given was taken meanwhile)."""
 
 
 def available() -> bool:
@@ -31,9 +36,8 @@ class RabbitNode:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port, self.dist_port = _two_free_ports()
         self.name = f"fleetpay-test-{uuid.uuid4().hex[:8]}@localhost"
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.started = False
         (folder / "home").mkdir(parents=True, exist_ok=True)
         (folder / "enabled_plugins").write_text("[].\n")
         (folder / "rabbitmq.conf").write_text("loopback_users = none\n")
@@ -42,8 +46,6 @@ class RabbitNode:
             "HOME": str(folder / "home"),  # its own Erlang cookie
             "RABBITMQ_NODENAME": self.name,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
             "RABBITMQ_LOG_BASE": str(folder / "log"),
             "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
@@ -51,17 +53,39 @@ class RabbitNode:
             "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        self.port, self.dist_port = _two_free_ports()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.env |= {"RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port)}
 
     def start(self) -> RabbitNode:
+        """Start the node and wait until it answers. A port taken meanwhile by another process makes
+        it exit at boot: on a first start it tries other ports; on a restart the same ones again
+        (its URL must not change)."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self._start_once()
+            except NodeExited:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                if not self.started:
+                    self._choose_ports()
+                time.sleep(1)
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> RabbitNode:
         log = (self.folder / "server.out").open("ab")
         self.process = subprocess.Popen([str(SERVER)], env=self.env, cwd=self.folder, start_new_session=True,
                                         stdout=log, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited; see {self.folder / 'server.out'}")
+                raise NodeExited(f"rabbitmq-server exited; see {self.folder / 'server.out'}")
             try:
                 pika.BlockingConnection(pika.URLParameters(self.url)).close()
+                self.started = True
                 return self
             except pika.exceptions.AMQPError:
                 time.sleep(0.3)

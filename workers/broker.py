@@ -14,8 +14,9 @@ Above this module the code is the same on both brokers. What dramatiq offers no 
 is done here, says so, and is pinned by a test against the real broker (``tests/flow/test_enqueuer.py``,
 ``tests/flow/test_dlq.py``, ``tests/flow/test_rabbitmq_broker.py``):
   - Redis: enqueueing many messages in one pipeline (``RedisBroker._dispatch`` has no batch form);
-    reading and taking dead letters (dramatiq has no dead-letter API; its Lua script's keys);
-  - RabbitMQ: the dead-letter retention (a module constant read when the ``.XQ`` queue is declared).
+    reading and taking dead letters and queue lengths (dramatiq has no API; its Lua script's keys);
+  - RabbitMQ: the dead-letter retention (a module constant read when the ``.XQ`` queue is declared)
+    and the ``.XQ`` queue's type (``FleetpayRabbitmqBroker``).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import uuid4
 
 import dramatiq
 import pika
 import pika.exceptions
 import redis
+import structlog
 from dramatiq import Message
 from dramatiq.brokers import rabbitmq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -47,6 +51,7 @@ AMQP_SCHEMES = ("amqp", "amqps")
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.RedisError, pika.exceptions.AMQPError, dramatiq.errors.BrokerConnectionError,
 )
+log = structlog.get_logger("fleetpay.broker")
 MESSAGE_ID_PATTERN = re.compile(rb'"message_id"\s*:\s*"([^"]{1,64})"')
 
 # dramatiq reads this when it declares a queue's ``.XQ`` (its ``x-message-ttl``), with no parameter
@@ -69,11 +74,54 @@ def redis_client(settings: Settings, url: str | None = None) -> redis.Redis:
     return redis.Redis.from_url(url or settings.require_redis_url(), socket_connect_timeout=1, socket_timeout=5)
 
 
+# pika's connection settings where the URL names none: a publish blocked by a RabbitMQ memory or
+# disk alarm fails after 30 s instead of hanging the ingest's enqueue thread (the sweep catches up),
+# and a host that does not answer is given up on in seconds.
+AMQP_DEFAULTS = {"blocked_connection_timeout": "30", "socket_timeout": "5", "connection_attempts": "3",
+                 "retry_delay": "1", "heartbeat": "30"}
+# The dead-letter tools' and probes' own short-lived connections: an answer within seconds, or none.
+AMQP_QUICK = {"socket_timeout": "2", "stack_timeout": "3", "connection_attempts": "1", "blocked_connection_timeout": "5"}
+
+
+def amqp_url(url: str, defaults: dict[str, str] = AMQP_DEFAULTS) -> str:
+    """``url`` with ``defaults`` for the pika parameters it does not set itself."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    return urlunsplit(parts._replace(query=urlencode({**defaults, **query})))
+
+
+class FleetpayRabbitmqBroker(RabbitmqBroker):
+    """dramatiq's RabbitMQ broker, whose dead-letter queues (``.XQ``) are always classic queues.
+
+    dramatiq declares every queue without a type, so on a vhost whose default type is quorum (the
+    advice for a cluster: docs/operations.md) the dead letters would be quorum too, and the
+    dead-letter tools read a queue by taking its messages and giving them back: on RabbitMQ 4 each
+    return counts toward a quorum queue's delivery limit (20 by default), past which a message with
+    nowhere to go is dropped. A classic queue has no such limit. ``_declare_xq_queue`` has no public
+    counterpart (dramatiq 2.2.1)."""
+
+    def _declare_xq_queue(self, queue_name):  # type: ignore[no-untyped-def]
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name), durable=True,
+            arguments={"x-message-ttl": rabbitmq.DEAD_MESSAGE_TTL, "x-queue-type": "classic"},
+        )
+
+
 def build_broker(settings: Settings) -> dramatiq.Broker:
     url = broker_url(settings)
     if is_rabbitmq(url):
-        return RabbitmqBroker(url=url, confirm_delivery=True)
+        return FleetpayRabbitmqBroker(url=amqp_url(url), confirm_delivery=True)
     return RedisBroker(client=redis_client(settings, url), namespace=NAMESPACE, dead_message_ttl=DEAD_MESSAGE_TTL_MS)
+
+
+def _quick_connection(broker: RabbitmqBroker) -> Any:
+    """A connection of its own (never a thread's: those live as long as the thread and the broker)
+    that answers within seconds or fails."""
+    parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
+    quick = pika.URLParameters(amqp_url("amqp://", AMQP_QUICK))
+    for name in ("host", "port", "virtual_host", "credentials", "ssl_options"):
+        setattr(quick, name, getattr(parameters, name))
+    return pika.BlockingConnection(quick)
 
 
 def broker_kind(broker: dramatiq.Broker) -> str:
@@ -94,8 +142,7 @@ def reachable(broker: dramatiq.Broker) -> bool:
     try:
         if isinstance(broker, RedisBroker):
             return bool(broker.client.ping())
-        connection = pika.BlockingConnection(broker.parameters)  # a probe of its own: no thread's channel
-        connection.close()
+        _quick_connection(broker).close()
         return True
     except Exception:  # noqa: BLE001 — any failure means "not now"
         return False
@@ -142,19 +189,24 @@ def _dispatch_args(broker: RedisBroker, message: Message) -> list[bytes | str | 
     ]
 
 
-def queue_lengths(broker: dramatiq.Broker, queue: str) -> dict[str, int]:
-    """Messages waiting on ``queue``: ``ready`` to be taken, ``delayed`` (retries waiting out their
-    backoff). Not counted: those a worker holds now. Redis keeps each as a list of message ids
-    (``dispatch.lua``); RabbitMQ's count is the queue's own (a passive declare)."""
-    names = {"ready": queue, "delayed": dq_name(queue)}
+def queue_depths(broker: dramatiq.Broker, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+    """For each queue, the messages ``ready`` to be taken, ``delayed`` (retries waiting out their
+    backoff) and ``dead``; not those a worker holds now. One pipeline or one connection for all.
+    Redis keeps ready and delayed as lists of ids and the dead as a sorted set (``dispatch.lua``);
+    RabbitMQ's counts are the queues' own (a passive declare)."""
+    names = {"ready": lambda queue: queue, "delayed": dq_name, "dead": xq_name}
     if isinstance(broker, RedisBroker):
         pipe = broker.client.pipeline(transaction=False)
-        for name in names.values():
-            pipe.llen(f"{broker.namespace}:{name}")
-        return dict(zip(names, (int(length) for length in pipe.execute()), strict=True))
-    connection = pika.BlockingConnection(broker.parameters)
+        for queue in queues:
+            pipe.llen(f"{broker.namespace}:{queue}")
+            pipe.llen(f"{broker.namespace}:{dq_name(queue)}")
+            pipe.zcard(f"{broker.namespace}:{xq_name(queue)}")
+        counts = iter(pipe.execute())
+        return {queue: {state: int(next(counts)) for state in names} for queue in queues}
+    connection = _quick_connection(broker)
     try:
-        return {state: _message_count(connection, name) for state, name in names.items()}
+        return {queue: {state: _message_count(connection, name(queue)) for state, name in names.items()}
+                for queue in queues}
     finally:
         _close_connection(connection)
 
@@ -186,9 +238,11 @@ class DeadEntry:
 
 
 class DeadStore(Protocol):
-    """Where a broker keeps its dead letters; ``workers.dead_letters`` reads and moves them."""
+    """Where a broker keeps its dead letters; ``workers.dead_letters`` reads and moves them.
+    ``exclusive``: reads hide the entries from each other while they run (RabbitMQ), so callers
+    take one lock around every read and move, or a move would find its entry missing."""
 
-    def count(self, queue: str) -> int: ...
+    exclusive: bool
 
     def newest(self, queue: str, *, before_ms: float | None, scan_max: int) -> Iterator[DeadEntry]:
         """Entries dead-lettered before ``before_ms`` (all when None), newest first."""
@@ -196,11 +250,13 @@ class DeadStore(Protocol):
     def matching(self, queue: str, message_ids: set[str], *, scan_max: int) -> Iterator[DeadEntry]:
         """Entries of these dramatiq message ids, in no order."""
 
-    def take(self, entry: DeadEntry) -> bytes | None:
-        """Remove the entry and return it; None when another caller took it first."""
+    def take(self, entry: DeadEntry) -> bool:
+        """Remove the entry for good; False when another caller took it first."""
 
-    def restore(self, entry: DeadEntry) -> None:
-        """Put back an entry taken (its enqueue failed): never lose a message between the two."""
+    def move(self, entry: DeadEntry, message: Message) -> bool:
+        """Enqueue ``message`` in the entry's place: the entry is gone only once the message is in
+        its queue, and never lost if the enqueue fails (it raises). False when another caller took
+        the entry first (nothing is enqueued)."""
 
 
 def dead_store(broker: dramatiq.Broker) -> DeadStore:
@@ -216,14 +272,19 @@ def _message_id(data: bytes) -> str | None:
     return match.group(1).decode() if match else None
 
 
+def _truncated(queue: str, scan_max: int) -> None:
+    log.warning("dead_letter_scan_truncated", queue=queue, scan_max=scan_max)
+
+
 class RedisDeadSets:
     """dramatiq's Redis dead letters (``dramatiq/brokers/redis/dispatch.lua``, ``nack``): when a
     worker rejects a message after its last retry, ``<namespace>:<queue>.XQ`` (a sorted set) gets
     the message's Redis id scored by the dead-letter time in ms, and ``<namespace>:<queue>.XQ.msgs``
-    (a hash) the message. Broker maintenance deletes both after ``dead_message_ttl``."""
+    (a hash) the message. Broker maintenance deletes both after ``dead_message_ttl``. A script
+    takes an entry atomically: of two callers only one gets it."""
 
+    exclusive = False
     PAGE_SIZE = 500
-    # Take an entry out of the dead set; only the caller that removed it gets its data.
     CLAIM_SCRIPT = """
     if redis.call("zrem", KEYS[1], ARGV[1]) == 1 then
         local data = redis.call("hget", KEYS[2], ARGV[1])
@@ -234,6 +295,7 @@ class RedisDeadSets:
     """
 
     def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
         self.client = broker.client
         self.namespace = broker.namespace
         self._claim = self.client.register_script(self.CLAIM_SCRIPT)
@@ -243,9 +305,6 @@ class RedisDeadSets:
 
     def _messages(self, queue: str) -> str:
         return f"{self.namespace}:{xq_name(queue)}.msgs"
-
-    def count(self, queue: str) -> int:
-        return int(self.client.zcard(self._set(queue)))
 
     def newest(self, queue: str, *, before_ms: float | None, scan_max: int) -> Iterator[DeadEntry]:
         top: float | str = "+inf" if before_ms is None else before_ms
@@ -260,71 +319,79 @@ class RedisDeadSets:
                     yield DeadEntry(queue, member.decode(), score, data)
             if len(members) < self.PAGE_SIZE:
                 return
+        _truncated(queue, scan_max)
 
     def matching(self, queue: str, message_ids: set[str], *, scan_max: int) -> Iterator[DeadEntry]:
         for count, (member, data) in enumerate(self.client.hscan_iter(self._messages(queue), count=self.PAGE_SIZE), 1):
             if count > scan_max:
+                _truncated(queue, scan_max)
                 return
             if _message_id(data) in message_ids:
                 score = self.client.zscore(self._set(queue), member)
                 if score is not None:
                     yield DeadEntry(queue, member.decode(), score, data)
 
-    def take(self, entry: DeadEntry) -> bytes | None:
+    def _take(self, entry: DeadEntry) -> bytes | None:
         return self._claim(keys=[self._set(entry.queue), self._messages(entry.queue)], args=[entry.member]) or None
 
-    def restore(self, entry: DeadEntry) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._messages(entry.queue), entry.member, entry.data)
-        pipe.zadd(self._set(entry.queue), {entry.member: entry.dead_ms})
-        pipe.execute()
+    def take(self, entry: DeadEntry) -> bool:
+        return self._take(entry) is not None
+
+    def move(self, entry: DeadEntry, message: Message) -> bool:
+        data = self._take(entry)
+        if data is None:
+            return False
+        try:
+            self.broker.enqueue(message)
+        except BaseException:
+            pipe = self.client.pipeline(transaction=True)  # put it back: never lost between the two
+            pipe.hset(self._messages(entry.queue), entry.member, data)
+            pipe.zadd(self._set(entry.queue), {entry.member: entry.dead_ms})
+            pipe.execute()
+            raise
+        return True
 
 
 class RabbitDeadQueues:
     """dramatiq's RabbitMQ dead letters: every queue is declared with ``x-dead-letter-routing-key``
     ``<queue>.XQ``, so a message a worker rejects after its last retry is moved there by RabbitMQ,
-    which adds an ``x-death`` header with the time; the ``.XQ`` queue's ``x-message-ttl`` expires it.
+    which adds an ``x-death`` header with the time; the ``.XQ`` queue's ``x-message-ttl`` expires it
+    (a classic queue always: ``FleetpayRabbitmqBroker``).
 
-    A queue can only be read by taking messages: a read gets every entry on a channel of its own,
-    unacknowledged, and closes the channel, which gives them all back in their order. While one
-    caller holds them another sees none of them, so a take is atomic: of two operators requeuing
-    the same letter, one gets it. ``member`` is a digest of the body (equal bodies are equal
-    entries). Time resolution of ``x-death`` is one second."""
+    A queue can only be read by taking its messages: a read gets the entries on a connection of its
+    own, unacknowledged, and closes it, which gives them all back. While one caller holds them
+    another sees none of them (``exclusive``). A take walks to the entry and acknowledges it alone;
+    a move first publishes its message, confirmed, on the same channel, and acknowledges the entry
+    only then: if anything fails before, closing the channel gives the entry back. ``member`` is a
+    digest of the body (equal bodies are equal entries). ``x-death`` times are to the second."""
 
-    RESTORED_AT_HEADER = "x-fleetpay-dead-ms"
+    exclusive = True
 
     def __init__(self, broker: RabbitmqBroker) -> None:
         self.broker = broker
 
-    def _channel(self) -> Any:
-        return pika.BlockingConnection(self.broker.parameters).channel()
-
-    def count(self, queue: str) -> int:
-        channel = self._channel()
+    @contextmanager
+    def _channel(self) -> Iterator[Any]:
+        connection = _quick_connection(self.broker)
         try:
-            return int(channel.queue_declare(xq_name(queue), passive=True).method.message_count)
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == 404:  # never declared: nothing ever died there
-                return 0
-            raise
+            yield connection.channel()
         finally:
-            _close(channel)
+            _close_connection(connection)  # whatever was not acknowledged goes back
 
     def _all(self, queue: str, scan_max: int) -> list[DeadEntry]:
-        """Every entry, oldest first, given back when the channel closes."""
-        channel = self._channel()
+        """Every entry, oldest first, given back when the connection closes."""
         found: list[DeadEntry] = []
-        try:
-            for _ in range(scan_max):
-                method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
-                if method is None:
-                    break
-                found.append(DeadEntry(queue, _member(body), _dead_ms(properties), body))
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code != 404:  # 404: never declared, nothing ever died there
-                raise
-        finally:
-            _close(channel)
+        with self._channel() as channel:
+            try:
+                for _ in range(scan_max):
+                    method, properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                    if method is None:
+                        return found
+                    found.append(DeadEntry(queue, _member(body), _dead_ms(properties), body))
+                _truncated(queue, scan_max)
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code != 404:  # 404: never declared, nothing ever died there
+                    raise
         return found
 
     def newest(self, queue: str, *, before_ms: float | None, scan_max: int) -> Iterator[DeadEntry]:
@@ -334,30 +401,35 @@ class RabbitDeadQueues:
     def matching(self, queue: str, message_ids: set[str], *, scan_max: int) -> Iterator[DeadEntry]:
         yield from (entry for entry in self._all(queue, scan_max) if _message_id(entry.data) in message_ids)
 
-    def take(self, entry: DeadEntry) -> bytes | None:
-        """Walk the queue to the entry and acknowledge it alone; the rest goes back on close.
-        One walk per entry: requeuing thousands at once is slow, not wrong."""
-        channel = self._channel()
-        try:
-            while True:
-                method, _, body = channel.basic_get(xq_name(entry.queue), auto_ack=False)
-                if method is None:
-                    return None
-                if _member(body) == entry.member:
-                    channel.basic_ack(method.delivery_tag)
-                    return body
-        except pika.exceptions.ChannelClosedByBroker as error:
-            if error.reply_code == 404:
-                return None
-            raise
-        finally:
-            _close(channel)
+    def take(self, entry: DeadEntry) -> bool:
+        return self._walk_to(entry, None)
 
-    def restore(self, entry: DeadEntry) -> None:
-        self.broker.channel.basic_publish(
-            exchange="", routing_key=xq_name(entry.queue), body=entry.data,
-            properties=pika.BasicProperties(delivery_mode=2, headers={self.RESTORED_AT_HEADER: int(entry.dead_ms)}),
-        )
+    def move(self, entry: DeadEntry, message: Message) -> bool:
+        return self._walk_to(entry, message)
+
+    def _walk_to(self, entry: DeadEntry, message: Message | None) -> bool:
+        """Find the entry (one walk each: moving thousands at once is slow, not wrong), publish
+        ``message`` if any, then acknowledge the entry."""
+        with self._channel() as channel:
+            try:
+                while True:
+                    method, _, body = channel.basic_get(xq_name(entry.queue), auto_ack=False)
+                    if method is None:
+                        return False
+                    if _member(body) == entry.member:
+                        break
+            except pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == 404:
+                    return False
+                raise
+            if message is not None:  # its queue exists: dramatiq declares a queue with its .XQ
+                channel.confirm_delivery()
+                channel.basic_publish(  # raises unless RabbitMQ confirms it: the entry goes back
+                    exchange="", routing_key=message.queue_name, body=message.encode(),
+                    properties=pika.BasicProperties(delivery_mode=2), mandatory=True,
+                )
+            channel.basic_ack(method.delivery_tag)
+            return True
 
 
 def _member(body: bytes) -> str:
@@ -366,18 +438,12 @@ def _member(body: bytes) -> str:
 
 def _dead_ms(properties: Any) -> float:
     headers = properties.headers or {}
-    if RabbitDeadQueues.RESTORED_AT_HEADER in headers:
-        return float(headers[RabbitDeadQueues.RESTORED_AT_HEADER])
     deaths = headers.get("x-death") or []
-    moment = deaths[0].get("time") if deaths else None
+    moment = deaths[0].get("time") if deaths else None  # the latest death comes first
     if isinstance(moment, datetime):
         aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
         return aware.timestamp() * 1000
-    return float(moment) * 1000 if moment is not None else float(current_millis())
-
-
-def _close(channel: Any) -> None:
-    _close_connection(channel.connection)
+    return float(moment) * 1000 if moment is not None else 0.0  # unknown: the oldest
 
 
 def _close_connection(connection: Any) -> None:

@@ -33,7 +33,8 @@ import builtins
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -47,7 +48,14 @@ from dramatiq.errors import DecodeError
 
 from fleetpay.settings import Settings
 from workers import failures
-from workers.broker import NAMESPACE, DeadEntry, dead_store, queue_lengths, redis_client
+from workers.broker import (
+    NAMESPACE,
+    DeadEntry,
+    close,
+    dead_store,
+    queue_depths,
+    redis_client,
+)
 
 log = structlog.get_logger("fleetpay.dlq")
 
@@ -55,6 +63,8 @@ LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 10_000  # also the most one requeue --all / purge --older-than moves
 SCAN_MAX = 100_000  # dead entries examined per queue by one read
 LAST_ERROR_MAX_CHARS = 300
+LOCK_TIMEOUT_S = 300  # a RabbitMQ read or move holds the dead letters at most this long
+LOCK_WAIT_S = 60
 
 # Options a requeue drops: the failure record (Retries) and the delay and Redis bookkeeping the
 # broker sets again when it enqueues.
@@ -230,13 +240,28 @@ class DeadLetters:
 
     # --- reads ----------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Let go of the broker's and Redis's connections (a command or a page is done)."""
+        close(self.broker)
+        self.shared.close()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One read or move at a time where the broker's reads hide entries (RabbitMQ): otherwise
+        a move could find its entry held by a read and report it taken by someone else."""
+        if not self.store.exclusive:
+            yield
+            return
+        with self.shared.lock(f"{NAMESPACE}:dlq:exclusive", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_WAIT_S):
+            yield
+
+    def depths(self) -> dict[str, dict[str, int]]:
+        """Each queue's messages: ``ready``, ``delayed`` (a retry waiting out its backoff), ``dead``."""
+        return queue_depths(self.broker, self.queues)
+
     def depth(self) -> dict[str, int]:
         """How many dead letters each queue holds."""
-        return {queue: self.store.count(queue) for queue in self.queues}
-
-    def waiting(self) -> dict[str, dict[str, int]]:
-        """How many messages each queue has waiting for a worker (``ready``, ``delayed``)."""
-        return {queue: queue_lengths(self.broker, queue) for queue in self.queues}
+        return {queue: counts["dead"] for queue, counts in self.depths().items()}
 
     def list(
         self,
@@ -252,15 +277,16 @@ class DeadLetters:
             raise DeadLetterError(f"the limit is between 1 and {LIST_LIMIT_MAX}")
         before_ms = None if older_than is None else (time.time() - older_than.total_seconds()) * 1000
         found: list[DeadLetter] = []
-        for name in self._queues(queue):
-            matched = 0
-            for entry in self.store.newest(name, before_ms=before_ms, scan_max=SCAN_MAX):
-                letter = self._decode(entry)
-                if letter is not None and (actor is None or letter.actor == actor):
-                    found.append(letter)
-                    matched += 1
-                    if matched == limit:
-                        break
+        with self._exclusive():
+            for name in self._queues(queue):
+                matched = 0
+                for entry in self.store.newest(name, before_ms=before_ms, scan_max=SCAN_MAX):
+                    letter = self._decode(entry)
+                    if letter is not None and (actor is None or letter.actor == actor):
+                        found.append(letter)
+                        matched += 1
+                        if matched == limit:
+                            break
         found.sort(key=lambda letter: letter.dead_lettered_at, reverse=True)
         return self._with_failures(found[:limit])
 
@@ -287,12 +313,13 @@ class DeadLetters:
         if not wanted:
             raise DeadLetterError("no message ids given")
         by_id: dict[str, dict[tuple[str, str], DeadLetter]] = {message_id: {} for message_id in wanted}
-        for queue in self.queues:
-            for entry in self.store.matching(queue, set(by_id), scan_max=SCAN_MAX):
-                letter = self._decode(entry)
-                if letter is not None and letter.id in by_id:
-                    # a scan may return an entry twice; key by (queue, member).
-                    by_id[letter.id][(queue, entry.member)] = letter
+        with self._exclusive():
+            for queue in self.queues:
+                for entry in self.store.matching(queue, set(by_id), scan_max=SCAN_MAX):
+                    letter = self._decode(entry)
+                    if letter is not None and letter.id in by_id:
+                        # a scan may return an entry twice; key by (queue, member).
+                        by_id[letter.id][(queue, entry.member)] = letter
         missing = [message_id for message_id, letters in by_id.items() if not letters]
         if missing:
             raise DeadLetterNotFound(missing)
@@ -330,34 +357,18 @@ class DeadLetters:
 
     def requeue(self, letters: Iterable[DeadLetter]) -> Moved:
         """Put these dead letters back on their queues, with their failure record reset. An entry
-        another caller requeued or purged meanwhile is reported ``gone`` and not enqueued."""
+        another caller requeued or purged meanwhile is reported ``gone`` and not enqueued; an entry
+        leaves the dead letters only once its message is back on its queue."""
         done: list[str] = []
         gone: list[str] = []
         for letter in letters:
-            if letter.id in done:  # a second dead entry of the same message: drop it, send once
-                self._take(letter)
-                continue
-            data = self._take(letter)
-            if data is None:
-                gone.append(letter.id)
-                continue
-            message = Message.decode(data)
-            options = {key: value for key, value in message.options.items() if key not in RESET_OPTIONS}
-            options["dlq_requeues"] = int(options.get("dlq_requeues", 0)) + 1
-            fresh = Message(
-                queue_name=letter.queue,
-                actor_name=message.actor_name,
-                args=message.args,
-                kwargs=message.kwargs,
-                options=options,
-                message_id=message.message_id,
-                message_timestamp=message.message_timestamp,
-            )
-            try:
-                self.broker.enqueue(fresh)
-            except Exception:
-                self._restore(letter, data)  # never lose a message between the two steps
-                raise
+            with self._exclusive():
+                if letter.id in done:  # a second dead entry of the same message: drop it, send once
+                    self.store.take(letter.entry)
+                    continue
+                if not self.store.move(letter.entry, self._fresh(letter)):
+                    gone.append(letter.id)
+                    continue
             failures.forget(self.shared, NAMESPACE, message_id=letter.id, reference=letter.reference,
                             keep_failing_ms=failures.REQUEUE_GRACE_MS)
             log.info("dead_letter_requeued", message_id=letter.id, actor=letter.actor, queue=letter.queue,
@@ -365,12 +376,24 @@ class DeadLetters:
             done.append(letter.id)
         return Moved(done=done, gone=[message_id for message_id in gone if message_id not in done])
 
+    @staticmethod
+    def _fresh(letter: DeadLetter) -> Message[Any]:
+        """The message as its sender made it, with the failure record and the delay reset."""
+        message = letter.message
+        options = {key: value for key, value in message.options.items() if key not in RESET_OPTIONS}
+        options["dlq_requeues"] = int(options.get("dlq_requeues", 0)) + 1
+        return Message(queue_name=letter.queue, actor_name=message.actor_name, args=message.args,
+                       kwargs=message.kwargs, options=options, message_id=message.message_id,
+                       message_timestamp=message.message_timestamp)
+
     def purge(self, letters: Iterable[DeadLetter]) -> Moved:
         """Delete these dead letters for good."""
         done: list[str] = []
         gone: list[str] = []
         for letter in letters:
-            if self._take(letter) is None:
+            with self._exclusive():
+                taken = self.store.take(letter.entry)
+            if not taken:
                 gone.append(letter.id)
                 continue
             failures.forget(self.shared, NAMESPACE, message_id=letter.id, reference=letter.reference,
@@ -380,9 +403,3 @@ class DeadLetters:
             if letter.id not in done:
                 done.append(letter.id)
         return Moved(done=done, gone=[message_id for message_id in gone if message_id not in done])
-
-    def _take(self, letter: DeadLetter) -> bytes | None:
-        return self.store.take(letter.entry)
-
-    def _restore(self, letter: DeadLetter, data: bytes) -> None:
-        self.store.restore(letter.entry)

@@ -10,7 +10,7 @@ from dramatiq.broker import MessageProxy
 
 from fleetpay.settings import Settings
 from ingest.enqueuer import Enqueuer
-from workers.broker import build_broker, queue_lengths
+from workers.broker import build_broker, queue_depths
 from workers.messages import APPLY_CALLBACKS, PROCESS_CALLBACK, process_callback_message
 
 
@@ -34,7 +34,7 @@ def test_a_batch_is_stored_as_dramatiq_stores_one_message(settings: Settings, un
     Enqueuer(broker, queue_name=queue, batch_max=2)([7, 8, 9])  # a group-commit batch: two messages
     broker.enqueue(process_callback_message(10, queue_name=queue))
     broker.enqueue(process_callback_message(11, queue_name=queue))
-    assert queue_lengths(broker, queue) == {"ready": 4, "delayed": 0}
+    assert queue_depths(broker, [queue]) == {queue: {"ready": 4, "delayed": 0, "dead": 0}}
 
     consumer = broker.consume(queue, prefetch=4, timeout=1000)
     received: list[MessageProxy] = []

@@ -36,7 +36,7 @@ from tests.support import (
     free_port,
     wait_until,
 )
-from workers.broker import DEAD_MESSAGE_TTL_MS, build_broker, close, enqueue_many, queue_lengths, reachable
+from workers.broker import DEAD_MESSAGE_TTL_MS, build_broker, close, enqueue_many, queue_depths, reachable
 from workers.dead_letters import DeadLetters
 from workers.messages import apply_callbacks_messages
 
@@ -77,21 +77,24 @@ def test_confirmed_messages_survive_a_broker_restart(rabbit: rabbitmq_node.Rabbi
     try:
         ready, delayed, dead = broker.get_queue_message_counts(amqp_settings.queue_name)
         assert (ready, delayed, dead) == (3, 0, 0)  # 100 + 100 + 50 ids
-        assert queue_lengths(broker, amqp_settings.queue_name) == {"ready": 3, "delayed": 0}
-        assert queue_lengths(broker, "never_declared") == {"ready": 0, "delayed": 0}
+        assert queue_depths(broker, [amqp_settings.queue_name, "never_declared"]) == {
+            amqp_settings.queue_name: {"ready": 3, "delayed": 0, "dead": 0},
+            "never_declared": {"ready": 0, "delayed": 0, "dead": 0},
+        }
     finally:
         close(broker)
 
 
-def test_dead_letters_are_kept_thirty_days(amqp_settings: Settings) -> None:
-    """dramatiq declares ``.XQ`` with its module's TTL, which ``workers.broker`` sets (no public
-    way): RabbitMQ accepts a declaration only with the same arguments."""
+def test_dead_letters_are_kept_thirty_days_on_a_classic_queue(amqp_settings: Settings) -> None:
+    """``.XQ`` is declared with dramatiq's module TTL, which ``workers.broker`` sets, and always as a
+    classic queue, even on a quorum vhost (no public way for either): RabbitMQ accepts a second
+    declaration only with the same arguments."""
     broker = build_broker(amqp_settings)
     try:
         broker.declare_queue(amqp_settings.queue_name, ensure=True)
         connection = pika.BlockingConnection(broker.parameters)
         connection.channel().queue_declare(f"{amqp_settings.queue_name}.XQ", durable=True,
-                                           arguments={"x-message-ttl": DEAD_MESSAGE_TTL_MS})
+                                           arguments={"x-message-ttl": DEAD_MESSAGE_TTL_MS, "x-queue-type": "classic"})
         connection.close()
     finally:
         close(broker)
@@ -158,6 +161,41 @@ def test_two_operators_requeuing_the_same_letter_enqueue_it_once(amqp_settings: 
         assert sorted(len(move.done) for move in moves) == [0, 1]
         ready, _, dead = brokers[0].get_queue_message_counts(amqp_settings.queue_name)
         assert (ready, dead) == (1, 0)
+    finally:
+        for broker in brokers:
+            close(broker)
+
+
+def test_a_requeue_that_cannot_publish_leaves_the_dead_letter_where_it_was(amqp_settings: Settings) -> None:
+    """The entry is acknowledged only once RabbitMQ confirms its message back on its queue: with the
+    queue gone (unroutable), the requeue fails and the dead letter is still there."""
+    [sent] = make_dead_letters(amqp_settings, 1)
+    broker = build_broker(amqp_settings)
+    try:
+        letters = DeadLetters.from_settings(amqp_settings, broker)
+        connection = pika.BlockingConnection(broker.parameters)
+        connection.channel().queue_delete(amqp_settings.queue_name)
+        connection.close()
+        with pytest.raises(pika.exceptions.UnroutableError):
+            letters.requeue(letters.find([sent]))
+        assert [letter.id for letter in letters.list()] == [sent]
+    finally:
+        close(broker)
+
+
+def test_reads_while_requeuing_never_make_a_letter_look_taken(amqp_settings: Settings) -> None:
+    """A read holds every entry while it runs; the dead-letter lock keeps moves from missing them."""
+    sent = make_dead_letters(amqp_settings, 6)
+    brokers = [build_broker(amqp_settings) for _ in range(2)]
+    try:
+        reader, mover = (DeadLetters.from_settings(amqp_settings, broker) for broker in brokers)
+        letters = mover.find(sent)
+        with ThreadPoolExecutor(2) as pool:
+            reads = pool.submit(lambda: [len(reader.list()) for _ in range(10)])
+            moved = mover.requeue(letters)
+            reads.result()
+        assert sorted(moved.done) == sorted(sent) and moved.gone == []
+        assert mover.depths()[amqp_settings.queue_name] == {"ready": 6, "delayed": 0, "dead": 0}
     finally:
         for broker in brokers:
             close(broker)
