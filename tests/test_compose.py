@@ -42,7 +42,9 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 FLEETPAY_SERVICES = ("migrate", "ingest", "worker", "scheduler", "console", "simulator")
 #: The fleetpay services that are the system itself; the simulator stands in for Safaricom.
 SYSTEM_SERVICES = ("ingest", "worker", "scheduler")
-ALL_SERVICES = {"postgres", "redis", *FLEETPAY_SERVICES}
+ALL_SERVICES = {"postgres", "redis", "rabbitmq", "pgbouncer", *FLEETPAY_SERVICES}
+#: Services that start only with their profile.
+PROFILED = {"simulator": ["dev"], "rabbitmq": ["rabbitmq"], "pgbouncer": ["pgbouncer"]}
 SECRETS = (
     "POSTGRES_PASSWORD",
     "FLEETPAY_CALLBACK_TOKEN",
@@ -159,14 +161,18 @@ def required_variables(compose: Any) -> set[str]:
 
 
 def documented_settings() -> dict[str, dict[str, str]]:
-    """The ```dotenv blocks of docs/operations.md: {"production": {...}, "dev": {...}}."""
+    """The ```dotenv blocks of docs/operations.md: {"production": {...}, "dev": {...}, "past one
+    host": {...}}; the last (profiles rabbitmq and pgbouncer) is added to the production block."""
     blocks = re.findall(r"^```dotenv\n(.*?)^```", OPERATIONS.read_text(), re.M | re.S)
     found: dict[str, dict[str, str]] = {}
     for block in blocks:
         env = dict(
             line.split("=", 1) for line in block.splitlines() if line.strip() and not line.startswith("#")
         )
-        found["dev" if env.get("COMPOSE_PROFILES") == "dev" else "production"] = env
+        profiles = env.get("COMPOSE_PROFILES")
+        found["production" if profiles is None else "dev" if profiles == "dev" else "past one host"] = env
+    if "past one host" in found and "production" in found:
+        found["past one host"] = found["production"] | found["past one host"]
     return found
 
 
@@ -242,12 +248,12 @@ def test_the_schema_catches_a_typo(compose: dict[str, Any], validator: Draft2020
     assert schema_errors(validator, broken)
 
 
-@pytest.mark.parametrize("which", ["production", "dev"])
+@pytest.mark.parametrize("which", ["production", "dev", "past one host"])
 def test_with_the_documented_settings_it_interpolates_and_still_matches(
     compose: dict[str, Any], validator: Draft202012Validator, which: str
 ) -> None:
     documented = documented_settings()
-    assert set(documented) == {"production", "dev"}, "docs/operations.md documents both .env blocks"
+    assert set(documented) == {"production", "dev", "past one host"}, "docs/operations.md documents the .env blocks"
     env = documented[which]
     missing = required_variables(compose) - set(env)
     assert not missing, f"docs/operations.md's {which} block lacks {sorted(missing)}"
@@ -299,10 +305,48 @@ def test_every_fleetpay_service_shares_the_anchor(compose: dict[str, Any], servi
 def test_fleetpay_reaches_postgres_and_redis_in_the_compose_network(compose: dict[str, Any]) -> None:
     environment = compose["x-fleetpay"]["environment"]
     assert re.fullmatch(
-        r"postgresql://fleetpay:\$\{POSTGRES_PASSWORD:\?[^}]+\}@postgres:5432/fleetpay",
+        r"postgresql://fleetpay:\$\{POSTGRES_PASSWORD:\?[^}]+\}@\$\{POSTGRES_ENDPOINT:-postgres:5432\}/fleetpay",
         environment["FLEETPAY_DATABASE_URL"],
     )
+    # The session-level locks never go through PgBouncer (docs/operations.md, "PgBouncer").
+    assert re.fullmatch(
+        r"postgresql://fleetpay:\$\{POSTGRES_PASSWORD:\?[^}]+\}@postgres:5432/fleetpay",
+        environment["FLEETPAY_DATABASE_DIRECT_URL"],
+    )
     assert environment["FLEETPAY_REDIS_URL"] == "redis://redis:6379/0"
+    assert environment["FLEETPAY_BROKER_URL"] == "${FLEETPAY_BROKER_URL:-redis://redis:6379/0}"
+
+
+def test_past_one_host_the_profiles_reach_rabbitmq_and_pgbouncer() -> None:
+    scaled = documented_settings()["past one host"]
+    assert set(scaled["COMPOSE_PROFILES"].split(",")) == {"rabbitmq", "pgbouncer"}
+    assert scaled["FLEETPAY_BROKER_URL"].startswith("amqp://fleetpay:")
+    assert scaled["FLEETPAY_BROKER_URL"].endswith("@rabbitmq:5672/fleetpay")
+    assert scaled["POSTGRES_ENDPOINT"] == "pgbouncer:6432"
+
+
+def test_rabbitmq_lets_an_hour_long_message_run(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    """The daily close and the reconciliation may run an hour (their actors' time limit); RabbitMQ's
+    consumer timeout must be longer, or it takes the message back from a worker still running it."""
+    [mounted] = services["rabbitmq"]["configs"]
+    assert mounted["target"].startswith("/etc/rabbitmq/conf.d/")
+    content = compose["configs"][mounted["source"]]["content"]
+    timeout_ms = int(re.fullmatch(r"consumer_timeout = (\d+)\n?", content).group(1))
+    assert timeout_ms > 3_600_000
+
+
+def test_pgbouncer_pools_by_transaction_in_front_of_postgres(services: dict[str, Any]) -> None:
+    pgbouncer = services["pgbouncer"]["environment"]
+    assert (pgbouncer["POOL_MODE"], pgbouncer["DB_HOST"], pgbouncer["LISTEN_PORT"]) == ("transaction", "postgres", "6432")
+    assert int(pgbouncer["DEFAULT_POOL_SIZE"]) >= 2  # the reconciliation reads on two connections
+
+
+def test_rabbitmq_keeps_its_queues_on_a_volume_and_refuses_an_empty_password(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    rabbitmq = services["rabbitmq"]
+    assert "rabbitmqdata:/var/lib/rabbitmq" in rabbitmq["volumes"] and "rabbitmqdata" in compose["volumes"]
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"] == "${RABBITMQ_PASSWORD:-}"
+    assert '[ -n "$$RABBITMQ_DEFAULT_PASS" ] ||' in rabbitmq["entrypoint"][2]
+    assert rabbitmq["hostname"] == "rabbitmq"
 
 
 def test_every_fleetpay_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
@@ -419,11 +463,9 @@ def test_one_scheduler(services: dict[str, Any]) -> None:
     assert int(scheduler.get("scale", 1)) == 1
 
 
-def test_the_simulator_runs_only_in_the_dev_profile(services: dict[str, Any]) -> None:
-    assert services["simulator"]["profiles"] == ["dev"]
+def test_the_simulator_rabbitmq_and_pgbouncer_run_only_in_their_profiles(services: dict[str, Any]) -> None:
     for name, service in services.items():
-        if name != "simulator":
-            assert "profiles" not in service, f"{name} must start without a profile"
+        assert service.get("profiles") == PROFILED.get(name), f"{name}: profiles {service.get('profiles')}"
 
 
 def test_third_party_images_are_pinned_to_a_major_version(services: dict[str, Any]) -> None:

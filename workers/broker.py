@@ -56,7 +56,7 @@ MESSAGE_ID_PATTERN = re.compile(rb'"message_id"\s*:\s*"([^"]{1,64})"')
 
 # dramatiq reads this when it declares a queue's ``.XQ`` (its ``x-message-ttl``), with no parameter
 # for it; the retention is the same 30 days as on Redis. A queue declared with another TTL keeps it
-# (RabbitMQ refuses to change a queue's arguments): docs/operations.md says how to move.
+# (RabbitMQ refuses to change a queue's arguments): docs/operations.md ("Retention") says what to do.
 rabbitmq.DEAD_MESSAGE_TTL = DEAD_MESSAGE_TTL_MS
 
 
