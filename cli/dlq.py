@@ -23,6 +23,7 @@ from workers.dead_letters import (
     LIST_LIMIT_MAX,
     DeadLetter,
     DeadLetterError,
+    DeadLettersBusy,
     DeadLetterNotFound,
     DeadLetters,
     InvalidId,
@@ -62,7 +63,7 @@ def _dead_letters() -> Iterator[DeadLetters]:
         raise fail(str(error)) from error
     try:
         yield dead
-    except (InvalidId, DeadLetterNotFound) as error:
+    except (InvalidId, DeadLetterNotFound, DeadLettersBusy) as error:
         raise fail(str(error), 2 if isinstance(error, InvalidId) else 1) from error
     except DeadLetterError as error:
         raise fail(str(error), 2) from error

@@ -32,10 +32,12 @@ def dev(
 
 
 def migrate() -> None:
-    """Apply database migrations (safe to re-run)."""
+    """Apply database migrations (safe to re-run), on PostgreSQL itself when
+    FLEETPAY_DATABASE_DIRECT_URL is set (not through PgBouncer)."""
     from db.migrate import upgrade
 
-    upgrade(context.settings().require_database_url())
+    current = context.settings()
+    upgrade(current.database_direct_url or current.require_database_url())
     typer.echo("database is at the latest migration")
 
 

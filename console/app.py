@@ -503,15 +503,18 @@ class Console:
 
         return DeadLetters.from_settings(self.settings, build_broker(self.settings))
 
-    async def dlq(self, request: Request, viewer: Viewer) -> Response:
+    def _read_dead_letters(self) -> tuple[list[Any], dict[str, int]]:
+        dead = self._dead_letters()
         try:
-            dead = self._dead_letters()
-            try:
-                letters, depth, error = dead.list(limit=PAGE_ROWS), dead.depth(), None
-            finally:
-                dead.close()
-        except Exception as unreachable:  # noqa: BLE001 — the broker down: say so, the rest of the console works
-            letters, depth, error = [], {}, f"The broker cannot be reached ({unreachable.__class__.__name__})"
+            return dead.list(limit=PAGE_ROWS), dead.depth()
+        finally:
+            dead.close()
+
+    async def dlq(self, request: Request, viewer: Viewer) -> Response:
+        try:  # off the event loop: a RabbitMQ read walks its dead-letter queues
+            (letters, depth), error = await anyio.to_thread.run_sync(self._read_dead_letters), None
+        except Exception as unreachable:  # noqa: BLE001 — the broker or Redis down: say so, the rest of the console works
+            letters, depth, error = [], {}, f"The broker or Redis cannot be reached ({unreachable.__class__.__name__})"
         return self.render(request, "dlq.html", "Dead letters", viewer, letters=letters, depth=depth, error=error)
 
     async def dlq_act(self, request: Request, viewer: Viewer, form: Any) -> Response:
@@ -520,15 +523,19 @@ class Console:
         act = form.get("act")
         if act not in ("requeue", "purge"):
             raise BadInput("requeue or purge")
-        dead = self._dead_letters()
+        def act_on_it() -> Any:
+            dead = self._dead_letters()
+            try:
+                letters = dead.find([str(request.path_params["message_id"])])
+                return dead.requeue(letters) if act == "requeue" else dead.purge(letters)
+            finally:
+                dead.close()
+
         try:
-            letters = dead.find([str(request.path_params["message_id"])])
-            moved = dead.requeue(letters) if act == "requeue" else dead.purge(letters)
+            moved = await anyio.to_thread.run_sync(act_on_it)
         except DeadLetterError as error:
             self.flash(request, f"Not done: {error}", "error")
             return RedirectResponse(path_of(request, "dlq"), status_code=303)
-        finally:
-            dead.close()
         with self.sessions.begin() as session:
             record_action(session, action={"requeue": "dead_letter_requeued", "purge": "dead_letter_purged"}[act],
                           subject=str(request.path_params["message_id"]), operator=viewer.username, reason="console",

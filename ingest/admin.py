@@ -56,6 +56,7 @@ from workers.dead_letters import (
     LIST_LIMIT_MAX,
     DeadLetter,
     DeadLetterError,
+    DeadLettersBusy,
     DeadLetterNotFound,
     DeadLetters,
     InvalidId,
@@ -149,6 +150,8 @@ class AdminApi:
             return problem(400, "invalid_id", str(error))
         except DeadLetterNotFound as error:
             return problem(404, "not_found", str(error), ids=error.message_ids)
+        except DeadLettersBusy as error:
+            return problem(409, "busy", str(error))
         except DeadLetterError as error:
             return problem(400, "bad_request", str(error))
         except redis.RedisError as error:

@@ -21,6 +21,7 @@ is done here, says so, and is pinned by a test against the real broker (``tests/
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
@@ -75,19 +76,22 @@ def redis_client(settings: Settings, url: str | None = None) -> redis.Redis:
 
 
 # pika's connection settings where the URL names none: a publish blocked by a RabbitMQ memory or
-# disk alarm fails after 30 s instead of hanging the ingest's enqueue thread (the sweep catches up),
-# and a host that does not answer is given up on in seconds.
-AMQP_DEFAULTS = {"blocked_connection_timeout": "30", "socket_timeout": "5", "connection_attempts": "3",
+# disk alarm fails within about 30 s (dramatiq tries 6 connections, 5 s each) instead of hanging
+# the ingest's enqueue thread (the sweep catches up), and a host that does not answer is given up
+# on in seconds.
+AMQP_DEFAULTS = {"blocked_connection_timeout": "5", "socket_timeout": "5", "connection_attempts": "3",
                  "retry_delay": "1", "heartbeat": "30"}
-# The dead-letter tools' and probes' own short-lived connections: an answer within seconds, or none.
-AMQP_QUICK = {"socket_timeout": "2", "stack_timeout": "3", "connection_attempts": "1", "blocked_connection_timeout": "5"}
 
 
 def amqp_url(url: str, defaults: dict[str, str] = AMQP_DEFAULTS) -> str:
-    """``url`` with ``defaults`` for the pika parameters it does not set itself."""
+    """``url`` with ``defaults`` for the pika parameters it does not set itself; each of several
+    URLs (``;``-separated: the nodes of a cluster, as dramatiq takes them) alike."""
+    return ";".join(_with_defaults(one, defaults) for one in url.split(";"))
+
+
+def _with_defaults(url: str, defaults: dict[str, str]) -> str:
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    return urlunsplit(parts._replace(query=urlencode({**defaults, **query})))
+    return urlunsplit(parts._replace(query=urlencode({**defaults, **dict(parse_qsl(parts.query))})))
 
 
 class FleetpayRabbitmqBroker(RabbitmqBroker):
@@ -101,10 +105,21 @@ class FleetpayRabbitmqBroker(RabbitmqBroker):
     counterpart (dramatiq 2.2.1)."""
 
     def _declare_xq_queue(self, queue_name):  # type: ignore[no-untyped-def]
-        return self.channel.queue_declare(
-            queue=xq_name(queue_name), durable=True,
-            arguments={"x-message-ttl": rabbitmq.DEAD_MESSAGE_TTL, "x-queue-type": "classic"},
-        )
+        """A classic queue lives on one node: while that node is down RabbitMQ refuses to declare it
+        (404, "home node … is down"). Enqueueing and consuming must go on then (RabbitMQ drops what
+        would be dead-lettered meanwhile; its rows are swept again once their failure records
+        expire), so the refusal is logged and the channel replaced."""
+        try:
+            return self.channel.queue_declare(
+                queue=xq_name(queue_name), durable=True,
+                arguments={"x-message-ttl": rabbitmq.DEAD_MESSAGE_TTL, "x-queue-type": "classic"},
+            )
+        except pika.exceptions.ChannelClosedByBroker as error:
+            if error.reply_code != 404:
+                raise
+            log.error("dead_letter_queue_unavailable", queue=xq_name(queue_name), error=str(error))
+            del self.channel
+            return None
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
@@ -116,11 +131,15 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def _quick_connection(broker: RabbitmqBroker) -> Any:
     """A connection of its own (never a thread's: those live as long as the thread and the broker)
-    that answers within seconds or fails."""
-    parameters = broker.parameters[0] if isinstance(broker.parameters, list) else broker.parameters
-    quick = pika.URLParameters(amqp_url("amqp://", AMQP_QUICK))
-    for name in ("host", "port", "virtual_host", "credentials", "ssl_options"):
-        setattr(quick, name, getattr(parameters, name))
+    that answers within seconds or fails: the broker's parameters (every node of a cluster, in
+    turn) with short timeouts."""
+    every = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    quick = []
+    for parameters in every:
+        copied = copy.copy(parameters)
+        copied.socket_timeout, copied.stack_timeout = 2, 3
+        copied.connection_attempts, copied.blocked_connection_timeout = 1, 5
+        quick.append(copied)
     return pika.BlockingConnection(quick)
 
 

@@ -84,6 +84,11 @@ class InvalidId(DeadLetterError, ValueError):
         self.raw = raw
 
 
+class DeadLettersBusy(DeadLetterError):
+    def __init__(self) -> None:
+        super().__init__(f"another dead-letter command has been running for over {LOCK_WAIT_S} s: try again when it has finished")
+
+
 class DeadLetterNotFound(DeadLetterError, LookupError):
     def __init__(self, message_ids: Sequence[str]) -> None:
         listed = ", ".join(message_ids)
@@ -210,8 +215,8 @@ class DeadLetters:
     """dramatiq's dead letters of some queues, on one broker (Redis or RabbitMQ).
 
     Parameters:
-      broker: the broker; requeues go through its ``enqueue`` (so middleware sees them as any
-        other enqueue).
+      broker: the broker; requeues go back on its queues (through its ``enqueue`` on Redis,
+        published with a confirm on RabbitMQ).
       shared: the shared Redis, where ``workers.failures`` keeps each failure's record.
       queues: the queues whose dead letters are read by default (canonical names; ``.DQ`` and
         ``.XQ`` suffixes are dropped).
@@ -252,8 +257,14 @@ class DeadLetters:
         if not self.store.exclusive:
             yield
             return
-        with self.shared.lock(f"{NAMESPACE}:dlq:exclusive", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_WAIT_S):
+        lock = self.shared.lock(f"{NAMESPACE}:dlq:exclusive", timeout=LOCK_TIMEOUT_S, blocking_timeout=LOCK_WAIT_S,
+                                raise_on_release_error=False)  # what was done stays done
+        if not lock.acquire():
+            raise DeadLettersBusy()
+        try:
             yield
+        finally:
+            lock.release()
 
     def depths(self) -> dict[str, dict[str, int]]:
         """Each queue's messages: ``ready``, ``delayed`` (a retry waiting out its backoff), ``dead``."""

@@ -154,8 +154,8 @@ def failures(client: redis.Redis, namespace: str, message_ids: Sequence[str]) ->
 
 def failing(client: redis.Redis, namespace: str, kind: str, ids: Sequence[int]) -> set[int]:
     """Which of these rows have a message retrying or dead-lettered. When Redis does not answer,
-    none: a sweep goes on (a row may then get a second dead letter), since with RabbitMQ as the
-    broker the rows' messages can still be sent."""
+    all of them: the sweep leaves every row for its next round, rather than send a row whose
+    message is failing again each round (one more dead letter each time)."""
     if not ids:
         return set()
     keys = FailureKeys(namespace)
@@ -163,7 +163,7 @@ def failing(client: redis.Redis, namespace: str, kind: str, ids: Sequence[int]) 
         found = client.mget([keys.failing(f"{kind}:{row_id}") for row_id in ids])
     except redis.RedisError as error:
         log.warning("failing_rows_unknown", kind=kind, rows=len(ids), error=str(error))
-        return set()
+        return set(ids)
     return {row_id for row_id, message_id in zip(ids, found) if message_id}
 
 

@@ -60,6 +60,7 @@ from tests.support import (
     add_driver_with_vehicle,
     c2b_body,
     claim_empty_redis_db,
+    fleetpay,
     fleetpay_argv,
     free_port,
     next_driver_code,
@@ -390,6 +391,17 @@ def test_migrations_run_through_the_pooler(servers, pgbouncer) -> None:  # type:
     upgrade(pgbouncer.url(servers.url_of(name)))
     revision = "SELECT version_num FROM alembic_version"
     assert rows(servers.url_of(name), revision) == rows(servers.database_url, revision)
+
+
+def test_fleetpay_migrate_goes_to_the_direct_url(servers) -> None:  # type: ignore[no-untyped-def]
+    """With both URLs set, ``fleetpay migrate`` reaches PostgreSQL itself (compose starts it before
+    PgBouncer may be up): here the pooled URL leads nowhere."""
+    name = own_database(servers)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FLEETPAY_")} | {
+        "FLEETPAY_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        "FLEETPAY_DATABASE_DIRECT_URL": servers.url_of(name),
+    }
+    assert "latest migration" in fleetpay("migrate", env=env).stdout
 
 
 @pytest.fixture

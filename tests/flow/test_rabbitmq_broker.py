@@ -34,6 +34,7 @@ from tests.support import (
     fleetpay,
     fleetpay_argv,
     free_port,
+    serve,
     wait_until,
 )
 from workers.broker import DEAD_MESSAGE_TTL_MS, build_broker, close, enqueue_many, queue_depths, reachable
@@ -199,6 +200,32 @@ def test_reads_while_requeuing_never_make_a_letter_look_taken(amqp_settings: Set
     finally:
         for broker in brokers:
             close(broker)
+
+
+def test_the_admin_api_and_metrics_on_rabbitmq(amqp_settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+    """``/admin/dlq…``, ``/readyz`` and the broker's gauges on ``/metrics`` from an ingest whose
+    broker is RabbitMQ."""
+    from ingest.app import build_app
+
+    sent = make_dead_letters(amqp_settings, 2)
+    token = amqp_settings.admin_token.get_secret_value()
+    broker = build_broker(amqp_settings)
+    try:
+        with serve(build_app(amqp_settings, engine=engine, broker=broker)) as url:
+            assert httpx.get(f"{url}/readyz").json()["checks"]["rabbitmq"] is True
+            with httpx.Client(base_url=f"{url}/admin", headers={"Authorization": f"Bearer {token}"}, timeout=30) as admin:
+                listed = admin.get("/dlq").json()
+                assert sorted(letter["id"] for letter in listed["dead_letters"]) == sorted(sent)
+                assert listed["depth"][amqp_settings.queue_name] == 2
+                assert admin.get(f"/dlq/{sent[0]}").json()["id"] == sent[0]
+                assert admin.post("/dlq/requeue", json={"ids": [sent[0]]}).json() == {"requeued": [sent[0]]}
+                assert admin.post("/dlq/purge", json={"ids": [sent[1]]}).json() == {"purged": [sent[1]]}
+            scraped = httpx.get(f"{url}/metrics").text
+            queue = amqp_settings.queue_name
+            assert f'fleetpay_dlq_depth{{queue="{queue}"}} 0.0' in scraped
+            assert f'fleetpay_queue_messages{{queue="{queue}",state="ready"}} 1.0' in scraped
+    finally:
+        close(broker)
 
 
 def test_fleetpay_dlq_commands_on_rabbitmq(amqp_settings: Settings, database_url: str) -> None:

@@ -44,3 +44,14 @@ def test_only_the_message_that_holds_a_row_lets_it_go(redis_url: str, unique: st
     assert client.pttl(keys.failing("inbox:2")) > 1_000
     release(client, keys, ["inbox:2"], "alone", keep_ms=None)
     assert failing(client, namespace, "inbox", [1, 2]) == set()
+
+
+def test_while_redis_does_not_answer_the_sweeps_leave_every_row_for_later() -> None:
+    """Not knowing which rows have a message failing, a sweep sends none of them: sending them all
+    would make one more dead letter each round for a row that keeps failing."""
+    import redis
+
+    from workers.failures import failing
+
+    unreachable = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    assert failing(unreachable, "fleetpay", "inbox", [3, 4]) == {3, 4}
